@@ -1,0 +1,237 @@
+// The neighborhood-attention window math: the single source of truth for every backend.
+//
+// Host and device code include this header; nothing here allocates, throws or touches a framework
+// type. All index math is int64. The rules are those of shared/spec/semantics.md:
+//   - dilation splits an axis into groups g = x mod d with in-group index j = x div d;
+//   - windows are computed on in-group indices with the group's own extent Lg = ceil((L - g) / d);
+//   - non-causal windows always hold exactly k keys, shifted inward at the borders and shared by a
+//     stride group (leader = centre member); causal windows end at the query itself.
+// Because start(j) and end(j) never decrease as j grows, every derived quantity (the KV box of a
+// query tile, the queries that see a key, the masked/unmasked classification of a KV tile) is an
+// interval per axis, and the multi-dimensional versions are boxes (NA is separable).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define NATTN_HD __host__ __device__ __forceinline__
+#else
+#define NATTN_HD inline
+#endif
+
+namespace nattn::sem {
+
+constexpr int kMaxRank = 3;
+
+NATTN_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+NATTN_HD int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+NATTN_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Half-open interval [start, end).
+struct Range {
+  int64_t start = 0;
+  int64_t end = 0;
+  NATTN_HD int64_t size() const { return end > start ? end - start : 0; }
+  NATTN_HD bool contains(int64_t i) const { return start <= i && i < end; }
+};
+
+// NA parameters of one axis.
+struct Axis {
+  int64_t extent = 1;    // L
+  int64_t kernel = 1;    // k (window size)
+  int64_t stride = 1;    // s
+  int64_t dilation = 1;  // d
+  bool causal = false;
+};
+
+// Number of tokens in dilation group g (0 <= g < d) of an axis of extent L.
+NATTN_HD int64_t group_extent(int64_t extent, int64_t dilation, int64_t group) {
+  return group < extent ? (extent - group + dilation - 1) / dilation : 0;
+}
+
+// Window of in-group query j in a group of extent lg, as in-group key indices.
+// Requires 1 <= k <= lg (validated by the callers) and 1 <= s.
+NATTN_HD Range window(int64_t j, int64_t lg, int64_t k, int64_t s, bool causal) {
+  if (causal) {
+    const int64_t leader = min64(s * (j / s) + s - 1, lg - 1);
+    return Range{max64(leader - k + 1, 0), min64(j + 1, lg)};
+  }
+  const int64_t leader = min64(s * (j / s) + s / 2, lg - 1);
+  const int64_t start = min64(max64(leader - k / 2, 0), lg - k);
+  return Range{start, start + k};
+}
+
+NATTN_HD Range window(int64_t j, int64_t lg, const Axis& a) {
+  return window(j, lg, a.kernel, a.stride, a.causal);
+}
+
+// Queries (in-group) whose window contains in-group key c: the inverse neighborhood, an interval
+// because start() and end() are monotone. Binary search, O(log lg); exact by construction.
+NATTN_HD Range inverse_window(int64_t c, int64_t lg, const Axis& a) {
+  // first query whose window end exceeds c
+  int64_t lo = 0, hi = lg;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (window(mid, lg, a).end > c) hi = mid; else lo = mid + 1;
+  }
+  const int64_t first = lo;
+  // first query whose window starts after c
+  lo = first;
+  hi = lg;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (window(mid, lg, a).start > c) hi = mid; else lo = mid + 1;
+  }
+  return Range{first, lo};
+}
+
+// Union of the windows of in-group queries [q.start, q.end) (non-empty): the KV box a query tile
+// must visit. Exact (no alignment to any global grid).
+NATTN_HD Range kv_box(Range q, int64_t lg, const Axis& a) {
+  return Range{window(q.start, lg, a).start, window(q.end - 1, lg, a).end};
+}
+
+// Union of the inverse windows of in-group keys [kv.start, kv.end): the queries a KV tile must
+// visit in backward.
+NATTN_HD Range q_box(Range kv, int64_t lg, const Axis& a) {
+  return Range{inverse_window(kv.start, lg, a).start, inverse_window(kv.end - 1, lg, a).end};
+}
+
+// How a KV tile relates to a query tile along one axis (and, combined, in all axes).
+enum class TileClass : int { empty = 0, interior = 1, boundary = 2 };
+
+// kv: in-group key interval of the tile; q: in-group query interval of the tile (both non-empty).
+// interior: every query of q sees every key of kv (no mask needed);
+// empty: no query of q sees any key of kv; boundary: an element mask is needed.
+NATTN_HD TileClass classify(Range q, Range kv, int64_t lg, const Axis& a) {
+  const Range first = window(q.start, lg, a);
+  const Range last = window(q.end - 1, lg, a);
+  if (kv.end <= first.start || kv.start >= last.end) return TileClass::empty;
+  if (last.start <= kv.start && kv.end <= first.end) return TileClass::interior;
+  return TileClass::boundary;
+}
+
+// Combine per-axis classes: empty on any axis -> empty; interior on all -> interior.
+NATTN_HD TileClass combine(TileClass a, TileClass b) {
+  if (a == TileClass::empty || b == TileClass::empty) return TileClass::empty;
+  if (a == TileClass::interior && b == TileClass::interior) return TileClass::interior;
+  return TileClass::boundary;
+}
+
+// Does query x see key y along this axis (original, dilated coordinates)?
+NATTN_HD bool attends(int64_t x, int64_t y, const Axis& a) {
+  const int64_t d = a.dilation;
+  if (x % d != y % d) return false;
+  const int64_t lg = group_extent(a.extent, d, x % d);
+  return window(x / d, lg, a).contains(y / d);
+}
+
+// Window of query x (original coordinates) as original key coordinates: keys are
+// first, first + step, ..., first + step * (count - 1).
+struct Strided {
+  int64_t first = 0;
+  int64_t step = 1;
+  int64_t count = 0;
+};
+
+NATTN_HD Strided window_of(int64_t x, const Axis& a) {
+  const int64_t d = a.dilation;
+  const int64_t g = x % d;
+  const Range w = window(x / d, group_extent(a.extent, d, g), a);
+  return Strided{g + d * w.start, d, w.size()};
+}
+
+// Queries (original coordinates) that see key y: same form as window_of.
+NATTN_HD Strided inverse_of(int64_t y, const Axis& a) {
+  const int64_t d = a.dilation;
+  const int64_t g = y % d;
+  const Range r = inverse_window(y / d, group_extent(a.extent, d, g), a);
+  return Strided{g + d * r.start, d, r.size()};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token permutation (shared/spec/semantics.md, last section).
+//
+// Per axis with tile T and dilation d: pad X to ceil(X / (T d)) * T * d, write x = (r T + t) d + g
+// and fold the dilation groups into the batch. Tokens are ordered by tile, then by offset in the
+// tile, so each tile is a contiguous run of prod(T) tokens. `flip` (CuTe's colexicographic order,
+// used by the Hopper/Blackwell kernels) makes axis 0 fastest in the group, tile and offset
+// linearisations; otherwise the last axis is fastest (row-major, used by flex).
+struct Permutation {
+  int rank = 1;
+  int64_t extent[kMaxRank] = {1, 1, 1};
+  int64_t tile[kMaxRank] = {1, 1, 1};
+  int64_t dilation[kMaxRank] = {1, 1, 1};
+  bool flip = false;
+
+  // Per-group padded extent along axis i: ceil(X / (T d)) * T.
+  NATTN_HD int64_t group_padded(int i) const {
+    return ceil_div(extent[i], tile[i] * dilation[i]) * tile[i];
+  }
+  NATTN_HD int64_t tiles(int i) const { return group_padded(i) / tile[i]; }
+  NATTN_HD int64_t num_groups() const {
+    int64_t n = 1;
+    for (int i = 0; i < rank; ++i) n *= dilation[i];
+    return n;
+  }
+  NATTN_HD int64_t tile_volume() const {
+    int64_t n = 1;
+    for (int i = 0; i < rank; ++i) n *= tile[i];
+    return n;
+  }
+  // Tokens per group in the permuted sequence.
+  NATTN_HD int64_t seq_len() const {
+    int64_t n = 1;
+    for (int i = 0; i < rank; ++i) n *= group_padded(i);
+    return n;
+  }
+
+  // Linearise a per-axis coordinate with per-axis sizes in this permutation's order.
+  NATTN_HD int64_t linear(const int64_t* c, const int64_t* n) const {
+    int64_t idx = 0;
+    if (flip) {
+      for (int i = rank - 1; i >= 0; --i) idx = idx * n[i] + c[i];
+    } else {
+      for (int i = 0; i < rank; ++i) idx = idx * n[i] + c[i];
+    }
+    return idx;
+  }
+  NATTN_HD void delinear(int64_t idx, const int64_t* n, int64_t* c) const {
+    if (flip) {
+      for (int i = 0; i < rank; ++i) { c[i] = idx % n[i]; idx /= n[i]; }
+    } else {
+      for (int i = rank - 1; i >= 0; --i) { c[i] = idx % n[i]; idx /= n[i]; }
+    }
+  }
+
+  // Original coordinate x -> (group, position in the permuted sequence).
+  NATTN_HD void forward(const int64_t* x, int64_t* group, int64_t* pos) const {
+    int64_t g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
+    for (int i = 0; i < rank; ++i) {
+      g[i] = x[i] % dilation[i];
+      const int64_t j = x[i] / dilation[i];
+      r[i] = j / tile[i];
+      t[i] = j % tile[i];
+      nr[i] = tiles(i);
+    }
+    *group = linear(g, dilation);
+    *pos = linear(r, nr) * tile_volume() + linear(t, tile);
+  }
+
+  // (group, position) -> original coordinate; returns false for padding.
+  NATTN_HD bool inverse(int64_t group, int64_t pos, int64_t* x) const {
+    int64_t g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
+    for (int i = 0; i < rank; ++i) nr[i] = tiles(i);
+    delinear(group, dilation, g);
+    delinear(pos / tile_volume(), nr, r);
+    delinear(pos % tile_volume(), tile, t);
+    bool valid = true;
+    for (int i = 0; i < rank; ++i) {
+      x[i] = (r[i] * tile[i] + t[i]) * dilation[i] + g[i];
+      valid = valid && x[i] < extent[i];
+    }
+    return valid;
+  }
+};
+
+}  // namespace nattn::sem

@@ -1,0 +1,6 @@
+#pragma once
+
+#define NATTN_VERSION_MAJOR 0
+#define NATTN_VERSION_MINOR 1
+#define NATTN_VERSION_PATCH 0
+#define NATTN_VERSION_STRING "0.1.0"

@@ -1,0 +1,213 @@
+// Tile-configuration tables of every backend (shared/spec/natten-reference.md §4.3 for the CUDA
+// and flex families; the CPU backend's "tiles" are the query blocks one task processes). Every
+// list starts with the backend's default. The GPU tables are NATTEN's lists until our own kernels
+// land; their issues replace them with the shapes actually compiled.
+#include <algorithm>
+#include <functional>
+
+#include "core/tables.h"
+
+namespace nattn::detail {
+namespace {
+
+using Shape = std::vector<int64_t>;
+using Configs = std::vector<TileConfig>;
+
+// All shapes of `rank` axes, each a power of two >= 2, with the given volume (a power of two).
+std::vector<Shape> pow2_shapes(int rank, int64_t volume) {
+  std::vector<Shape> out;
+  Shape cur;
+  std::function<void(int64_t)> rec = [&](int64_t rest) {
+    if (static_cast<int>(cur.size()) == rank - 1) {
+      if (rest >= 2) {
+        cur.push_back(rest);
+        out.push_back(cur);
+        cur.pop_back();
+      }
+      return;
+    }
+    for (int64_t t = 2; t <= rest; t *= 2) {
+      if (rest % t) continue;
+      cur.push_back(t);
+      rec(rest / t);
+      cur.pop_back();
+    }
+  };
+  rec(volume);
+  return out;
+}
+
+// Shapes with every axis a power-of-two multiplier (>= 1) of `base` and total multiplier `factor`.
+std::vector<Shape> scaled_shapes(const Shape& base, int64_t factor) {
+  std::vector<Shape> out;
+  Shape cur;
+  std::function<void(size_t, int64_t)> rec = [&](size_t axis, int64_t rest) {
+    if (axis + 1 == base.size()) {
+      cur.push_back(base[axis] * rest);
+      out.push_back(cur);
+      cur.pop_back();
+      return;
+    }
+    for (int64_t m = 1; m <= rest; m *= 2) {
+      cur.push_back(base[axis] * m);
+      rec(axis + 1, rest / m);
+      cur.pop_back();
+    }
+  };
+  rec(0, factor);
+  return out;
+}
+
+bool desc(const TileConfig& a, const TileConfig& b) {
+  if (a.q_tile != b.q_tile) return a.q_tile > b.q_tile;
+  return a.kv_tile > b.kv_tile;
+}
+
+void sort_desc_append(Configs& out, Configs group) {
+  std::sort(group.begin(), group.end(), desc);
+  out.insert(out.end(), group.begin(), group.end());
+}
+
+// Move `def` to the front (it must be in the list).
+Configs default_first(Configs list, const TileConfig& def) {
+  auto it = std::find(list.begin(), list.end(), def);
+  if (it != list.end()) {
+    list.erase(it);
+    list.insert(list.begin(), def);
+  }
+  return list;
+}
+
+TileConfig pair(Shape q, Shape kv, KernelSchedule s = KernelSchedule::none) {
+  return TileConfig{std::move(q), std::move(kv), s};
+}
+
+TileConfig cutlass_default(int rank) {
+  if (rank == 1) return pair({64}, {64});
+  if (rank == 2) return pair({8, 8}, {8, 8});
+  return pair({4, 4, 4}, {4, 4, 4});
+}
+
+Configs cutlass_forward(int rank, int cc) {
+  Configs out, g32, g64, g64x128;
+  for (const auto& q : pow2_shapes(rank, 32))
+    for (const auto& kv : scaled_shapes(q, 4)) g32.push_back(pair(q, kv));
+  for (const auto& q : pow2_shapes(rank, 64)) {
+    g64.push_back(pair(q, q));
+    for (int axis = 0; axis < rank; ++axis) {
+      Shape kv = q;
+      kv[static_cast<size_t>(axis)] *= 2;
+      g64x128.push_back(pair(q, kv));
+    }
+  }
+  sort_desc_append(out, g32);
+  sort_desc_append(out, g64);
+  if (cc != 86 && cc != 89) sort_desc_append(out, g64x128);
+  return default_first(out, cutlass_default(rank));
+}
+
+Configs all_pairs(int rank, int64_t q_volume, int64_t kv_volume) {
+  Configs g;
+  for (const auto& q : pow2_shapes(rank, q_volume))
+    for (const auto& kv : pow2_shapes(rank, kv_volume)) g.push_back(pair(q, kv));
+  return g;
+}
+
+Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
+  Configs out;
+  sort_desc_append(out, all_pairs(rank, 64, 64));
+  const bool big_smem = cc == 80 || cc == 90 || cc == 100 || cc == 103;
+  if (dtype == DType::f32) {
+    if (big_smem) sort_desc_append(out, all_pairs(rank, 128, 64));
+  } else if (big_smem) {
+    sort_desc_append(out, all_pairs(rank, 128, max_head_dim <= 128 ? 128 : 64));
+  }
+  return default_first(out, cutlass_default(rank));
+}
+
+Configs hopper_forward(int rank, int64_t head_dim) {
+  const auto non = KernelSchedule::non_persistent, coop = KernelSchedule::cooperative,
+             pp = KernelSchedule::pingpong;
+  const bool small = head_dim <= 64;
+  if (rank == 1) {
+    if (small) return {pair({64}, {128}, non)};
+    if (head_dim == 128) return {pair({128}, {128}, coop), pair({128}, {128}, pp)};
+    return {pair({128}, {64}, coop)};
+  }
+  if (rank == 2) {
+    if (small) return {pair({8, 8}, {16, 8}, non), pair({8, 8}, {8, 16}, non)};
+    if (head_dim == 128) return {pair({16, 8}, {16, 8}, coop), pair({16, 8}, {16, 8}, pp)};
+    return {pair({16, 8}, {8, 8}, coop), pair({8, 16}, {8, 8}, coop)};
+  }
+  if (small) return {pair({4, 4, 4}, {4, 4, 8}, non), pair({4, 4, 4}, {2, 8, 8}, non)};
+  if (head_dim == 128)
+    return {pair({4, 4, 8}, {4, 4, 8}, coop), pair({4, 4, 8}, {4, 4, 8}, pp), pair({2, 8, 8}, {2, 8, 8}, coop),
+            pair({2, 8, 8}, {2, 8, 8}, pp)};
+  return {pair({4, 4, 8}, {4, 4, 4}, coop), pair({2, 8, 8}, {4, 4, 4}, coop)};
+}
+
+Configs blackwell_forward(int rank) {
+  if (rank == 1) return {pair({256}, {128})};
+  if (rank == 2)
+    return {pair({16, 16}, {16, 8}), pair({16, 16}, {8, 16}), pair({8, 32}, {8, 16}), pair({8, 32}, {4, 32})};
+  return {pair({8, 4, 8}, {4, 4, 8}),  pair({8, 4, 8}, {2, 8, 8}),  pair({2, 8, 16}, {4, 4, 8}),
+          pair({2, 8, 16}, {2, 8, 8}), pair({4, 4, 16}, {2, 4, 16}), pair({2, 16, 8}, {2, 8, 8}),
+          pair({4, 8, 8}, {2, 8, 8})};
+}
+
+Configs blackwell_backward(int rank) {
+  if (rank == 1) return {pair({128}, {128})};
+  if (rank == 2)
+    return {pair({16, 8}, {16, 8}), pair({16, 8}, {8, 16}), pair({8, 16}, {16, 8}), pair({8, 16}, {8, 16})};
+  return {pair({4, 4, 8}, {4, 4, 8}),  pair({4, 4, 8}, {2, 8, 8}),  pair({1, 8, 16}, {4, 4, 8}),
+          pair({2, 8, 8}, {4, 4, 8}),  pair({1, 8, 16}, {2, 8, 8}), pair({2, 4, 16}, {2, 4, 16}),
+          pair({4, 2, 16}, {2, 4, 16}), pair({4, 4, 8}, {2, 4, 16}), pair({2, 8, 8}, {2, 8, 8})};
+}
+
+Configs flex_forward(int rank) {
+  if (rank == 1) return {pair({64}, {64})};
+  if (rank == 2) return {pair({8, 8}, {8, 8}), pair({4, 16}, {4, 16}), pair({4, 16}, {8, 8})};
+  return {pair({4, 4, 4}, {4, 4, 4}), pair({2, 4, 8}, {2, 4, 8}), pair({2, 4, 8}, {4, 4, 4})};
+}
+
+// CPU: the block of queries one task processes (consecutive along the last axis first, where
+// windows overlap most). No KV tile: the kernels visit the exact window.
+Configs cpu_blocks(int rank) {
+  if (rank == 1) return {pair({64}, {}), pair({16}, {}), pair({32}, {}), pair({128}, {})};
+  if (rank == 2) return {pair({2, 32}, {}), pair({1, 16}, {}), pair({4, 16}, {}), pair({8, 8}, {})};
+  return {pair({1, 2, 32}, {}), pair({1, 1, 16}, {}), pair({1, 4, 16}, {}), pair({2, 4, 8}, {})};
+}
+
+}  // namespace
+
+std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& p, Pass pass) {
+  const std::string name = spec.name;
+  const int rank = p.rank();
+  const bool fwd = pass == Pass::forward;
+  if (name == "reference") return {TileConfig{}};
+  if (name == "cpu") return cpu_blocks(rank);
+  if (name == "cutlass-fna")
+    return fwd ? cutlass_forward(rank, p.compute_capability)
+               : cutlass_backward(rank, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
+  if (name == "hopper-fna") return fwd ? hopper_forward(rank, p.head_dim) : Configs{};
+  if (name == "blackwell-fna") return fwd ? blackwell_forward(rank) : blackwell_backward(rank);
+  if (name == "flex-fna") return fwd ? flex_forward(rank) : Configs{TileConfig{}};
+  return {};
+}
+
+// FMHA lists are the 1-D NA lists (tile sizes as 1-element shapes).
+std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem& p, Pass pass) {
+  const std::string name = spec.name;
+  const bool fwd = pass == Pass::forward;
+  if (name == "reference") return {TileConfig{}};
+  if (name == "cpu") return cpu_blocks(1);
+  if (name == "cutlass-fmha")
+    return fwd ? cutlass_forward(1, p.compute_capability)
+               : cutlass_backward(1, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
+  if (name == "hopper-fmha") return fwd ? hopper_forward(1, p.head_dim) : Configs{};
+  if (name == "blackwell-fmha") return fwd ? blackwell_forward(1) : blackwell_backward(1);
+  if (name == "flex-fmha") return fwd ? flex_forward(1) : Configs{TileConfig{}};
+  return {};
+}
+
+}  // namespace nattn::detail

@@ -1,0 +1,2 @@
+list(APPEND NATTN_SOURCES
+  src/cpu/na/cpu_backend.cpp)

@@ -1,0 +1,2 @@
+nattn_add_test(test_cpu_golden cpu cpu/na/test_cpu_golden.cpp)
+nattn_add_test(test_cpu_sweep cpu cpu/na/test_cpu_sweep.cpp)

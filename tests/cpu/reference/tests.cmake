@@ -1,0 +1,1 @@
+nattn_add_test(test_reference_golden cpu cpu/reference/test_reference_golden.cpp)

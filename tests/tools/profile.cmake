@@ -1,0 +1,1 @@
+nattn_add_test(test_cli_profile tools tools/test_cli_profile.cpp)

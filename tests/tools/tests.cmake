@@ -1,0 +1,2 @@
+include(tools/verify.cmake)
+include(tools/profile.cmake)

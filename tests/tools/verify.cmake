@@ -1,0 +1,1 @@
+nattn_add_test(test_cli_verify tools tools/test_cli_verify.cpp)

@@ -1,0 +1,7 @@
+add_executable(nattn_cli
+  tools/nattn/main.cpp
+  tools/nattn/verify.cpp)
+include(tools/nattn/profile/sources.cmake)
+set_target_properties(nattn_cli PROPERTIES OUTPUT_NAME nattn)
+target_include_directories(nattn_cli PRIVATE ${PROJECT_SOURCE_DIR}/tools ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(nattn_cli PRIVATE nattn nattn_golden nattn_warnings)
