@@ -40,6 +40,13 @@ class Backend {
 const Backend& reference_backend();  // src/cpu/reference
 const Backend& cpu_backend();        // src/cpu/na
 
+#ifdef NATTN_WITH_CUDA
+// CUDA backends (src/cuda): the backend object of a built CUDA backend, or nullptr.
+const Backend* cuda_backend(const std::string& name);
+// Compute capability of a CUDA device (e.g. 90), or throws RuntimeError naming the device.
+int cuda_compute_capability(const Device& device);
+#endif
+
 // The backend object of a built backend, or nullptr.
 const Backend* find_built_backend(const std::string& name);
 

@@ -10,10 +10,14 @@
 namespace nattn {
 namespace {
 
-// The device's compute capability (0 on the CPU). CUDA support fills this in when it is built.
+// The device's compute capability (0 on the CPU, and for CUDA devices when CUDA is not built).
 int compute_capability(const Device& device) {
   if (device.kind == DeviceKind::cpu) return 0;
+#ifdef NATTN_WITH_CUDA
+  return detail::cuda_compute_capability(device);
+#else
   return 0;
+#endif
 }
 
 template <typename Problem>

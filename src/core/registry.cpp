@@ -11,7 +11,11 @@ namespace detail {
 const Backend* find_built_backend(const std::string& name) {
   if (name == "reference") return &reference_backend();
   if (name == "cpu") return &cpu_backend();
+#ifdef NATTN_WITH_CUDA
+  return cuda_backend(name);
+#else
   return nullptr;
+#endif
 }
 
 }  // namespace detail
