@@ -1,0 +1,439 @@
+// `nattn profile`: runs the built CLI (NATTN_CLI_PATH) and checks its tables, JSON and errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream ss;
+  ss << file.rdbuf();
+  return ss.str();
+}
+
+std::string shell_quote(const std::string& word) {
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string temp_path(const std::string& name) { return ::testing::TempDir() + "nattn_profile_" + name; }
+
+// Runs `nattn profile ARGS...` with stdout and stderr captured separately.
+CliResult run_profile(const std::vector<std::string>& args) {
+  const std::string out_path = temp_path("stdout.txt");
+  const std::string err_path = temp_path("stderr.txt");
+  std::string command = shell_quote(NATTN_CLI_PATH) + " profile";
+  for (const std::string& a : args) command += " " + shell_quote(a);
+  command += " >" + shell_quote(out_path) + " 2>" + shell_quote(err_path) + " </dev/null";
+  const int status = std::system(command.c_str());
+  CliResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = read_file(out_path);
+  result.err = read_file(err_path);
+  return result;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A small 2-D problem that every CPU backend runs in milliseconds.
+std::vector<std::string> small_problem(std::vector<std::string> extra) {
+  std::vector<std::string> args{"-i", "12", "10", "-w", "3", "5", "-n", "2", "-d", "16",
+                                "--warmup-steps", "1", "--iterations", "3", "--no-progress"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// ---- a minimal JSON parser (enough to check the --json output is valid and has its keys) ------
+
+struct Json {
+  enum class Type { null, boolean, number, string, array, object } type = Type::null;
+  bool boolean = false;
+  double number = 0;
+  std::string text;
+  std::vector<Json> items;
+  std::map<std::string, Json> members;
+  const Json& at(const std::string& key) const {
+    static const Json missing;
+    auto it = members.find(key);
+    return it == members.end() ? missing : it->second;
+  }
+  bool has(const std::string& key) const { return members.count(key) != 0; }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(const std::string& text) : s_(text) {}
+  // Throws std::runtime_error on any syntax error, including trailing garbage.
+  Json parse() {
+    Json v = value();
+    skip();
+    if (i_ != s_.size()) error("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void error(const std::string& what) {
+    throw std::runtime_error("JSON error at offset " + std::to_string(i_) + ": " + what);
+  }
+  void skip() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  bool eat(char c) {
+    skip();
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  void expect(char c) {
+    if (!eat(c)) error(std::string("expected '") + c + "'");
+  }
+  bool literal(const char* word) {
+    const std::string w = word;
+    if (s_.compare(i_, w.size(), w) == 0) {
+      i_ += w.size();
+      return true;
+    }
+    return false;
+  }
+  std::string string_body() {
+    expect('"');
+    std::string out;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      if (static_cast<unsigned char>(s_[i_]) < 0x20) error("control character in string");
+      if (s_[i_] == '\\') {
+        ++i_;
+        if (i_ >= s_.size()) error("bad escape");
+        const char e = s_[i_];
+        if (e == 'u') {
+          if (i_ + 4 >= s_.size()) error("bad \\u escape");
+          i_ += 4;
+          out += '?';
+        } else if (std::string("\"\\/bfnrt").find(e) == std::string::npos) {
+          error("bad escape");
+        } else {
+          out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+        }
+        ++i_;
+      } else {
+        out += s_[i_++];
+      }
+    }
+    expect('"');
+    return out;
+  }
+  Json value() {
+    skip();
+    if (i_ >= s_.size()) error("unexpected end");
+    Json v;
+    const char c = s_[i_];
+    if (c == '{') {
+      v.type = Json::Type::object;
+      ++i_;
+      if (eat('}')) return v;
+      do {
+        skip();
+        const std::string key = string_body();
+        expect(':');
+        v.members[key] = value();
+      } while (eat(','));
+      expect('}');
+    } else if (c == '[') {
+      v.type = Json::Type::array;
+      ++i_;
+      if (eat(']')) return v;
+      do v.items.push_back(value());
+      while (eat(','));
+      expect(']');
+    } else if (c == '"') {
+      v.type = Json::Type::string;
+      v.text = string_body();
+    } else if (literal("true")) {
+      v.type = Json::Type::boolean;
+      v.boolean = true;
+    } else if (literal("false")) {
+      v.type = Json::Type::boolean;
+    } else if (literal("null")) {
+      v.type = Json::Type::null;
+    } else {
+      size_t used = 0;
+      try {
+        v.number = std::stod(s_.substr(i_), &used);
+      } catch (const std::exception&) {
+        error("bad value");
+      }
+      v.type = Json::Type::number;
+      i_ += used;
+    }
+    return v;
+  }
+  const std::string& s_;
+  size_t i_ = 0;
+};
+
+// ---- normal mode -------------------------------------------------------------------------------
+
+TEST(CliProfile, ForwardOnCpuPrintsTableWithForwardAndTotalRows) {
+  const CliResult r = run_profile(small_problem({"--backend", "cpu"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "Profiler results"));
+  EXPECT_TRUE(contains(r.out, "| Backend")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| Operation")) << r.out;
+  EXPECT_TRUE(contains(r.out, "# calls")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Runtime")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| cpu")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaForward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Total")) << r.out;
+  EXPECT_FALSE(contains(r.out, "NaBackward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "GFLOP/s")) << r.out;
+  EXPECT_TRUE(contains(r.out, "window (3, 5)")) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line when stderr is not a terminal
+}
+
+TEST(CliProfile, BackpropAddsBackwardRow) {
+  const CliResult r = run_profile(small_problem({"--backend", "cpu", "--backprop"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "NaForward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaBackward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Total")) << r.out;
+  EXPECT_TRUE(contains(r.out, "backward counted as 2.5x")) << r.out;
+}
+
+TEST(CliProfile, ReferenceBackendWithGqaCausalAndAdditionalKv) {
+  const CliResult r = run_profile({"-i", "9", "-w", "4", "-s", "2", "-c", "yes", "-n", "4", "--heads-kv", "2",
+                                   "-d", "8", "--dim-value", "16", "--add-kv", "3", "--backend", "reference",
+                                   "--backprop", "--warmup-steps", "0", "--iterations", "1", "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "| reference")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaBackward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "upper bound")) << r.out;  // causal
+  EXPECT_TRUE(contains(r.out, "causal (true)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "additional KV 3")) << r.out;
+}
+
+TEST(CliProfile, AutomaticSelectionIsExplained) {
+  const CliResult r = run_profile(small_problem({"--fmha-backend", "cutlass-fmha"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "(automatic)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "chosen")) << r.out;
+  EXPECT_TRUE(contains(r.out, "rejected:")) << r.out;  // the CUDA backends on a CPU problem
+  EXPECT_TRUE(contains(r.out, "FMHA backend: cutlass-fmha (unused")) << r.out;
+}
+
+TEST(CliProfile, SelfAttentionIsNoted) {
+  const CliResult r = run_profile({"-i", "16", "-d", "8", "--backend", "cpu", "--warmup-steps", "0",
+                                   "--iterations", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "self-attention")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaForward")) << r.out;
+}
+
+TEST(CliProfile, HelpExitsZero) {
+  const CliResult r = run_profile({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out, "usage: nattn profile"));
+  EXPECT_TRUE(contains(r.out, "--dtype {fp32,fp16,bf16}"));
+  EXPECT_TRUE(contains(r.out, "--optimize"));
+}
+
+// ---- dry run and optimize ----------------------------------------------------------------------
+
+TEST(CliProfile, DryRunListsBackendsAndConfigs) {
+  const CliResult r = run_profile({"-i", "16", "16", "-w", "5", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "cpu: compatible")) << r.out;
+  EXPECT_TRUE(contains(r.out, "reference: compatible")) << r.out;
+  EXPECT_TRUE(contains(r.out, "cutlass-fna: rejected: ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Use case is compatible with backend cpu.")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Backend: cpu / Forward pass configurations")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Backend: cpu / Backward pass configurations")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| q_tile")) << r.out;
+  EXPECT_FALSE(contains(r.out, "Profiler results")) << r.out;  // nothing is timed
+}
+
+TEST(CliProfile, DryRunRestrictsToOneBackendAndCutsAtMaxConfigs) {
+  const CliResult r = run_profile({"-i", "16", "16", "-w", "5", "--dry-run", "--backend", "cpu", "--max-configs", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "Backend: cpu / Forward pass configurations")) << r.out;
+  EXPECT_FALSE(contains(r.out, "reference")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| ...")) << r.out;
+  EXPECT_TRUE(contains(r.out, "not shown")) << r.out;
+}
+
+TEST(CliProfile, OptimizeSearchesConfigsThenProfiles) {
+  const CliResult r = run_profile(small_problem({"--backend", "cpu", "--optimize", "--optimize-warmup-steps", "0",
+                                                 "--backprop"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "Searching ")) << r.out;
+  EXPECT_TRUE(contains(r.out, " forward pass configs")) << r.out;
+  EXPECT_TRUE(contains(r.out, " backward pass configs")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Best configuration")) << r.out;
+  EXPECT_TRUE(contains(r.out, "q_tile_shape")) << r.out;
+  EXPECT_TRUE(contains(r.out, "backward_q_tile_shape")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaBackward")) << r.out;
+}
+
+// ---- JSON --------------------------------------------------------------------------------------
+
+TEST(CliProfile, JsonHasProblemBackendTimesAndGflops) {
+  const std::string path = temp_path("result.json");
+  std::remove(path.c_str());
+  const CliResult r = run_profile(small_problem({"--backend", "cpu", "--backprop", "--json", path}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string text = read_file(path);
+  ASSERT_FALSE(text.empty()) << "no JSON written to " << path;
+  Json json;
+  ASSERT_NO_THROW(json = JsonParser(text).parse()) << text;
+  ASSERT_EQ(json.type, Json::Type::object);
+  EXPECT_EQ(json.at("mode").text, "profile");
+
+  const Json& problem = json.at("problem");
+  ASSERT_EQ(problem.type, Json::Type::object) << text;
+  ASSERT_EQ(problem.at("input_size").items.size(), 2u);
+  EXPECT_EQ(problem.at("input_size").items[0].number, 12);
+  EXPECT_EQ(problem.at("window_size").items[1].number, 5);
+  EXPECT_EQ(problem.at("heads").number, 2);
+  EXPECT_EQ(problem.at("dim").number, 16);
+  EXPECT_EQ(problem.at("dtype").text, "fp32");
+  EXPECT_TRUE(problem.at("backprop").boolean);
+
+  EXPECT_EQ(json.at("backend").at("forward").text, "cpu");
+  EXPECT_EQ(json.at("backend").at("backward").text, "cpu");
+  EXPECT_EQ(json.at("backend").at("selection").text, "requested");
+
+  const Json& ops = json.at("operations");
+  ASSERT_EQ(ops.type, Json::Type::array) << text;
+  ASSERT_EQ(ops.items.size(), 2u) << text;
+  EXPECT_EQ(ops.items[0].at("operation").text, "NaForward");
+  EXPECT_EQ(ops.items[1].at("operation").text, "NaBackward");
+  for (const Json& op : ops.items) {
+    EXPECT_EQ(op.at("calls").number, 3);
+    EXPECT_EQ(op.at("samples_us").items.size(), 3u);
+    EXPECT_GT(op.at("median_us").number, 0);
+    EXPECT_LE(op.at("min_us").number, op.at("median_us").number);
+  }
+  EXPECT_GT(json.at("total_median_us").number, 0);
+  EXPECT_GT(json.at("gflops").at("forward").number, 0);
+  EXPECT_GT(json.at("gflops").at("forward_flops").number, 0);
+  EXPECT_FALSE(json.at("gflops").at("upper_bound").boolean);
+}
+
+TEST(CliProfile, DryRunJsonListsBackends) {
+  const std::string path = temp_path("dry.json");
+  std::remove(path.c_str());
+  const CliResult r = run_profile({"-i", "20", "-w", "7", "--dry-run", "--json", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Json json;
+  ASSERT_NO_THROW(json = JsonParser(read_file(path)).parse());
+  EXPECT_EQ(json.at("mode").text, "dry-run");
+  ASSERT_EQ(json.at("backends").type, Json::Type::array);
+  bool saw_cpu = false;
+  for (const Json& b : json.at("backends").items) {
+    if (b.at("name").text != "cpu") continue;
+    saw_cpu = true;
+    EXPECT_TRUE(b.at("compatible").boolean);
+    EXPECT_FALSE(b.at("forward_configs").items.empty());
+  }
+  EXPECT_TRUE(saw_cpu);
+}
+
+TEST(CliProfile, UnwritableJsonPathIsARuntimeError) {
+  const CliResult r = run_profile(small_problem({"--backend", "reference", "--json", "/nonexistent-dir/x.json"}));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--json")) << r.err;
+}
+
+// ---- validation --------------------------------------------------------------------------------
+
+struct BadCase {
+  std::vector<std::string> args;
+  std::vector<std::string> message_parts;  // each must appear in stderr
+};
+
+TEST(CliProfile, EveryValidationErrorExitsTwoNamingTheOption) {
+  const std::vector<BadCase> cases = {
+      {{"-n", "2"}, {"--input-size", "required"}},
+      {{"-i", "4", "4", "4", "4"}, {"--input-size", "4 values"}},
+      {{"-i", "8", "8", "-w", "3", "3", "3"}, {"--window-size", "3 values"}},
+      {{"-i", "8", "8", "-w", "9", "3"}, {"--window-size", "9", "exceeds the input size 8"}},
+      {{"-i", "8", "-w", "3", "-s", "4"}, {"--stride", "4", "exceeds the window size 3"}},
+      {{"-i", "8", "8", "-w", "3", "--dilation", "3"}, {"--dilation", "9"}},
+      {{"-i", "8", "-w", "3", "-s", "1", "2"}, {"--stride", "2 values"}},
+      {{"-i", "8", "8", "-w", "3", "-c", "maybe"}, {"--causal", "maybe", "true/false"}},
+      {{"-i", "8", "8", "-w", "3", "-c", "true", "false", "true"}, {"--causal", "3 values"}},
+      {{"-i", "8", "-w", "3", "--dry-run", "--optimize"}, {"--dry-run", "--optimize"}},
+      {{"-i", "8", "8", "-w", "3", "--kv-tile", "8", "8"}, {"--kv-tile", "without --q-tile"}},
+      {{"-i", "8", "8", "-w", "3", "--backward-kv-tile", "8", "8"}, {"--backward-kv-tile"}},
+      {{"-i", "8", "8", "-w", "3", "--backend", "reference", "--q-tile", "8", "8"}, {"--q-tile"}},
+      {{"-i", "8", "8", "-w", "3", "--backend", "cpu", "--q-tile", "8", "7"}, {"--q-tile", "not valid"}},
+      {{"-i", "8", "8", "-w", "3", "--q-tile", "8"}, {"--q-tile", "1 values"}},
+      {{"-i", "8", "-w", "3", "--backend", "nope"}, {"--backend", "nope", "cpu"}},
+      {{"-i", "8", "-w", "3", "--fmha-backend", "cpu-fna"}, {"--fmha-backend", "cpu-fna"}},
+      {{"-i", "8", "-w", "3", "--dtype", "fp64"}, {"--dtype", "fp64", "fp32, fp16, bf16"}},
+      {{"-i", "8", "-w", "3", "--dtype", "e4m3"}, {"--dtype", "e4m3"}},
+      {{"-i", "8", "-w", "1"}, {"--window-size", "1"}},
+      {{"-i", "8", "-w", "x3"}, {"--window-size", "x3", "not an integer"}},
+      {{"-i", "8", "-n", "4", "--heads-kv", "3"}, {"--heads-kv", "3"}},
+      {{"-i", "8", "-b", "0"}, {"--batch-size", "0"}},
+      {{"-i", "8", "--iterations", "0"}, {"--iterations", "0"}},
+      {{"-i", "8", "--threads", "-1"}, {"--threads", "-1"}},
+      {{"-i", "8", "--schedule", "fast"}, {"--schedule", "fast", "non, coop, pp"}},
+      {{"-i", "8", "--frobnicate"}, {"--frobnicate", "unknown option"}},
+      {{"stray", "-i", "8"}, {"stray", "unexpected argument"}},
+      {{"-i", "8", "stray"}, {"--input-size", "stray", "not an integer"}},
+      {{"-i", "8", "--dtype"}, {"--dtype", "expects a value"}},
+      {{"-i", "8", "--backprop=yes"}, {"--backprop", "takes no value"}},
+  };
+  for (const BadCase& c : cases) {
+    std::string joined;
+    for (const std::string& a : c.args) joined += a + " ";
+    const CliResult r = run_profile(c.args);
+    EXPECT_EQ(r.exit_code, 2) << "args: " << joined << "\nstdout: " << r.out << "\nstderr: " << r.err;
+    EXPECT_TRUE(contains(r.err, "nattn profile: error: ")) << "args: " << joined << "\nstderr: " << r.err;
+    for (const std::string& part : c.message_parts)
+      EXPECT_TRUE(contains(r.err, part)) << "args: " << joined << "\nmissing '" << part << "' in: " << r.err;
+  }
+}
+
+TEST(CliProfile, CausalWordsAreParsedNotTruthy) {
+  // NATTEN's type=bool made "False" mean True; here it is False.
+  const CliResult r = run_profile({"-i", "8", "8", "-w", "3", "-c", "False", "YES", "--dry-run", "--backend", "cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "causal (false, true)")) << r.out;
+  const CliResult r2 = run_profile({"-i", "8", "8", "-w", "3", "-c", "0", "--dry-run", "--backend", "cpu"});
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_TRUE(contains(r2.out, "causal (false, false)")) << r2.out;
+}
+
+TEST(CliProfile, ListsAcceptCommasAndEqualsSign) {
+  const CliResult r = run_profile({"--input-size=8,6", "-w", "3,5", "--dry-run", "--backend=cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "input size (8, 6)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "window (3, 5)")) << r.out;
+}
+
+TEST(CliProfile, BackendThatCannotRunIsARuntimeFailure) {
+  // cutlass-fna is known but needs CUDA tensors: not a usage error, exit code 1.
+  const CliResult r = run_profile({"-i", "8", "-w", "3", "--backend", "cutlass-fna", "--iterations", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "cutlass-fna")) << r.err;
+}
+
+}  // namespace
