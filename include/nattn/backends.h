@@ -56,6 +56,7 @@ std::string resolve_backend(const std::string& requested, const FmhaProblem& pro
 
 // Config finders: the valid tile configurations of `backend` for the problem, default first, or an
 // empty list when the backend cannot run it. Unknown backend names throw NotImplementedError.
+// Python-only backends (flex-*) are judged by their capability table alone.
 std::vector<TileConfig> get_configs(const std::string& backend, const NaProblem& problem);
 std::vector<TileConfig> get_bwd_configs(const std::string& backend, const NaProblem& problem);
 std::vector<TileConfig> get_configs(const std::string& backend, const FmhaProblem& problem);

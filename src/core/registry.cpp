@@ -100,7 +100,11 @@ std::string resolve_impl(const std::string& requested, const Problem& problem, P
 template <typename Problem>
 std::vector<TileConfig> configs_impl(const std::string& backend, const Problem& problem, Pass pass) {
   const BackendSpec& spec = spec_or_throw(backend);
-  if (!reject_impl(spec, problem, pass).empty()) return {};
+  // A Python-only backend is never built here, but its finders serve the Python package: only its
+  // capability table decides.
+  const std::string reason =
+      spec.python_only ? detail::capability_reject(spec, problem, pass) : reject_impl(spec, problem, pass);
+  if (!reason.empty()) return {};
   return detail::config_table(spec, problem, pass);
 }
 

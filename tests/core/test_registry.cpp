@@ -202,6 +202,11 @@ TEST(Finders, CpuAndReferenceConfigs) {
     EXPECT_TRUE(ref[0].q_tile.empty());
     EXPECT_TRUE(get_configs("hopper-fna", p).empty());  // cannot run a CPU problem
   }
+  // flex-* live in the Python package: their finders answer from the capability table.
+  NaProblem flex = na_problem({16, 16}, DType::bf16, kCuda, 90);
+  EXPECT_EQ(get_configs("flex-fna", flex).size(), 3u);
+  flex.head_dim = flex.head_dim_v = 48;
+  EXPECT_TRUE(get_configs("flex-fna", flex).empty());
   EXPECT_THROW(get_configs("nope", na_problem({8})), NotImplementedError);
 }
 
