@@ -1,0 +1,168 @@
+// First timing of the cutlass-fna / cutlass-fmha forward on the anchors.md §8 problems (bf16,
+// head dim 128, batch 1): median of 10 timed calls after 3 warm-ups, CUDA events.
+// Usage: bench_cuda_fna [--quick] [--configs]   (--quick: the two smallest problems only;
+// --configs: also time every compiled tile config and report the best)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "nattn/backends.h"
+#include "nattn/ops.h"
+
+using namespace nattn;
+
+#define CHECK(call)                                                                          \
+  do {                                                                                       \
+    cudaError_t e_ = (call);                                                                 \
+    if (e_ != cudaSuccess) {                                                                 \
+      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));                       \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+struct Problem {
+  std::string name;
+  std::vector<int64_t> spatial, kernel;
+  int64_t heads;
+};
+
+void* random_device(int64_t n) {
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  uint64_t s = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(n);
+  for (auto& x : h) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = detail::float_to_bf16(static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f);
+  }
+  void* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
+  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <class F>
+double time_ms(F&& f) {
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> t;
+  for (int i = 0; i < 10; ++i) {
+    CHECK(cudaEventRecord(a));
+    f();
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return (t[4] + t[5]) / 2;
+}
+
+int main(int argc, char** argv) {
+  bool quick = false, all_configs = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    all_configs = all_configs || std::strcmp(argv[i], "--configs") == 0;
+  }
+  const int64_t d = 128;
+  std::vector<Problem> problems = {
+      {"2D 128x128 k13x13, 16 heads", {128, 128}, {13, 13}, 16},
+      {"1D 32768 k2048, 16 heads", {32768}, {2048}, 16},
+      {"2D 256x256 k32x32, 24 heads", {256, 256}, {32, 32}, 24},
+      {"3D 16x44x80 k8x16x24, 16 heads", {16, 44, 80}, {8, 16, 24}, 16},
+      {"3D 30x48x80 k18x24x24, 24 heads", {30, 48, 80}, {18, 24, 24}, 24},
+  };
+  if (quick) problems.resize(2);
+  std::printf("| problem | cutlass-fna fwd | eff. TFLOP/s | cutlass-fmha dense fwd | TFLOP/s |\n|---|---|---|---|---|\n");
+  for (const Problem& pr : problems) {
+    int64_t tokens = 1, window = 1;
+    for (size_t i = 0; i < pr.spatial.size(); ++i) {
+      tokens *= pr.spatial[i];
+      window *= pr.kernel[i];
+    }
+    const int64_t n = tokens * pr.heads * d;
+    void* q = random_device(n);
+    void* k = random_device(n);
+    void* v = random_device(n);
+    void* o = nullptr;
+    float* lse = nullptr;
+    CHECK(cudaMalloc(&o, static_cast<size_t>(n) * 2));
+    CHECK(cudaMalloc(&lse, static_cast<size_t>(tokens * pr.heads) * 4));
+    const Device gpu{DeviceKind::cuda, 0};
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), pr.spatial.begin(), pr.spatial.end());
+    shape.push_back(pr.heads);
+    std::vector<int64_t> lshape = shape;
+    shape.push_back(d);
+    NaForwardArgs a;
+    a.query = TensorView(q, DType::bf16, shape, gpu);
+    a.key = TensorView(k, DType::bf16, shape, gpu);
+    a.value = TensorView(v, DType::bf16, shape, gpu);
+    a.out = TensorView(o, DType::bf16, shape, gpu);
+    a.lse = TensorView(lse, DType::f32, lshape, gpu);
+    a.params.rank = static_cast<int>(pr.spatial.size());
+    for (size_t i = 0; i < pr.spatial.size(); ++i) a.params.kernel_size[i] = pr.kernel[i];
+    RunOptions opt;
+    opt.backend = "cutlass-fna";
+    const double na_ms = time_ms([&] { na_forward(a, opt); });
+    CHECK(cudaGetLastError());
+    // Every compiled tile config (volume 64 / 64) with --configs.
+    std::string best_cfg = "default";
+    double best_ms = na_ms;
+    if (all_configs) {
+      NaProblem prob = describe(a);
+      prob.compute_capability = 90;
+      for (const TileConfig& cfg : get_configs("cutlass-fna", prob)) {
+        int64_t qv = 1, kv = 1;
+        for (int64_t x : cfg.q_tile) qv *= x;
+        for (int64_t x : cfg.kv_tile) kv *= x;
+        if (qv != 64 || kv != 64) continue;
+        RunOptions o2 = opt;
+        o2.config = cfg;
+        const double ms = time_ms([&] { na_forward(a, o2); });
+        std::printf("    %s: %.2f ms\n", cfg.describe().c_str(), ms);
+        if (ms < best_ms) {
+          best_ms = ms;
+          best_cfg = cfg.describe();
+        }
+      }
+      std::printf("    best: %s %.2f ms (%.0f TFLOP/s)\n", best_cfg.c_str(), best_ms,
+                  4.0 * tokens * window * d * pr.heads / (best_ms * 1e-3) / 1e12);
+    }
+    const double na_tflops = 4.0 * tokens * window * d * pr.heads / (na_ms * 1e-3) / 1e12;
+    // Dense attention over the same tokens (what SDPA flash computes), only where it is quick.
+    double fm_ms = 0, fm_tflops = 0;
+    if (tokens <= 32768) {
+      FmhaForwardArgs f;
+      const std::vector<int64_t> fs = {1, tokens, pr.heads, d};
+      f.query = TensorView(q, DType::bf16, fs, gpu);
+      f.key = TensorView(k, DType::bf16, fs, gpu);
+      f.value = TensorView(v, DType::bf16, fs, gpu);
+      f.out = TensorView(o, DType::bf16, fs, gpu);
+      f.lse = TensorView(lse, DType::f32, {1, tokens, pr.heads}, gpu);
+      RunOptions fo;
+      fo.backend = "cutlass-fmha";
+      fm_ms = time_ms([&] { fmha_forward(f, fo); });
+      fm_tflops = 4.0 * tokens * tokens * d * pr.heads / (fm_ms * 1e-3) / 1e12;
+    }
+    std::printf("| %s | %.2f ms | %.0f | %s | %s |\n", pr.name.c_str(), na_ms, na_tflops,
+                fm_ms > 0 ? (std::to_string(fm_ms).substr(0, 7) + " ms").c_str() : "-",
+                fm_ms > 0 ? std::to_string(static_cast<int>(fm_tflops)).c_str() : "-");
+    std::fflush(stdout);
+    cudaFree(q);
+    cudaFree(k);
+    cudaFree(v);
+    cudaFree(o);
+    cudaFree(lse);
+  }
+  return 0;
+}

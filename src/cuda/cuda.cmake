@@ -1,0 +1,166 @@
+# CUDA backends of nattn (cutlass-fna, cutlass-fmha). Included by the top CMakeLists.txt right after
+# the `nattn` target when NATTN_ENABLE_CUDA is ON; nothing here is read otherwise.
+#
+# Options:
+#   NATTN_CUDA_ARCHS       compute capabilities to build for, e.g. "80;86;90" (default: the GPU
+#                          present). 75, 80, 86, 89 build native code; 90 builds the SM80-level code
+#                          for the H100/H200 (-gencode arch=compute_80,code=sm_90). PTX of the
+#                          highest listed level is embedded too.
+#   NATTN_CUDA_DTYPES      kernel dtypes to instantiate (default "f32;f16;bf16")
+#   NATTN_CUDA_HEAD_DIMS   padded head dims to instantiate (default "32;64;128;256"); a problem of
+#                          head dim D runs on the smallest instantiated one >= D.
+#   NATTN_CUTLASS_INCLUDE  folder holding cute/ and cutlass/ (default: the pip package
+#                          nvidia-cutlass==4.2.0.0, site-packages/cutlass_library/source/include)
+cmake_minimum_required(VERSION 3.22)
+
+# ---- architectures -----------------------------------------------------------------------------
+set(NATTN_CUDA_ARCHS "" CACHE STRING "Compute capabilities to build (75;80;86;89;90); empty = the GPU present")
+if(NATTN_CUDA_ARCHS STREQUAL "")
+  find_program(NATTN_NVIDIA_SMI nvidia-smi)
+  if(NATTN_NVIDIA_SMI)
+    execute_process(COMMAND ${NATTN_NVIDIA_SMI} --query-gpu=compute_cap --format=csv,noheader
+      OUTPUT_VARIABLE _nattn_caps RESULT_VARIABLE _nattn_smi_rc OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    if(_nattn_smi_rc EQUAL 0 AND _nattn_caps)
+      string(REPLACE "." "" _nattn_caps "${_nattn_caps}")
+      string(REPLACE "\n" ";" _nattn_caps "${_nattn_caps}")
+      list(REMOVE_DUPLICATES _nattn_caps)
+      set(NATTN_CUDA_ARCHS "${_nattn_caps}")
+    endif()
+  endif()
+  if(NATTN_CUDA_ARCHS STREQUAL "")
+    message(FATAL_ERROR "nattn: NATTN_ENABLE_CUDA=ON but no GPU was found to pick the CUDA architectures. "
+      "Set -DNATTN_CUDA_ARCHS=\"75;80;86;89;90\" (the full list) or the subset you need.")
+  endif()
+  message(STATUS "nattn: NATTN_CUDA_ARCHS not set; building for the GPU present: ${NATTN_CUDA_ARCHS}")
+endif()
+
+set(_nattn_gencode "")
+set(_nattn_max_ptx 0)
+set(_nattn_has_sm80 OFF)
+foreach(_arch IN LISTS NATTN_CUDA_ARCHS)
+  if(_arch STREQUAL "75" OR _arch STREQUAL "80" OR _arch STREQUAL "86" OR _arch STREQUAL "89")
+    list(APPEND _nattn_gencode "-gencode=arch=compute_${_arch},code=sm_${_arch}")
+    set(_ptx ${_arch})
+  elseif(_arch STREQUAL "90" OR _arch STREQUAL "100" OR _arch STREQUAL "120")
+    # The portable kernels are SM80-level code; compile them for the newer chip.
+    list(APPEND _nattn_gencode "-gencode=arch=compute_80,code=sm_${_arch}")
+    set(_ptx 80)
+  else()
+    message(FATAL_ERROR "nattn: unsupported entry '${_arch}' in NATTN_CUDA_ARCHS (allowed: 75;80;86;89;90;100;120)")
+  endif()
+  if(_ptx GREATER _nattn_max_ptx)
+    set(_nattn_max_ptx ${_ptx})
+  endif()
+  if(NOT _arch STREQUAL "75")
+    set(_nattn_has_sm80 ON)
+  endif()
+endforeach()
+list(APPEND _nattn_gencode "-gencode=arch=compute_${_nattn_max_ptx},code=compute_${_nattn_max_ptx}")
+
+# CMake's own architecture handling is off: the -gencode flags above say everything.
+set(CMAKE_CUDA_ARCHITECTURES OFF)
+enable_language(CUDA)
+set(CMAKE_CUDA_ARCHITECTURES OFF)
+find_package(CUDAToolkit REQUIRED)
+
+# ---- CUTLASS / CuTe headers (pip package nvidia-cutlass==4.2.0.0; never committed) -------------
+set(NATTN_CUTLASS_INCLUDE "" CACHE PATH "Folder holding cute/ and cutlass/ (CUTLASS 4.2 headers)")
+if(NATTN_CUTLASS_INCLUDE STREQUAL "")
+  find_package(Python3 COMPONENTS Interpreter REQUIRED)
+  execute_process(
+    COMMAND ${Python3_EXECUTABLE} -c "import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source', 'include'))"
+    OUTPUT_VARIABLE _nattn_cutlass_inc RESULT_VARIABLE _rc OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(NOT _rc EQUAL 0 OR NOT EXISTS "${_nattn_cutlass_inc}/cute/arch/mma_sm80.hpp")
+    message(FATAL_ERROR "nattn: CUTLASS headers not found. Install them with "
+      "`${Python3_EXECUTABLE} -m pip install nvidia-cutlass==4.2.0.0` or set NATTN_CUTLASS_INCLUDE.")
+  endif()
+  set(NATTN_CUTLASS_INCLUDE "${_nattn_cutlass_inc}" CACHE PATH "Folder holding cute/ and cutlass/" FORCE)
+endif()
+message(STATUS "nattn: CUTLASS headers: ${NATTN_CUTLASS_INCLUDE}")
+
+# ---- the kernel table: ONE list of instantiations (kind:dtype:head_dim) ------------------------
+# kind simt = fp32-accumulating SIMT kernel (every dtype, SM75+); mma = mma.sync m16n8k16 (fp16/bf16,
+# SM80+). Each entry becomes one small translation unit in the build tree.
+set(NATTN_CUDA_DTYPES "f32;f16;bf16" CACHE STRING "Kernel dtypes to instantiate")
+set(NATTN_CUDA_HEAD_DIMS "32;64;128;256" CACHE STRING "Padded head dims to instantiate")
+set(NATTN_FNA_FWD_TABLE
+  simt:f32:32 simt:f32:64 simt:f32:128 simt:f32:256
+  simt:f16:32 simt:f16:64 simt:f16:128 simt:f16:256
+  simt:bf16:32 simt:bf16:64 simt:bf16:128 simt:bf16:256
+  mma:f16:32 mma:f16:64 mma:f16:128 mma:f16:256
+  mma:bf16:32 mma:bf16:64 mma:bf16:128 mma:bf16:256)
+
+set(_nattn_gen_dir "${CMAKE_CURRENT_BINARY_DIR}/nattn_cuda_gen")
+file(MAKE_DIRECTORY "${_nattn_gen_dir}")
+set(_nattn_table_inc "// Generated by src/cuda/cuda.cmake: the compiled forward kernels.\n")
+set(_nattn_kernel_sources "")
+foreach(_entry IN LISTS NATTN_FNA_FWD_TABLE)
+  string(REPLACE ":" ";" _parts "${_entry}")
+  list(GET _parts 0 _kind)
+  list(GET _parts 1 _dtype)
+  list(GET _parts 2 _hd)
+  if(NOT _dtype IN_LIST NATTN_CUDA_DTYPES OR NOT _hd IN_LIST NATTN_CUDA_HEAD_DIMS)
+    continue()
+  endif()
+  if(_kind STREQUAL "mma" AND NOT _nattn_has_sm80)
+    continue()
+  endif()
+  if(_dtype STREQUAL "f32")
+    set(_ctype "float")
+  elseif(_dtype STREQUAL "f16")
+    set(_ctype "__half")
+  else()
+    set(_ctype "__nv_bfloat16")
+  endif()
+  set(_name "fna_fwd_${_kind}_${_dtype}_hd${_hd}")
+  set(_file "${_nattn_gen_dir}/${_name}.cu")
+  set(_text "// Generated by src/cuda/cuda.cmake (table NATTN_FNA_FWD_TABLE): one kernel instantiation.\n#include \"cuda/sm80/fna_fwd/fna_fwd_${_kind}.cuh\"\nnamespace nattn::cuda::fna {\nvoid ${_name}(const FwdParams& p, dim3 grid, cudaStream_t s) { launch_${_kind}<${_ctype}, ${_hd}>(p, s, grid); }\n}  // namespace nattn::cuda::fna\n")
+  if(EXISTS "${_file}")
+    file(READ "${_file}" _old)
+  else()
+    set(_old "")
+  endif()
+  if(NOT _old STREQUAL _text)
+    file(WRITE "${_file}" "${_text}")
+  endif()
+  list(APPEND _nattn_kernel_sources "${_file}")
+  string(APPEND _nattn_table_inc "NATTN_FNA_FWD_KERNEL(${_kind}, ${_dtype}, ${_hd})\n")
+endforeach()
+set(_inc_file "${_nattn_gen_dir}/fna_fwd_table.inc")
+if(EXISTS "${_inc_file}")
+  file(READ "${_inc_file}" _old)
+else()
+  set(_old "")
+endif()
+if(NOT _old STREQUAL _nattn_table_inc)
+  file(WRITE "${_inc_file}" "${_nattn_table_inc}")
+endif()
+
+option(NATTN_CUDA_RESOURCE_USAGE "Print registers, shared memory and spills of every kernel (-Xptxas -v)" OFF)
+
+# ---- targets -----------------------------------------------------------------------------------
+# Device code is an object library (no host warning flags: nvcc takes other ones); its objects and
+# the host-side backend sources go into `nattn`.
+add_library(nattn_cuda_kernels OBJECT
+  ${_nattn_kernel_sources}
+  ${PROJECT_SOURCE_DIR}/src/cuda/sm80/fna_fwd/aux_kernels.cu)
+target_include_directories(nattn_cuda_kernels PRIVATE
+  ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src ${NATTN_CUTLASS_INCLUDE})
+target_compile_options(nattn_cuda_kernels PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:-DNDEBUG --expt-relaxed-constexpr -std=c++17 ${_nattn_gencode}>)
+if(NATTN_CUDA_RESOURCE_USAGE)
+  target_compile_options(nattn_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v>)
+endif()
+set_target_properties(nattn_cuda_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON CUDA_STANDARD 17
+  CUDA_ARCHITECTURES OFF)
+
+target_sources(nattn PRIVATE
+  $<TARGET_OBJECTS:nattn_cuda_kernels>
+  ${PROJECT_SOURCE_DIR}/src/cuda/common/device.cpp
+  ${PROJECT_SOURCE_DIR}/src/cuda/cuda_backend.cpp
+  ${PROJECT_SOURCE_DIR}/src/cuda/sm80/fna_fwd/fna_fwd_dispatch.cpp)
+target_include_directories(nattn PRIVATE "${_nattn_gen_dir}")
+target_compile_definitions(nattn PRIVATE NATTN_WITH_CUDA=1)
+set_target_properties(nattn PROPERTIES CUDA_ARCHITECTURES OFF)
+target_link_libraries(nattn PRIVATE CUDA::cudart)
+

@@ -1,0 +1,13 @@
+# GPU tests of the CUDA backends (ctest label `cuda`), included by tests/CMakeLists.txt when
+# NATTN_ENABLE_CUDA is ON. They need a GPU: run them with scripts/test_gpu.sh (or `ctest -L cuda`).
+add_executable(test_cuda_forward ${PROJECT_SOURCE_DIR}/tests/cuda/test_cuda_forward.cpp)
+target_include_directories(test_cuda_forward PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_cuda_forward PRIVATE nattn nattn_golden GTest::gtest GTest::gtest_main CUDA::cudart
+  nattn_warnings)
+target_compile_definitions(test_cuda_forward PRIVATE NATTN_GOLDEN_DIR="${NATTN_GOLDEN_DIR}")
+add_test(NAME test_cuda_forward COMMAND test_cuda_forward)
+set_tests_properties(test_cuda_forward PROPERTIES LABELS cuda)
+
+add_executable(bench_cuda_fna ${PROJECT_SOURCE_DIR}/bench/cuda/bench_cuda_fna.cpp)
+target_include_directories(bench_cuda_fna PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(bench_cuda_fna PRIVATE nattn CUDA::cudart nattn_warnings)
