@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One-command GPU check of the CUDA backends, run on a machine with a GPU from the repository root:
 #   scripts/test_gpu.sh [BUILD_DIR] [--no-bench] [--no-sanitizer] [--full-bench]
-# BUILD_DIR (default build-e) must be configured with -DNATTN_ENABLE_CUDA=ON and built with the
+# BUILD_DIR (default build) must be configured with -DNATTN_ENABLE_CUDA=ON and built with the
 # targets test_cuda_forward and bench_cuda_fna. Logs go to $OUT (if set) or BUILD_DIR/gpu-logs.
 # Exit status: non-zero if any test or sanitizer check failed.
 set -u
-BUILD=build-e
+BUILD=build
 BENCH=quick
 SANITIZE=1
 for arg in "$@"; do
