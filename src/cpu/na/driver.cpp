@@ -1,15 +1,17 @@
 // Execution of planned problems (driver.h).
 //
-// There is no separate packing phase: a task packs the lines it reads the first time any task
-// needs them (one atomic flag per line), so packing, which waits on memory, overlaps with the
-// compute of other tasks, threads never wait at a barrier inside a call, and the lines a task
-// packs are still in its core's cache when its kernels read them.
+// There is no separate packing phase: a task packs the line segments it reads the first time any
+// task needs them (one atomic flag per segment), so packing, which waits on memory, overlaps with
+// the compute of other tasks, threads never wait at a barrier inside a call, and the lines a task
+// packs are still in its core's cache when its kernels read them. Packed lines live in a small
+// ring of unit slots (Workspace).
 #include "cpu/na/driver.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -37,15 +39,13 @@ constexpr int64_t kSegment = 64;
 // The AVX-512 and AVX2 kernels exist when the build compiled them (sources.cmake: x86-64 with GCC or
 // Clang); NATTN_CPU_X86_KERNELS is defined there.
 #if defined(NATTN_CPU_X86_KERNELS)
+// (F16C, which the fp16 conversions use, comes with every CPU that has AVX2, and Clang's builtin
+// does not know it.)
 bool has_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
 }
-bool has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #endif
 
 // The first error raised inside a parallel region; iterations after it are skipped.
@@ -153,10 +153,24 @@ struct UnitLines {
   float* stats = nullptr;  // group * q_lines x 2 x ld_q (backward)
 };
 
-// The packed lines of a batch of units, each segment of a line packed on first use (need_*).
+// Waits for `ready()`: a few yields, then short sleeps so that, on a loaded machine, the thread
+// being waited for can be scheduled on this core.
+template <class Ready>
+void wait_until(Ready ready) {
+  for (int spin = 0; !ready(); ++spin) {
+    if (spin < 64) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+// The packed lines of the units in flight: a ring of a few unit slots (threads work on neighbouring
+// units, in order), each segment of a line packed on first use (need_*). A unit takes its slot
+// once the unit before it in the slot has finished all its tasks, so the lines stay few enough to
+// remain in cache and no barrier is needed.
 class Workspace {
  public:
-  Workspace(const Geometry& geo, const OpTensors& t, const OpConfig& cfg, const IsaOps& isa, bool backward)
+  Workspace(const Geometry& geo, const OpTensors& t, const OpConfig& cfg, const IsaOps& isa, bool backward,
+            int64_t tasks_per_unit)
       : geo_(geo), t_(t), cfg_(cfg), isa_(isa) {
     const int64_t d = cfg.dim, dv = cfg.dim_v;
     k_size_ = geo.k_lines * d * geo.ld_k;
@@ -171,25 +185,40 @@ class Workspace {
     k_segments_ = (geo.ld_k + kSegment - 1) / kSegment;
     q_segments_ = (geo.ld_q + kSegment - 1) / kSegment;
     flags_per_unit_ = geo.k_lines * k_segments_ + 1 + (backward ? geo.q_lines * q_segments_ : 0);
-    batch_ = std::max<int64_t>(1, std::min(geo.units, kWorkspaceBudget / per_unit_));
+    slots_ = std::max<int64_t>(1, std::min({geo.units, int64_t{cfg.threads} + 1, kWorkspaceBudget / per_unit_}));
     buffer_ = WorkspacePool::instance().take();
-    base_ = buffer_->reserve(static_cast<size_t>(batch_ * per_unit_));
-    flags_.reset(new std::atomic<int32_t>[static_cast<size_t>(batch_ * flags_per_unit_)]);
+    base_ = buffer_->reserve(static_cast<size_t>(slots_ * per_unit_));
+    flags_.reset(new std::atomic<int32_t>[static_cast<size_t>(slots_ * flags_per_unit_)]);
+    for (int64_t i = 0; i < slots_ * flags_per_unit_; ++i) flags_[i].store(kEmpty, std::memory_order_relaxed);
+    owner_.reset(new std::atomic<int64_t>[static_cast<size_t>(slots_)]);
+    for (int64_t s = 0; s < slots_; ++s) owner_[s].store(s, std::memory_order_relaxed);
+    remaining_.reset(new std::atomic<int64_t>[static_cast<size_t>(geo.units)]);
+    for (int64_t u = 0; u < geo.units; ++u) remaining_[u].store(tasks_per_unit, std::memory_order_relaxed);
   }
   ~Workspace() { WorkspacePool::instance().give(std::move(buffer_)); }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
-  int64_t batch() const { return batch_; }
-  // Units [first_unit, first_unit + batch) start with nothing packed.
-  void start(int64_t first_unit) {
-    first_ = first_unit;
-    for (int64_t i = 0; i < batch_ * flags_per_unit_; ++i) flags_[i].store(kEmpty, std::memory_order_relaxed);
+  // Before a task of `unit`: wait for the unit's slot.
+  void acquire(int64_t unit) const {
+    const std::atomic<int64_t>& owner = owner_[unit % slots_];
+    if (owner.load(std::memory_order_acquire) != unit) {
+      wait_until([&] { return owner.load(std::memory_order_acquire) == unit; });
+    }
+  }
+  // After a task of `unit` (whether or not it ran): the unit's last task clears the slot and hands
+  // it to the next unit of the slot. Units take their tasks in order, so that unit's tasks come
+  // after every task of this one and the hand-over always happens.
+  void release(int64_t unit) {
+    if (remaining_[unit].fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    const int64_t s = unit % slots_;
+    for (int64_t i = 0; i < flags_per_unit_; ++i) flags_[s * flags_per_unit_ + i].store(kEmpty, std::memory_order_relaxed);
+    owner_[s].store(unit + slots_, std::memory_order_release);
   }
 
   UnitLines lines(int64_t unit) const {
     UnitLines u;
-    u.k = base_ + (unit - first_) * per_unit_;
+    u.k = base_ + (unit % slots_) * per_unit_;
     u.v = u.k + k_size_;
     u.add_k = u.v + v_size_;
     u.add_v = u.add_k + add_k_size_;
@@ -255,7 +284,7 @@ class Workspace {
   static constexpr int32_t kEmpty = 0, kPacking = 1, kReady = 2;
 
   std::atomic<int32_t>& flag(int64_t unit, int64_t index) {
-    return flags_[(unit - first_) * flags_per_unit_ + index];
+    return flags_[(unit % slots_) * flags_per_unit_ + index];
   }
 
   // Runs `pack` if no thread has claimed the flag yet; otherwise waits until the claimer is done.
@@ -274,7 +303,7 @@ class Workspace {
       flag.store(kReady, std::memory_order_release);
       return;
     }
-    while (flag.load(std::memory_order_acquire) != kReady) std::this_thread::yield();
+    wait_until([&] { return flag.load(std::memory_order_acquire) == kReady; });
   }
 
   const Geometry& geo_;
@@ -283,11 +312,13 @@ class Workspace {
   const IsaOps& isa_;
   int64_t k_size_ = 0, v_size_ = 0, add_k_size_ = 0, add_v_size_ = 0;
   int64_t q_size_ = 0, dout_size_ = 0, stats_size_ = 0;
-  int64_t per_unit_ = 1, flags_per_unit_ = 1, batch_ = 1, first_ = 0;
+  int64_t per_unit_ = 1, flags_per_unit_ = 1, slots_ = 1;
   int64_t k_segments_ = 1, q_segments_ = 1;
   std::unique_ptr<FloatBuffer> buffer_;
   float* base_ = nullptr;
   std::unique_ptr<std::atomic<int32_t>[]> flags_;
+  std::unique_ptr<std::atomic<int64_t>[]> owner_;      // unit holding each slot
+  std::unique_ptr<std::atomic<int64_t>[]> remaining_;  // tasks of each unit not finished yet
 };
 
 // Positions a segment's runs may read: its keys plus the lanes' spread, and up to 31 positions of
@@ -319,29 +350,29 @@ Params params_of(const OpConfig& cfg) {
   return p;
 }
 
-// Run `task(unit, index, state)` for the tasks [0, tasks_per_unit) of every unit, in parallel,
-// batch of units by batch of units.
+// Run `task(unit, index, state)` for the tasks [0, tasks_per_unit) of every unit, in parallel, in
+// order of units (the workspace ring relies on it), in one parallel region.
 template <class Task>
 void run_tasks(const Geometry& geo, const OpConfig& cfg, Workspace& ws, int64_t tasks_per_unit, int64_t scratch,
                Task task) {
+  const int64_t total = geo.units * tasks_per_unit;
+  // chunks of consecutive tasks: neighbouring tasks read the same lines, so threads working on
+  // different chunks rarely wait for each other's packing; small enough to balance the load
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(tasks_per_unit, total / (8 * cfg.threads)));
   ErrorSlot err;
-  for (int64_t u0 = 0; u0 < geo.units; u0 += ws.batch()) {
-    const int64_t nu = std::min(ws.batch(), geo.units - u0);
-    const int64_t chunk = std::max<int64_t>(1, nu * tasks_per_unit / (8 * cfg.threads));
-    ws.start(u0);
 #pragma omp parallel num_threads(cfg.threads)
-    {
-      ThreadState& st = thread_state();
-      err.guard([&] { st.scratch.reserve(static_cast<size_t>(scratch)); });
-      // chunks of consecutive tasks: neighbouring tasks read the same lines, so threads that work
-      // on different chunks rarely wait for each other's packing
+  {
+    ThreadState& st = thread_state();
+    err.guard([&] { st.scratch.reserve(static_cast<size_t>(scratch)); });
 #pragma omp for schedule(dynamic, chunk)
-      for (int64_t i = 0; i < nu * tasks_per_unit; ++i) {
-        err.guard([&] { task(u0 + i / tasks_per_unit, i % tasks_per_unit, i + 1 < nu * tasks_per_unit, st); });
-      }
+    for (int64_t i = 0; i < total; ++i) {
+      const int64_t u = i / tasks_per_unit;
+      ws.acquire(u);
+      err.guard([&] { task(u, i % tasks_per_unit, i + 1 < total, st); });
+      ws.release(u);
     }
-    err.rethrow();
   }
+  err.rethrow();
 }
 
 }  // namespace
@@ -372,8 +403,8 @@ void run_forward(const Geometry& geo, const OpTensors& t, const OpConfig& cfg) {
   Params p = params_of(cfg);
   p.lda[0] = p.ldb[0] = geo.ld_k;
   p.lda[1] = p.ldb[1] = geo.ld_add;
-  Workspace ws(geo, t, cfg, isa, false);
   const int64_t tasks = geo.q_tasks();
+  Workspace ws(geo, t, cfg, isa, false, tasks);
   run_tasks(geo, cfg, ws, tasks, scratch_floats(p), [&](int64_t u, int64_t task, bool more, ThreadState& st) {
     if (more) prefetch_task(isa, geo, t, cfg, u + (task + 1) / tasks, (task + 1) % tasks, st.rows);
     st.blocks.clear();
@@ -428,9 +459,9 @@ void run_backward(const Geometry& geo, const OpTensors& t, const OpConfig& cfg) 
   Params pk = params_of(cfg);  // dK/dV: lines A/B are Q/dO of the queries that see the keys
   pk.lda[0] = pk.ldb[0] = geo.ld_q;
   pk.ld_stats = geo.ld_q;
-  Workspace ws(geo, t, cfg, isa, true);
   const int64_t qt = geo.q_tasks();
   const int64_t tasks = qt + geo.k_tasks();
+  Workspace ws(geo, t, cfg, isa, true, tasks);
   run_tasks(geo, cfg, ws, tasks, scratch_floats(pq), [&](int64_t u, int64_t task, bool, ThreadState& st) {
     const bool dq = task < qt;
     const int64_t hkv = geo.kv_head(u);

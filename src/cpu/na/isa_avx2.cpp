@@ -1,8 +1,17 @@
-// The cpu backend's kernels compiled for AVX2 + FMA + F16C: the portable vector layer,
-// auto-vectorised with per-file flags (sources.cmake); only called after a run-time CPU check
-// (driver.cpp).
-// Only <cstdint> and isa.h are included here, so that nothing inline from the standard library or
-// the rest of nattn is instantiated with this file's instruction set (isa.h explains why).
+// The cpu backend's kernels compiled for AVX2 + FMA + F16C (intrinsics, 16 lanes as two 8-lane
+// registers); built with per-file flags (sources.cmake) and only called after a run-time CPU check
+// (driver.cpp). Only <immintrin.h>, <cstdint> and isa.h are included here, so that nothing inline
+// from the standard library or the rest of nattn is instantiated with this file's instruction set
+// (isa.h explains why).
+// GCC 12's intrinsics initialise their "undefined" operands from themselves, which trips
+// -W(maybe-)uninitialized wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#if defined(__x86_64__) && defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <cstdint>
 
 #include "cpu/na/isa.h"
@@ -11,7 +20,7 @@
 
 namespace nattn::detail::cpu::kernels_avx2 {
 
-#include "cpu/na/vec_generic.inc"
+#include "cpu/na/vec_avx2.inc"
 #include "cpu/na/kernels.inc"
 #include "cpu/na/executors.inc"
 

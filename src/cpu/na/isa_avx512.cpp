@@ -4,8 +4,10 @@
 // the rest of nattn is instantiated with this file's instruction set (isa.h explains why).
 // GCC 12's AVX-512 intrinsics initialise their "undefined" operands from themselves, which trips
 // -W(maybe-)uninitialized wherever they are inlined (GCC bug 105593, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
 #endif

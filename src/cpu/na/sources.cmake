@@ -13,8 +13,7 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_SYSTEM_PROCESSOR MATCHES 
   # becoming memset calls (measurably slower for the 64-byte paddings of packed lines)
   set_source_files_properties(src/cpu/na/isa_avx512.cpp PROPERTIES
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mfma;-mf16c;-fno-tree-loop-distribute-patterns")
-  # -ffp-contract=fast lets the portable a * b + c loops become FMAs
   set_source_files_properties(src/cpu/na/isa_avx2.cpp PROPERTIES
-    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=fast;-fno-tree-loop-distribute-patterns")
+    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-fno-tree-loop-distribute-patterns")
   set_source_files_properties(src/cpu/na/driver.cpp PROPERTIES COMPILE_DEFINITIONS NATTN_CPU_X86_KERNELS)
 endif()

@@ -121,10 +121,9 @@ inline double scaled_error(const std::vector<float>& got, const std::vector<floa
 // Kernel instruction sets this CPU runs; NATTN_CPU_ISA selects one (README.md of src/cpu/na).
 inline std::vector<std::string> cpu_isas() {
   std::vector<std::string> names{"generic"};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    names.push_back("avx2");
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) names.push_back("avx2");
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
     names.push_back("avx512");
   return names;
 }
