@@ -95,8 +95,10 @@ def neighborhood_attention_generic(
             raise NotImplementedError("flex-fna runs on torch tensors only (it is built on torch flex_attention)")
         from . import _flex
 
+        if q_tile:
+            _check_flex_tiles(query, key, value, q_tile, kv_tile)
         out, lse = _flex.na(query, key, value, additional_keys, additional_values, params, scale, torch_compile,
-                            need_lse=return_lse)
+                            need_lse=return_lse, q_tile=q_tile, kv_tile=kv_tile)
     elif framework == "torch":
         out, lse = _torch_ops().na(query, key, value, additional_keys, additional_values, params, scale, backend,
                                    q_tile, kv_tile, schedule, bq_tile, bkv_tile)
@@ -104,6 +106,16 @@ def neighborhood_attention_generic(
         out, lse = _numpy_na(query, key, value, additional_keys, additional_values, params, scale, backend,
                              q_tile, kv_tile, schedule)
     return (out, lse) if return_lse else out
+
+
+def _check_flex_tiles(query, key, value, q_tile, kv_tile):
+    from .configs import _na_pairs
+
+    allowed = _na_pairs("flex-fna", query, key, value)
+    if (tuple(q_tile), tuple(kv_tile)) not in allowed:
+        listed = ", ".join(f"({a}, {b})" for a, b in allowed) or "none for this problem"
+        raise ValueError(f"q_tile_shape={tuple(q_tile)}, kv_tile_shape={tuple(kv_tile)} is not a flex-fna "
+                         f"configuration (allowed: {listed})")
 
 
 def _cat_fn(framework):
