@@ -30,6 +30,7 @@ nattn::DType to_dtype(const nb::dlpack::dtype& dt, const char* name) {
   const auto code = static_cast<nb::dlpack::dtype_code>(dt.code);
   if (dt.lanes == 1) {
     if (code == nb::dlpack::dtype_code::Float && dt.bits == 32) return nattn::DType::f32;
+    if (code == nb::dlpack::dtype_code::Float && dt.bits == 64) return nattn::DType::f64;
     if (code == nb::dlpack::dtype_code::Float && dt.bits == 16) return nattn::DType::f16;
     if (code == nb::dlpack::dtype_code::Bfloat && dt.bits == 16) return nattn::DType::bf16;
     if (code == nb::dlpack::dtype_code::Int && dt.bits == 32) return nattn::DType::i32;
@@ -38,7 +39,7 @@ nattn::DType to_dtype(const nb::dlpack::dtype& dt, const char* name) {
   const std::string code_name = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
   throw nattn::ValueError(std::string(name) + " has dtype " + code_name + std::to_string(dt.bits) +
                           (dt.lanes != 1 ? "x" + std::to_string(dt.lanes) : std::string()) +
-                          " (allowed: float32, float16, bfloat16; int32 for sequence offsets)");
+                          " (allowed: float32, float16, bfloat16, float64 (reference backend); int32 for sequence offsets)");
 }
 
 nattn::Device to_device(int device_type, int device_id, const char* name) {

@@ -8,7 +8,9 @@
 
 namespace nattn {
 
-enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, i32 = 3 };
+// f64 is for the fp64 `reference` backend only (e.g. torch.autograd.gradcheck); every other
+// backend rejects it with a reason.
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, i32 = 3, f64 = 4 };
 
 enum class DeviceKind : int { cpu = 0, cuda = 1 };
 
@@ -19,9 +21,9 @@ struct Device {
   bool operator!=(const Device& o) const { return !(*this == o); }
 };
 
-const char* dtype_name(DType dtype);        // "fp32", "fp16", "bf16", "int32"
+const char* dtype_name(DType dtype);        // "fp32", "fp16", "bf16", "int32", "fp64"
 int64_t dtype_size(DType dtype);            // bytes per element
-DType parse_dtype(const std::string& name); // accepts fp32/float32, fp16/float16, bf16/bfloat16; throws ValueError
+DType parse_dtype(const std::string& name); // fp32/float32, fp16/float16, bf16/bfloat16, fp64/float64; else ValueError
 std::string device_name(const Device& device);  // "cpu", "cuda:0"
 
 struct TensorView {

@@ -99,12 +99,20 @@ def check_same_device_dtype(q, named):
             )
 
 
-_FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+# float64 runs on the `reference` backend only (e.g. for torch.autograd.gradcheck); the core says so
+# when another backend is asked for.
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def check_float_dtype(q):
     if dtype_name(q) not in _FLOAT_DTYPES:
-        raise ValueError(f"query has dtype {dtype_name(q)} (allowed: float32, float16, bfloat16)")
+        raise ValueError(f"query has dtype {dtype_name(q)} (allowed: float32, float16, bfloat16; float64 on the "
+                         "reference backend)")
+
+
+def lse_dtype_name(q):
+    """The LSE is float32, except next to float64 inputs."""
+    return "float64" if dtype_name(q) == "float64" else "float32"
 
 
 # ---- NA tensors ---------------------------------------------------------------------------------

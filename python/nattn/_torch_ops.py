@@ -30,6 +30,10 @@ def _hc(x):
 # ---- NA ------------------------------------------------------------------------------------------
 
 
+def _lse_dtype(query):
+    return torch.float64 if query.dtype == torch.float64 else torch.float32
+
+
 @torch.library.custom_op(f"{_LIB}::na_forward", mutates_args=())
 def na_forward(
     query: Tensor, key: Tensor, value: Tensor, additional_keys: Optional[Tensor],
@@ -39,7 +43,7 @@ def na_forward(
     requires_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
     out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, torch.float32)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
     _core.na_forward(_hc(query), _hc(key), _hc(value), out, lse, _hc(additional_keys), _hc(additional_values),
                      (kernel_size, stride, dilation, is_causal), scale, backend, q_tile, kv_tile, schedule,
                      deterministic, requires_grad)
@@ -51,7 +55,7 @@ def _na_forward_fake(query, key, value, additional_keys, additional_values, kern
                      is_causal, scale, backend, q_tile, kv_tile, schedule, backward_backend, backward_q_tile,
                      backward_kv_tile, deterministic, requires_grad):
     out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, torch.float32)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
     return out, lse
 
 
@@ -146,7 +150,7 @@ def fmha_forward(
     backward_kv_tile: List[int], deterministic: bool, requires_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
     out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, torch.float32)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
     _core.fmha_forward(_hc(query), _hc(key), _hc(value), out, lse, is_causal, scale, cu_seqlens_q, cu_seqlens_kv,
                        max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile, schedule, deterministic, requires_grad)
     return out, lse
@@ -157,7 +161,7 @@ def _fmha_forward_fake(query, key, value, is_causal, scale, cu_seqlens_q, cu_seq
                        max_seqlen_kv, backend, q_tile, kv_tile, schedule, backward_backend, backward_q_tile,
                        backward_kv_tile, deterministic, requires_grad):
     out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, torch.float32)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
     return out, lse
 
 
@@ -231,12 +235,12 @@ def fmha(q, k, v, causal, scale, varlen, backend, q_tile, kv_tile, schedule, bq_
 
 
 def merge(outputs, lses):
-    """lse = logsumexp_i lse_i; out = sum_i exp(lse_i - lse) out_i, in fp32 (differentiable)."""
+    """lse = logsumexp_i lse_i; out = sum_i exp(lse_i - lse) out_i, in fp32 or wider (differentiable)."""
     stacked = torch.stack(lses, 0)
     lse = torch.logsumexp(stacked, 0)
     safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     out = None
     for o, x in zip(outputs, lses):
-        term = torch.exp(x - safe).unsqueeze(-1) * o.float()
+        term = torch.exp(x - safe).unsqueeze(-1) * o.to(torch.promote_types(o.dtype, torch.float32))
         out = term if out is None else out + term
     return out.to(outputs[0].dtype), lse

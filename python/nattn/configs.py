@@ -33,7 +33,7 @@ def _requires_grad(*ts):
 
 
 def _dtype(q):
-    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(_args.dtype_name(q), _args.dtype_name(q))
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}.get(_args.dtype_name(q), _args.dtype_name(q))
 
 
 def na_problem(query, key, value, kernel_size=None, stride=1, dilation=1, is_causal=False, additional_kv=0):

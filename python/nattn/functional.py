@@ -129,7 +129,7 @@ def _cat_fn(framework):
 def _numpy_na(q, k, v, ak, av, params, scale, backend, q_tile, kv_tile, schedule):
     q, k, v, ak, av = (_core.head_contiguous(x) for x in (q, k, v, ak, av))
     out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
-    lse = np.empty(q.shape[:-1], dtype=np.float32)
+    lse = np.empty(q.shape[:-1], dtype=_args.lse_dtype_name(q))
     _core.na_forward(q, k, v, out, lse, ak, av, params, scale, backend, q_tile, kv_tile, schedule,
                      deterministic=context.deterministic_now(), requires_grad=False)
     return out, lse
@@ -304,7 +304,7 @@ def attention(query, key, value, is_causal=False, scale=None, seqlens_Q=None, se
     else:
         q, k, v = (_core.head_contiguous(x) for x in (query, key, value))
         out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
-        lse = np.empty(q.shape[:-1], dtype=np.float32)
+        lse = np.empty(q.shape[:-1], dtype=_args.lse_dtype_name(q))
         cu_q, cu_kv, max_q, max_kv = varlen if varlen else (None, None, 0, 0)
         _core.fmha_forward(q, k, v, out, lse, causal, scale, cu_q, cu_kv, max_q, max_kv, backend, q_tile, kv_tile,
                            schedule, deterministic=context.deterministic_now(), requires_grad=False)
@@ -353,8 +353,8 @@ def merge_attentions(outputs, lse_tensors, torch_compile=True, use_autograd_fix=
         if tuple(x.shape) != tuple(o0.shape[:3]):
             raise ValueError(f"lse_tensors[{i}] must have shape {tuple(o0.shape[:3])} (the output's first three "
                              f"dims; got {tuple(x.shape)})")
-        if _args.dtype_name(x) != "float32" or _args.device_name(x) != _args.device_name(o0):
-            raise ValueError(f"lse_tensors[{i}] must be float32 on {_args.device_name(o0)} (got "
+        if _args.dtype_name(x) != _args.lse_dtype_name(o0) or _args.device_name(x) != _args.device_name(o0):
+            raise ValueError(f"lse_tensors[{i}] must be {_args.lse_dtype_name(o0)} on {_args.device_name(o0)} (got "
                              f"{_args.dtype_name(x)} on {_args.device_name(x)})")
     if framework == "torch":
         return _torch_ops().merge(list(outputs), list(lse_tensors))

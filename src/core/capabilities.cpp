@@ -10,6 +10,8 @@ namespace {
 bool is_16bit(DType d) { return d == DType::f16 || d == DType::bf16; }
 
 std::string dtype_reject(const char* backend, DType dtype, bool allow_f32) {
+  if (dtype == DType::f64)
+    return std::string(backend) + " does not support dtype fp64 (only the 'reference' backend runs fp64)";
   if (dtype == DType::f32 && allow_f32) return {};
   if (is_16bit(dtype)) return {};
   return std::string(backend) + " does not support dtype " + dtype_name(dtype) + " (supported: " +
@@ -44,6 +46,7 @@ std::string family_reject(const std::string& name, const Shape& s, Pass pass) {
   if (name == "reference" || name == "cpu") {
     if (s.device.kind != DeviceKind::cpu)
       return name + " runs on CPU tensors only (got " + device_name(s.device) + ")";
+    if (name == "reference" && s.dtype == DType::f64) return {};
     return dtype_reject(name.c_str(), s.dtype, true);
   }
   if (name.rfind("flex-", 0) == 0) {

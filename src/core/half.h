@@ -63,11 +63,13 @@ inline uint16_t float_to_fp16(float f) {
   return static_cast<uint16_t>(sign | (((r >> 23) - 112) << 10) | ((r >> 13) & 0x3ffu));
 }
 
-// Element `offset` (in elements) of a buffer of dtype f32/f16/bf16, as float.
+// Element `offset` (in elements) of a buffer of dtype f32/f16/bf16/f64, as float (f64 is rounded:
+// code that keeps fp64 precision reads doubles itself).
 inline float load_float(const void* base, int64_t offset, DType dtype) {
   switch (dtype) {
     case DType::f16: return fp16_to_float(static_cast<const uint16_t*>(base)[offset]);
     case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(base)[offset]);
+    case DType::f64: return static_cast<float>(static_cast<const double*>(base)[offset]);
     default: return static_cast<const float*>(base)[offset];
   }
 }
@@ -76,6 +78,7 @@ inline void store_float(void* base, int64_t offset, DType dtype, float value) {
   switch (dtype) {
     case DType::f16: static_cast<uint16_t*>(base)[offset] = float_to_fp16(value); break;
     case DType::bf16: static_cast<uint16_t*>(base)[offset] = float_to_bf16(value); break;
+    case DType::f64: static_cast<double*>(base)[offset] = value; break;
     default: static_cast<float*>(base)[offset] = value; break;
   }
 }

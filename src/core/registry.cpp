@@ -62,6 +62,11 @@ Selection choose_impl(const Problem& problem, Pass pass) {
   for (const auto& spec : detail::backend_specs()) {
     if (!spec_matches_op(spec, problem)) continue;
     Verdict v{spec.name, reject_impl(spec, problem, pass)};
+    // fp64 (NumPy's default dtype) is never picked automatically: the only backend that runs it is
+    // the slow fp64 oracle, which must be asked for by name. Everything else says why it cannot.
+    if (v.reason.empty() && problem.dtype == DType::f64)
+      v.reason = "fp64 runs only when backend 'reference' is named (the slow fp64 oracle); cast to fp32 for the "
+                 "fast backends";
     if (v.reason.empty() && sel.backend.empty()) sel.backend = spec.name;
     sel.considered.push_back(v);
   }

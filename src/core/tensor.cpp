@@ -12,6 +12,7 @@ const char* dtype_name(DType dtype) {
     case DType::f16: return "fp16";
     case DType::bf16: return "bf16";
     case DType::i32: return "int32";
+    case DType::f64: return "fp64";
   }
   return "unknown";
 }
@@ -20,6 +21,7 @@ int64_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::f16:
     case DType::bf16: return 2;
+    case DType::f64: return 8;
     default: return 4;
   }
 }
@@ -28,7 +30,8 @@ DType parse_dtype(const std::string& name) {
   if (name == "fp32" || name == "float32" || name == "float") return DType::f32;
   if (name == "fp16" || name == "float16" || name == "half") return DType::f16;
   if (name == "bf16" || name == "bfloat16") return DType::bf16;
-  throw ValueError("dtype '" + name + "' is not supported; allowed: fp32, fp16, bf16");
+  if (name == "fp64" || name == "float64" || name == "double") return DType::f64;
+  throw ValueError("dtype '" + name + "' is not supported; allowed: fp32, fp16, bf16, fp64 (reference backend only)");
 }
 
 std::string device_name(const Device& device) {

@@ -48,9 +48,10 @@ void check_tensor(const char* op, const char* name, const TensorView& t) {
                  "; allowed: last stride 1)");
 }
 
+// fp64 passes here; which backends run it is the registry's business (the reference backend only).
 void check_float_dtype(const char* op, const char* name, const TensorView& t) {
-  if (t.dtype != DType::f32 && t.dtype != DType::f16 && t.dtype != DType::bf16)
-    fail(op, std::string(name) + " has dtype " + dtype_name(t.dtype) + " (allowed: fp32, fp16, bf16)");
+  if (t.dtype != DType::f32 && t.dtype != DType::f16 && t.dtype != DType::bf16 && t.dtype != DType::f64)
+    fail(op, std::string(name) + " has dtype " + dtype_name(t.dtype) + " (allowed: fp32, fp16, bf16, fp64)");
 }
 
 void check_shape(const char* op, const char* name, const TensorView& t, const Shape& want, const char* layout) {
@@ -71,7 +72,11 @@ void check_same(const char* op, const char* name, const TensorView& t, const Ten
 void check_lse(const char* op, const char* name, const TensorView& lse, const TensorView& q, const Shape& want) {
   check_tensor(op, name, lse);
   check_same(op, name, lse, q, false);
-  if (lse.dtype != DType::f32) fail(op, std::string(name) + " must be fp32 (got " + dtype_name(lse.dtype) + ")");
+  // The LSE is fp32, except next to fp64 inputs, where it keeps their precision.
+  const DType want_dtype = q.dtype == DType::f64 ? DType::f64 : DType::f32;
+  if (lse.dtype != want_dtype)
+    fail(op, std::string(name) + " must be " + dtype_name(want_dtype) + " for " + dtype_name(q.dtype) + " inputs (got " +
+                 dtype_name(lse.dtype) + ")");
   check_shape(op, name, lse, want, "[batch, *spatial, heads]");
 }
 

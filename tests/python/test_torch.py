@@ -133,6 +133,49 @@ def test_gradcheck_fp32(backend):
     assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-2, atol=2e-2, rtol=2e-2, fast_mode=False)
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_gradcheck_fp64_reference(rank):
+    """torch.autograd.gradcheck in fp64 (default eps and tolerances) on the reference backend, which
+    keeps fp64 end to end: NA with stride, dilation, causal axes, GQA, Dv != D, additional keys and
+    the LSE as a second output."""
+    g = torch.Generator().manual_seed(30 + rank)
+    spatial = {1: (9,), 2: (5, 6), 3: (3, 4, 5)}[rank]
+    ks = {1: (4,), 2: (3, 2), 3: (2, 3, 3)}[rank]
+    st = {1: (2,), 2: (1, 2), 3: (1, 1, 2)}[rank]
+    dil = {1: (2,), 2: (1, 2), 3: (1, 1, 1)}[rank]
+    causal = {1: (True,), 2: (False, True), 3: (True, False, False)}[rank]
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+    q, k, v = r(1, *spatial, 2, 4), r(1, *spatial, 1, 4), r(1, *spatial, 1, 3)
+    ak, av = r(1, 2, 1, 4), r(1, 2, 1, 3)
+
+    def f(q, k, v, ak, av):
+        return NA[rank](q, k, v, ks, st, dil, causal, additional_keys=ak, additional_values=av, backend="reference",
+                        return_lse=True)
+
+    out, lse = f(q, k, v, ak, av)
+    assert out.dtype == torch.float64 and lse.dtype == torch.float64
+    assert torch.autograd.gradcheck(f, (q, k, v, ak, av))
+
+
+def test_gradcheck_fp64_attention_and_merge():
+    g = torch.Generator().manual_seed(40)
+    q, k, v = (torch.randn(1, 7, 2, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    seqlens = torch.tensor([3, 4], dtype=torch.int32)
+
+    def f(q, k, v):
+        o1, l1 = nattn.attention(q, k, v, is_causal=True, seqlens_Q=seqlens, seqlens_KV=seqlens, backend="reference",
+                                 return_lse=True)
+        o2, l2 = nattn.attention(q, k[:, :5], v[:, :5], backend="reference", return_lse=True)
+        return nattn.merge_attentions([o1, o2], [l1, l2])
+
+    assert torch.autograd.gradcheck(f, (q, k, v))
+    with pytest.raises(NotImplementedError, match="fp64"):
+        nattn.na1d(q, k, v, 3, backend="cpu")
+
+
 def test_attention_grads_and_merge(backend):
     """Split the KV set, merge the parts: output, LSE and gradients equal full attention (exact
     because nattn's ops propagate the LSE gradient)."""

@@ -33,7 +33,9 @@ def test_dtype_mismatch():
 
 def test_unsupported_dtype():
     x = Q2.astype(np.float64)
-    raises(ValueError, "query has dtype float64", nattn.na2d, x, x, x, 3)
+    raises(NotImplementedError, "fp64 runs only when backend .reference. is named", nattn.na2d, x, x, x, 3)
+    raises(NotImplementedError, "cpu does not support dtype fp64", nattn.na2d, x, x, x, 3, backend="cpu")
+    assert nattn.na2d(x, x, x, 3, backend="reference").dtype == np.float64
     xi = Q2.astype(np.int32)
     raises(ValueError, "query has dtype int32", nattn.na2d, xi, xi, xi, 3)
 

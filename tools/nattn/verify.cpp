@@ -275,7 +275,8 @@ int parse(int argc, char** argv, VerifyOptions& options) {
       } catch (const std::exception&) {
         return usage_error("--dtype '" + value + "' is not allowed; allowed: fp32, fp16, bf16");
       }
-      if (options.dtype == DType::i32) return usage_error("--dtype '" + value + "' is not allowed; allowed: fp32, fp16, bf16");
+      if (options.dtype != DType::f32 && options.dtype != DType::f16 && options.dtype != DType::bf16)
+        return usage_error("--dtype '" + value + "' is not allowed; allowed: fp32, fp16, bf16");
     } else if (arg == "--threads") {
       if (!take_value()) return usage_error("--threads needs a value");
       char* end = nullptr;

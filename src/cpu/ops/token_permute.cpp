@@ -129,9 +129,9 @@ void validate_token_permute(const TensorView& input, const TensorView& output,
   if (input.dtype != output.dtype)
     throw ValueError(std::string(op) + ": output dtype " + dtype_name(output.dtype) +
                      " must equal the input dtype " + dtype_name(input.dtype));
-  if (input.dtype != DType::f32 && input.dtype != DType::f16 && input.dtype != DType::bf16)
+  if (input.dtype != DType::f32 && input.dtype != DType::f16 && input.dtype != DType::bf16 && input.dtype != DType::f64)
     throw ValueError(std::string(op) + ": dtype " + dtype_name(input.dtype) +
-                     " is not supported; allowed: fp32, fp16, bf16");
+                     " is not supported; allowed: fp32, fp16, bf16, fp64");
   if (input.device != output.device)
     throw ValueError(std::string(op) + ": input is on " + device_name(input.device) +
                      " but output is on " + device_name(output.device) + "; they must share a device");

@@ -88,10 +88,17 @@ void parallel_for(int64_t n, int num_threads, Body&& body) {
 }
 
 double load(const RowTensor& t, int64_t offset, int64_t c) {
-  return static_cast<double>(load_float(t.data, offset + c * t.channel_stride, t.dtype));
+  const int64_t at = offset + c * t.channel_stride;
+  if (t.dtype == DType::f64) return static_cast<const double*>(t.data)[at];
+  return static_cast<double>(load_float(t.data, at, t.dtype));
 }
 void store(const RowTensor& t, int64_t offset, int64_t c, double value) {
-  store_float(t.data, offset + c * t.channel_stride, t.dtype, static_cast<float>(value));
+  const int64_t at = offset + c * t.channel_stride;
+  if (t.dtype == DType::f64) {
+    static_cast<double*>(t.data)[at] = value;
+    return;
+  }
+  store_float(t.data, at, t.dtype, static_cast<float>(value));
 }
 
 void load_row(const RowTensor& t, int64_t offset, std::vector<double>& into) {
