@@ -88,7 +88,28 @@ TileConfig cutlass_default(int rank) {
   return pair({4, 4, 4}, {4, 4, 4});
 }
 
-Configs cutlass_forward(int rank, int cc) {
+// Our 128-query forward tiles (tensor-core kernel): q of volume 128, kv = q with one axis halved
+// (volume 64). Not in NATTEN's table; offered on SM90+ only, where they are the 16-bit default, so
+// that the SM80/86/89 lists stay exactly NATTEN's.
+Configs cutlass_forward_q128(int rank) {
+  Configs g;
+  for (const auto& q : pow2_shapes(rank, 128))
+    for (int axis = 0; axis < rank; ++axis) {
+      if (q[static_cast<size_t>(axis)] < 4 && rank > 1) continue;
+      Shape kv = q;
+      kv[static_cast<size_t>(axis)] /= 2;
+      g.push_back(pair(q, kv));
+    }
+  return g;
+}
+
+TileConfig cutlass_default_q128(int rank) {
+  if (rank == 1) return pair({128}, {64});
+  if (rank == 2) return pair({16, 8}, {8, 8});
+  return pair({4, 4, 8}, {2, 4, 8});
+}
+
+Configs cutlass_forward(int rank, int cc, DType dtype = DType::f32) {
   Configs out, g32, g64, g64x128;
   for (const auto& q : pow2_shapes(rank, 32))
     for (const auto& kv : scaled_shapes(q, 4)) g32.push_back(pair(q, kv));
@@ -103,6 +124,10 @@ Configs cutlass_forward(int rank, int cc) {
   sort_desc_append(out, g32);
   sort_desc_append(out, g64);
   if (cc != 86 && cc != 89) sort_desc_append(out, g64x128);
+  if (cc >= 90) {
+    sort_desc_append(out, cutlass_forward_q128(rank));
+    if (dtype == DType::f16 || dtype == DType::bf16) return default_first(out, cutlass_default_q128(rank));
+  }
   return default_first(out, cutlass_default(rank));
 }
 
@@ -175,7 +200,7 @@ Configs flex_forward(int rank) {
 Configs cpu_blocks(int rank) {
   if (rank == 1) return {pair({64}, {}), pair({16}, {}), pair({32}, {}), pair({128}, {})};
   if (rank == 2) return {pair({2, 32}, {}), pair({1, 16}, {}), pair({4, 16}, {}), pair({8, 8}, {})};
-  return {pair({1, 2, 32}, {}), pair({1, 1, 16}, {}), pair({1, 4, 16}, {}), pair({2, 4, 8}, {})};
+  return {pair({1, 4, 16}, {}), pair({1, 2, 32}, {}), pair({1, 1, 16}, {}), pair({2, 2, 16}, {}), pair({2, 4, 8}, {})};
 }
 
 }  // namespace
@@ -187,7 +212,7 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& p
   if (name == "reference") return {TileConfig{}};
   if (name == "cpu") return cpu_blocks(rank);
   if (name == "cutlass-fna")
-    return fwd ? cutlass_forward(rank, p.compute_capability)
+    return fwd ? cutlass_forward(rank, p.compute_capability, p.dtype)
                : cutlass_backward(rank, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
   if (name == "hopper-fna") return fwd ? hopper_forward(rank, p.head_dim) : Configs{};
   if (name == "blackwell-fna") return fwd ? blackwell_forward(rank) : blackwell_backward(rank);
@@ -202,7 +227,7 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem&
   if (name == "reference") return {TileConfig{}};
   if (name == "cpu") return cpu_blocks(1);
   if (name == "cutlass-fmha")
-    return fwd ? cutlass_forward(1, p.compute_capability)
+    return fwd ? cutlass_forward(1, p.compute_capability, p.dtype)
                : cutlass_backward(1, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
   if (name == "hopper-fmha") return fwd ? hopper_forward(1, p.head_dim) : Configs{};
   if (name == "blackwell-fmha") return fwd ? blackwell_forward(1) : blackwell_backward(1);

@@ -7,6 +7,10 @@
 #include "nattn/backends.h"
 #include "nattn/errors.h"
 
+#ifdef NATTN_WITH_CUDA
+#include "cuda/common/token_permute.h"
+#endif
+
 namespace nattn {
 namespace {
 
@@ -87,18 +91,39 @@ void merge_attentions(const std::vector<TensorView>& outputs, const std::vector<
   detail::cpu_merge_attentions(outputs, lses, out, lse, options.num_threads);
 }
 
+namespace {
+// CPU tensors run on the CPU; CUDA tensors on the GPU kernels when this build has them.
+void check_permute_device(const char* op, const TensorView& input) {
+  if (input.device.kind == DeviceKind::cpu) return;
+#ifndef NATTN_WITH_CUDA
+  throw NotImplementedError(std::string(op) + ": device " + device_name(input.device) +
+                            " is not supported; this nattn was built without CUDA (NATTN_ENABLE_CUDA=OFF)");
+#endif
+}
+}  // namespace
+
 void token_permute(const TensorView& input, TensorView output, const std::vector<int64_t>& tile_shape,
-                   const std::vector<int64_t>& dilation, bool flip_tiled_dims, const RunOptions&) {
+                   const std::vector<int64_t>& dilation, bool flip_tiled_dims, const RunOptions& options) {
   detail::validate_token_permute(input, output, tile_shape, dilation, /*inverse=*/false);
-  detail::cpu_token_permute(input, output,
-                           detail::make_token_permutation(input.shape, tile_shape, dilation, flip_tiled_dims));
+  check_permute_device("token_permute", input);
+  const sem::Permutation perm = detail::make_token_permutation(input.shape, tile_shape, dilation, flip_tiled_dims);
+#ifdef NATTN_WITH_CUDA
+  if (input.device.kind == DeviceKind::cuda) return cuda::token_permute(input, output, perm, options.stream);
+#endif
+  (void)options;
+  detail::cpu_token_permute(input, output, perm);
 }
 
 void token_unpermute(const TensorView& input, TensorView output, const std::vector<int64_t>& tile_shape,
-                     const std::vector<int64_t>& dilation, bool flip_tiled_dims, const RunOptions&) {
+                     const std::vector<int64_t>& dilation, bool flip_tiled_dims, const RunOptions& options) {
   detail::validate_token_permute(input, output, tile_shape, dilation, /*inverse=*/true);
-  detail::cpu_token_unpermute(input, output,
-                             detail::make_token_permutation(output.shape, tile_shape, dilation, flip_tiled_dims));
+  check_permute_device("token_unpermute", input);
+  const sem::Permutation perm = detail::make_token_permutation(output.shape, tile_shape, dilation, flip_tiled_dims);
+#ifdef NATTN_WITH_CUDA
+  if (input.device.kind == DeviceKind::cuda) return cuda::token_unpermute(input, output, perm, options.stream);
+#endif
+  (void)options;
+  detail::cpu_token_unpermute(input, output, perm);
 }
 
 }  // namespace nattn

@@ -77,7 +77,7 @@ double fmha_flops(const FmhaShape& s, int64_t dim, int64_t dim_v) {
 std::vector<int64_t> default_tile(int rank) {
   if (rank == 1) return {64};
   if (rank == 2) return {4, 16};
-  return {2, 2, 16};
+  return {1, 4, 16};
 }
 
 std::vector<int64_t> tile_of(const TileConfig& config, int rank, const char* what) {

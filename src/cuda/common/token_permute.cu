@@ -1,0 +1,214 @@
+// Token permutation kernels (see token_permute.h). Pure data movement: every token row (H head
+// rows of D elements) is read once and written once, so the floor is (bytes read + bytes written)
+// / DRAM bandwidth. A group of `lanes` threads owns one token at a time: it decodes the token's
+// position once (64-bit index math, shared by the group) and copies the row in the widest vector
+// width that the row size, base pointers and strides allow (16 bytes for contiguous fp16 rows with
+// D % 8 == 0), four vectors in flight per thread.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "cuda/common/token_permute.h"
+#include "nattn/errors.h"
+
+namespace nattn::cuda {
+namespace {
+
+struct PermuteArgs {
+  sem::Permutation perm;
+  const unsigned char* src = nullptr;
+  unsigned char* dst = nullptr;
+  int64_t items = 0;       // tokens to move: B * G * P (permute) or B * prod(S) (unpermute)
+  int64_t groups = 1, seq = 0, tokens = 0;
+  // byte strides of the unpermuted [B, *S, H, D] and permuted [B * G, P, H, D] views
+  int64_t u_batch = 0, u_axis[sem::kMaxRank] = {0, 0, 0}, u_head = 0;
+  int64_t p_batch = 0, p_seq = 0, p_head = 0;
+  int rows = 1;            // head rows per token (1 when the heads of a token are contiguous on both sides)
+  int chunks = 0;          // vectors per head row
+  int lanes = 32;          // threads per token (a power of two <= 32)
+};
+
+template <int V>
+struct VecOf;
+template <>
+struct VecOf<16> { using type = uint4; };
+template <>
+struct VecOf<8> { using type = uint2; };
+template <>
+struct VecOf<4> { using type = uint32_t; };
+template <>
+struct VecOf<2> { using type = uint16_t; };
+
+template <int V, bool kInverse>
+__global__ void __launch_bounds__(256) token_permute_kernel(const PermuteArgs a) {
+  using Vec = typename VecOf<V>::type;
+  const int lane = static_cast<int>(threadIdx.x) & (a.lanes - 1);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x / a.lanes;
+  const int work = a.rows * a.chunks;
+  const int64_t row_src_stride = kInverse ? a.p_head : a.u_head;
+  const int64_t row_dst_stride = kInverse ? a.u_head : a.p_head;
+  for (int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / a.lanes; item < a.items;
+       item += stride) {
+    int64_t x[sem::kMaxRank] = {0, 0, 0};
+    int64_t src = 0, dst = 0;
+    bool valid = true;
+    if (!kInverse) {
+      const int64_t pb = item / a.seq, pos = item - pb * a.seq;
+      const int64_t b = pb / a.groups, group = pb - b * a.groups;
+      valid = a.perm.inverse(group, pos, x);
+      src = b * a.u_batch;
+      for (int i = 0; i < a.perm.rank; ++i) src += x[i] * a.u_axis[i];
+      dst = pb * a.p_batch + pos * a.p_seq;
+    } else {
+      const int64_t b = item / a.tokens;
+      int64_t rest = item - b * a.tokens;
+      for (int i = a.perm.rank - 1; i >= 0; --i) {
+        x[i] = rest % a.perm.extent[i];
+        rest /= a.perm.extent[i];
+      }
+      int64_t group = 0, pos = 0;
+      a.perm.forward(x, &group, &pos);
+      src = (b * a.groups + group) * a.p_batch + pos * a.p_seq;
+      dst = b * a.u_batch;
+      for (int i = 0; i < a.perm.rank; ++i) dst += x[i] * a.u_axis[i];
+    }
+    const unsigned char* __restrict__ from = a.src + src;
+    unsigned char* __restrict__ to = a.dst + dst;
+    auto at = [&](int c, int64_t row_stride) {
+      const int r = c / a.chunks;
+      return static_cast<int64_t>(r) * row_stride + static_cast<int64_t>(c - r * a.chunks) * V;
+    };
+    int c = lane;
+    // Four independent vectors per thread per step: loads first, then stores.
+    for (; c + 3 * a.lanes < work; c += 4 * a.lanes) {
+      Vec v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        v[u] = valid ? *reinterpret_cast<const Vec*>(from + at(c + u * a.lanes, row_src_stride)) : Vec{};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) *reinterpret_cast<Vec*>(to + at(c + u * a.lanes, row_dst_stride)) = v[u];
+    }
+    for (; c < work; c += a.lanes) {
+      const Vec v = valid ? *reinterpret_cast<const Vec*>(from + at(c, row_src_stride)) : Vec{};
+      *reinterpret_cast<Vec*>(to + at(c, row_dst_stride)) = v;
+    }
+  }
+}
+
+template <bool kInverse>
+void launch(PermuteArgs& a, int vec, cudaStream_t stream, int device) {
+  const DeviceProps& props = device_props(device);
+  const int64_t threads = 256;
+  const int64_t wanted = (a.items * a.lanes + threads - 1) / threads;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{props.sm_count} * 16));
+  const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(threads));
+  switch (vec) {
+    case 16: token_permute_kernel<16, kInverse><<<grid, block, 0, stream>>>(a); break;
+    case 8: token_permute_kernel<8, kInverse><<<grid, block, 0, stream>>>(a); break;
+    case 4: token_permute_kernel<4, kInverse><<<grid, block, 0, stream>>>(a); break;
+    default: token_permute_kernel<2, kInverse><<<grid, block, 0, stream>>>(a); break;
+  }
+  NATTN_CUDA_CHECK_LAUNCH("token_permute_kernel");
+}
+
+// Fills the geometry shared by both directions; `u` is the unpermuted view, `p` the permuted one.
+// Returns the vector width in bytes (0: nothing to copy).
+int plan(PermuteArgs& a, const TensorView& u, const TensorView& p, const sem::Permutation& perm, const char* op) {
+  const int64_t esize = dtype_size(u.dtype);
+  const int rank = perm.rank;
+  const int64_t heads = u.shape[static_cast<size_t>(rank + 1)];
+  const int64_t row_bytes = u.shape[static_cast<size_t>(rank + 2)] * esize;
+  a.perm = perm;
+  a.groups = perm.num_groups();
+  a.seq = perm.seq_len();
+  a.tokens = 1;
+  for (int i = 0; i < rank; ++i) a.tokens *= perm.extent[i];
+  a.u_batch = u.strides[0] * esize;
+  for (int i = 0; i < rank; ++i) a.u_axis[i] = u.strides[static_cast<size_t>(i + 1)] * esize;
+  a.u_head = u.strides[static_cast<size_t>(rank + 1)] * esize;
+  a.p_batch = p.strides[0] * esize;
+  a.p_seq = p.strides[1] * esize;
+  a.p_head = p.strides[2] * esize;
+  if (row_bytes == 0 || heads == 0) return 0;
+  // The heads of a token form one contiguous run on both sides: copy it as one row.
+  int64_t rows = heads, row = row_bytes;
+  if (heads == 1 || (a.u_head == row_bytes && a.p_head == row_bytes)) {
+    rows = 1;
+    row = heads * row_bytes;
+  }
+  int vec = 16;
+  auto fits = [&](int64_t v) {
+    if (row % v != 0) return false;
+    if (reinterpret_cast<uintptr_t>(u.data) % v != 0 || reinterpret_cast<uintptr_t>(p.data) % v != 0) return false;
+    for (int64_t s : {a.u_batch, a.u_head, a.p_batch, a.p_seq, a.p_head})
+      if (s % v != 0) return false;
+    for (int i = 0; i < rank; ++i)
+      if (a.u_axis[i] % v != 0) return false;
+    return true;
+  };
+  while (vec > 2 && !fits(vec)) vec /= 2;
+  if (!fits(vec))
+    throw ValueError(std::string(op) + ": the tensors are not aligned to their element size");
+  const int64_t chunks = row / vec;
+  if (rows * chunks > (int64_t{1} << 30))
+    throw ValueError(std::string(op) + ": a token row of " + std::to_string(rows * row) +
+                     " bytes is too large for the CUDA kernel (at most 2^30 vectors)");
+  a.rows = static_cast<int>(rows);
+  a.chunks = static_cast<int>(chunks);
+  int lanes = 1;
+  while (lanes < 32 && lanes < rows * chunks) lanes *= 2;
+  a.lanes = lanes;
+  return vec;
+}
+
+int device_of(const TensorView& t) {
+  const int dev = t.device.index;
+  int count = 0;
+  NATTN_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (dev < 0 || dev >= count)
+    throw ValueError("token_permute: device " + device_name(t.device) + " does not exist (" + std::to_string(count) +
+                     " CUDA devices)");
+  return dev;
+}
+
+// Runs on the tensors' device, restoring the caller's current device afterwards.
+struct DeviceGuard {
+  int previous = 0;
+  explicit DeviceGuard(int dev) {
+    NATTN_CUDA_CHECK(cudaGetDevice(&previous));
+    if (previous != dev) NATTN_CUDA_CHECK(cudaSetDevice(dev));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous); }
+};
+
+}  // namespace
+
+void token_permute(const TensorView& input, const TensorView& output, const sem::Permutation& perm, void* stream) {
+  PermuteArgs a;
+  const int vec = plan(a, input, output, perm, "token_permute");
+  a.items = input.shape[0] * a.groups * a.seq;
+  if (vec == 0 || a.items == 0) return;
+  a.src = static_cast<const unsigned char*>(input.data);
+  a.dst = static_cast<unsigned char*>(output.data);
+  const int dev = device_of(input);
+  DeviceGuard guard(dev);
+  launch<false>(a, vec, static_cast<cudaStream_t>(stream), dev);
+}
+
+void token_unpermute(const TensorView& input, const TensorView& output, const sem::Permutation& perm, void* stream) {
+  PermuteArgs a;
+  const int vec = plan(a, output, input, perm, "token_unpermute");
+  a.items = output.shape[0] * a.tokens;
+  if (vec == 0 || a.items == 0) return;
+  a.src = static_cast<const unsigned char*>(input.data);
+  a.dst = static_cast<unsigned char*>(output.data);
+  const int dev = device_of(input);
+  DeviceGuard guard(dev);
+  launch<true>(a, vec, static_cast<cudaStream_t>(stream), dev);
+}
+
+}  // namespace nattn::cuda
