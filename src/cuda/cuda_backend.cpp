@@ -1,5 +1,5 @@
-// The CUDA backends: cutlass-fna and cutlass-fmha (portable forward kernels of src/cuda/sm80), and
-// the device hooks the core needs (cuda_backend, cuda_compute_capability).
+// The CUDA backends: cutlass-fna and cutlass-fmha (portable forward and backward kernels of
+// src/cuda/sm80), and the device hooks the core needs (cuda_backend, cuda_compute_capability).
 #include <cuda_runtime.h>
 
 #include <string>
@@ -7,28 +7,28 @@
 #include "core/backend.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/sm80/fna_bwd/fna_bwd_dispatch.h"
 #include "cuda/sm80/fna_fwd/fna_fwd_dispatch.h"
 
 namespace nattn::detail {
 
 namespace {
 
-std::string backward_missing(const char* name) {
-  return std::string(name) +
-         " has no backward pass yet (issue 3 in progress: forward only); run the backward on CPU tensors "
-         "with backend 'reference' or 'cpu'";
-}
-
 class CutlassFna final : public Backend {
  public:
   const char* name() const override { return "cutlass-fna"; }
   std::string reject(const NaProblem& p, Pass pass) const override {
-    if (pass == Pass::backward) return backward_missing(name());
+    if (pass == Pass::backward)
+      return cuda::fna_bwd::backward_reject(name(), p.dtype, p.head_dim, p.head_dim_v, p.batch, p.heads,
+                                            p.compute_capability);
     return cuda::fna::forward_reject(name(), p.dtype, p.head_dim, p.head_dim_v, p.batch, p.heads,
                                      p.compute_capability);
   }
   void na_forward(const NaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
     cuda::fna::na_forward(args, config, options);
+  }
+  void na_backward(const NaBackwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
+    cuda::fna_bwd::na_backward(args, config, options);
   }
 };
 
@@ -36,12 +36,17 @@ class CutlassFmha final : public Backend {
  public:
   const char* name() const override { return "cutlass-fmha"; }
   std::string reject(const FmhaProblem& p, Pass pass) const override {
-    if (pass == Pass::backward) return backward_missing(name());
+    if (pass == Pass::backward)
+      return cuda::fna_bwd::backward_reject(name(), p.dtype, p.head_dim, p.head_dim_v, p.batch, p.heads,
+                                            p.compute_capability);
     return cuda::fna::forward_reject(name(), p.dtype, p.head_dim, p.head_dim_v, p.batch, p.heads,
                                      p.compute_capability);
   }
   void fmha_forward(const FmhaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
     cuda::fna::fmha_forward(args, config, options);
+  }
+  void fmha_backward(const FmhaBackwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
+    cuda::fna_bwd::fmha_backward(args, config, options);
   }
 };
 

@@ -11,3 +11,24 @@ set_tests_properties(test_cuda_forward PROPERTIES LABELS cuda)
 add_executable(bench_cuda_fna ${PROJECT_SOURCE_DIR}/bench/cuda/bench_cuda_fna.cpp)
 target_include_directories(bench_cuda_fna PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(bench_cuda_fna PRIVATE nattn CUDA::cudart nattn_warnings)
+
+add_executable(test_cuda_backward ${PROJECT_SOURCE_DIR}/tests/cuda/test_cuda_backward.cpp)
+target_include_directories(test_cuda_backward PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_cuda_backward PRIVATE nattn nattn_golden GTest::gtest GTest::gtest_main CUDA::cudart
+  nattn_warnings)
+target_compile_definitions(test_cuda_backward PRIVATE NATTN_GOLDEN_DIR="${NATTN_GOLDEN_DIR}")
+add_test(NAME test_cuda_backward COMMAND test_cuda_backward)
+set_tests_properties(test_cuda_backward PROPERTIES LABELS cuda)
+
+add_executable(bench_cuda_bwd ${PROJECT_SOURCE_DIR}/bench/cuda/bench_cuda_bwd.cpp)
+target_include_directories(bench_cuda_bwd PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(bench_cuda_bwd PRIVATE nattn CUDA::cudart nattn_warnings)
+
+# GPU token permutation vs the CPU implementation, and its bandwidth benchmark.
+add_executable(test_cuda_token_permute ${PROJECT_SOURCE_DIR}/tests/cuda/test_cuda_token_permute.cpp)
+target_include_directories(test_cuda_token_permute PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_cuda_token_permute PRIVATE nattn GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
+add_test(NAME test_cuda_token_permute COMMAND test_cuda_token_permute)
+set_tests_properties(test_cuda_token_permute PROPERTIES LABELS cuda)
+add_executable(bench_token_permute ${PROJECT_SOURCE_DIR}/bench/cuda/bench_token_permute.cpp)
+target_link_libraries(bench_token_permute PRIVATE nattn CUDA::cudart nattn_warnings)

@@ -5,3 +5,8 @@ include(tools/nattn/profile/sources.cmake)
 set_target_properties(nattn_cli PROPERTIES OUTPUT_NAME nattn)
 target_include_directories(nattn_cli PRIVATE ${PROJECT_SOURCE_DIR}/tools ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(nattn_cli PRIVATE nattn nattn_golden nattn_warnings)
+if(NATTN_ENABLE_CUDA)
+  # `nattn verify --backend cutlass-*` stages the golden tensors on the GPU.
+  target_compile_definitions(nattn_cli PRIVATE NATTN_WITH_CUDA=1)
+  target_link_libraries(nattn_cli PRIVATE CUDA::cudart)
+endif()

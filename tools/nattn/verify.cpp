@@ -7,6 +7,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "commands.h"
@@ -15,6 +16,10 @@
 #include "nattn/backends.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
+
+#ifdef NATTN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace nattn::cli {
 namespace {
@@ -120,6 +125,68 @@ std::vector<float> to_floats(const Buffer& b) {
   return out;
 }
 
+// CUDA backends take device tensors: a Staging mirrors the host buffers of one run on GPU 0
+// (inputs and poisoned outputs copied up; outputs copied back by finish()). For CPU backends it
+// hands out the host views unchanged.
+bool runs_on_cuda(const std::string& backend) {
+  return backend.rfind("cutlass-", 0) == 0 || backend.rfind("hopper-", 0) == 0 ||
+         backend.rfind("blackwell-", 0) == 0;
+}
+
+class Staging {
+ public:
+  explicit Staging(const std::string& backend) : device_(runs_on_cuda(backend)) {
+#ifndef NATTN_WITH_CUDA
+    if (device_) throw RuntimeError("--backend " + backend + " needs CUDA, but this nattn was built without it");
+#endif
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() {
+#ifdef NATTN_WITH_CUDA
+    for (void* p : allocations_) cudaFree(p);
+#endif
+  }
+  TensorView in(const Buffer& b) { return device_ ? upload(b) : b.view; }
+  TensorView out(Buffer& b) {
+    if (!device_) return b.view;
+    TensorView v = upload(b);
+    outputs_.push_back({&b, v.data});
+    return v;
+  }
+  // Waits for the device and copies the outputs back into their host buffers.
+  void finish() {
+#ifdef NATTN_WITH_CUDA
+    if (!device_) return;
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    for (const auto& [buffer, ptr] : outputs_)
+      check(cudaMemcpy(buffer->bytes.data(), ptr, bytes_of(*buffer), cudaMemcpyDeviceToHost), "cudaMemcpy");
+#endif
+  }
+
+ private:
+  static size_t bytes_of(const Buffer& b) { return static_cast<size_t>(b.view.numel() * dtype_size(b.view.dtype)); }
+#ifdef NATTN_WITH_CUDA
+  static void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw RuntimeError(std::string("nattn verify: ") + what + ": " + cudaGetErrorString(e));
+  }
+#endif
+  TensorView upload(const Buffer& b) {
+#ifdef NATTN_WITH_CUDA
+    void* ptr = nullptr;
+    check(cudaMalloc(&ptr, bytes_of(b) + 16), "cudaMalloc");
+    allocations_.push_back(ptr);
+    check(cudaMemcpy(ptr, b.bytes.data(), bytes_of(b), cudaMemcpyHostToDevice), "cudaMemcpy");
+    return TensorView(ptr, b.view.dtype, b.view.shape, b.view.strides, Device{DeviceKind::cuda, 0});
+#else
+    return b.view;
+#endif
+  }
+  bool device_;
+  std::vector<void*> allocations_;
+  std::vector<std::pair<Buffer*, void*>> outputs_;
+};
+
 // ---- one case -------------------------------------------------------------------------------------
 
 struct CaseOutcome {
@@ -155,17 +222,18 @@ void run_forward(const golden::Case& gc, const VerifyOptions& options, const gol
   Buffer out = poisoned(dtype, gc.array("out").shape);
   Buffer lse = poisoned(DType::f32, gc.array("lse").shape);
   Buffer extra_k, extra_v;
+  Staging st(options.backend);
   NaForwardArgs args;
-  args.query = q.view;
-  args.key = k.view;
-  args.value = v.view;
-  args.out = out.view;
-  args.lse = lse.view;
+  args.query = st.in(q);
+  args.key = st.in(k);
+  args.value = st.in(v);
+  args.out = st.out(out);
+  args.lse = st.out(lse);
   if (gc.additional_kv > 0) {
     extra_k = cast(gc.array("additional_keys"), dtype);
     extra_v = cast(gc.array("additional_values"), dtype);
-    args.additional_keys = extra_k.view;
-    args.additional_values = extra_v.view;
+    args.additional_keys = st.in(extra_k);
+    args.additional_values = st.in(extra_v);
   }
   args.params = gc.na_params();
   args.scale = gc.scale;
@@ -174,6 +242,7 @@ void run_forward(const golden::Case& gc, const VerifyOptions& options, const gol
   run.num_threads = options.threads;
   try {
     na_forward(args, run);
+    st.finish();
   } catch (const std::exception& e) {
     outcome.fail("forward", std::string("error: ") + e.what());
     return;
@@ -190,25 +259,26 @@ void run_backward(const golden::Case& gc, const VerifyOptions& options, const go
   const Buffer lse = cast(gc.array("lse"), DType::f32);
   Buffer dq = poisoned(dtype, q.view.shape), dk = poisoned(dtype, k.view.shape), dv = poisoned(dtype, v.view.shape);
   Buffer extra_k, extra_v, dextra_k, dextra_v;
+  Staging st(options.backend);
   NaBackwardArgs args;
-  args.query = q.view;
-  args.key = k.view;
-  args.value = v.view;
-  args.out = out.view;
-  args.lse = lse.view;
-  args.dout = dout.view;
-  args.dquery = dq.view;
-  args.dkey = dk.view;
-  args.dvalue = dv.view;
+  args.query = st.in(q);
+  args.key = st.in(k);
+  args.value = st.in(v);
+  args.out = st.in(out);
+  args.lse = st.in(lse);
+  args.dout = st.in(dout);
+  args.dquery = st.out(dq);
+  args.dkey = st.out(dk);
+  args.dvalue = st.out(dv);
   if (gc.additional_kv > 0) {
     extra_k = cast(gc.array("additional_keys"), dtype);
     extra_v = cast(gc.array("additional_values"), dtype);
     dextra_k = poisoned(dtype, extra_k.view.shape);
     dextra_v = poisoned(dtype, extra_v.view.shape);
-    args.additional_keys = extra_k.view;
-    args.additional_values = extra_v.view;
-    args.dadditional_keys = dextra_k.view;
-    args.dadditional_values = dextra_v.view;
+    args.additional_keys = st.in(extra_k);
+    args.additional_values = st.in(extra_v);
+    args.dadditional_keys = st.out(dextra_k);
+    args.dadditional_values = st.out(dextra_v);
   }
   args.params = gc.na_params();
   args.scale = gc.scale;
@@ -217,6 +287,7 @@ void run_backward(const golden::Case& gc, const VerifyOptions& options, const go
   run.num_threads = options.threads;
   try {
     na_backward(args, run);
+    st.finish();
   } catch (const NotImplementedError& e) {
     outcome.backward_missing = true;
     outcome.backward_missing_reason = e.what();

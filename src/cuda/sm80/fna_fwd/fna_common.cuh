@@ -88,11 +88,11 @@ __device__ __forceinline__ void make_ctx(const FwdParams& p, Ctx& c) {
       c.sq = p.seqlen_q;
       c.skv = p.seqlen_kv;
     }
-    c.q_row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+    c.q_row0 = static_cast<int64_t>(blockIdx.x) * p.block_m;
     c.any_row = c.q_row0 < c.sq;
     if (!c.any_row) return;
     int64_t kv_end = c.skv;
-    if (p.fmha_causal) kv_end = sem::min64(kv_end, sem::min64(c.q_row0 + kBlockM, c.sq));
+    if (p.fmha_causal) kv_end = sem::min64(kv_end, sem::min64(c.q_row0 + p.block_m, c.sq));
     c.nb_len = kv_end;
     c.nB = sem::ceil_div(kv_end, kBlockN);
     c.nA = 0;

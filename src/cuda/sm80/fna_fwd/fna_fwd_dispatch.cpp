@@ -19,7 +19,8 @@ namespace nattn::cuda::fna {
 
 using LaunchFn = void (*)(const FwdParams&, dim3, cudaStream_t);
 
-#define NATTN_FNA_FWD_KERNEL(kind, dtype, hd) void fna_fwd_##kind##_##dtype##_hd##hd(const FwdParams&, dim3, cudaStream_t);
+#define NATTN_FNA_FWD_KERNEL(kind, dtype, hd, bm) \
+  void fna_fwd_##kind##_##dtype##_hd##hd##_q##bm(const FwdParams&, dim3, cudaStream_t);
 #include "fna_fwd_table.inc"
 #undef NATTN_FNA_FWD_KERNEL
 
@@ -29,29 +30,35 @@ struct Entry {
   const char* kind;
   DType dtype;
   int hd;
+  int bm;  // queries per CTA
   LaunchFn fn;
 };
 
-#define NATTN_FNA_FWD_KERNEL(kind, dtype, hd) {#kind, DType::dtype, hd, &fna_fwd_##kind##_##dtype##_hd##hd},
+#define NATTN_FNA_FWD_KERNEL(kind, dtype, hd, bm) \
+  {#kind, DType::dtype, hd, bm, &fna_fwd_##kind##_##dtype##_hd##hd##_q##bm},
 const Entry kTable[] = {
 #include "fna_fwd_table.inc"
-    {nullptr, DType::f32, 0, nullptr}};
+    {nullptr, DType::f32, 0, 0, nullptr}};
 #undef NATTN_FNA_FWD_KERNEL
 
-const Entry* find_kernel(const std::string& kind, DType dtype, int64_t need_hd) {
+const Entry* find_kernel(const std::string& kind, DType dtype, int64_t need_hd, int bm) {
   const Entry* best = nullptr;
   for (const Entry& e : kTable) {
-    if (e.kind == nullptr || kind != e.kind || e.dtype != dtype || e.hd < need_hd) continue;
+    if (e.kind == nullptr || kind != e.kind || e.dtype != dtype || e.hd < need_hd || e.bm != bm) continue;
     if (best == nullptr || e.hd < best->hd) best = &e;
   }
   return best;
 }
 
-int64_t smem_bytes(const std::string& kind, DType dtype, int hd) {
+int64_t smem_bytes(const std::string& kind, DType dtype, int hd, int bm) {
   const int64_t es = dtype_size(dtype);
-  if (kind == "mma") return (kBlockM + 2 * kBlockN) * (hd + 8) * es;
+  if (kind == "mma") return (bm + 2 * kBlockN) * (hd + 8) * es;
   return (kBlockM + kBlockN) * (hd + (es == 4 ? 1 : 2)) * es;
 }
+
+// Static shared memory of the kernels (CTA context, row windows, offset and class tables), upper
+// bound: the tensor-core kernel at 128 queries per CTA uses about 5.7 KB.
+constexpr int64_t kStaticSmem = 8192;
 
 class DeviceGuard {
  public:
@@ -87,23 +94,35 @@ void strides5(const TensorView& t, int rank, int64_t* out) {
 struct Choice {
   const Entry* entry = nullptr;
   std::string kind;
+  int bm = kBlockM;
   int64_t smem = 0;
 };
 
-std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, Choice& out) {
+// bm: the queries per CTA wanted (64 or 128). A 128-query kernel that is not compiled for this
+// dtype/head dim (or the SIMT kernel) leaves out.bm = 64: the caller then splits each Q tile in two.
+std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, int bm, Choice& out) {
   out.kind = forward_kernel_kind(dtype, cc);
   // Testing hook: NATTN_CUDA_FORCE_SIMT=1 runs fp16/bf16 on the SIMT kernel (the SM75 path) too.
   const char* force = std::getenv("NATTN_CUDA_FORCE_SIMT");
   if (force != nullptr && force[0] == '1') out.kind = "simt";
   const int64_t need = std::max(d, dv);
-  out.entry = find_kernel(out.kind, dtype, need);
+  out.entry = nullptr;
+  if (bm == 128 && out.kind == "mma") {
+    out.entry = find_kernel(out.kind, dtype, need, 128);
+    if (out.entry != nullptr && smem_bytes(out.kind, dtype, out.entry->hd, 128) + kStaticSmem > smem_limit)
+      out.entry = nullptr;
+    if (out.entry != nullptr && find_kernel(out.kind, dtype, need, 64) != nullptr &&
+        find_kernel(out.kind, dtype, need, 64)->hd < out.entry->hd)
+      out.entry = nullptr;  // a tighter head dim at 64 queries beats a padded one at 128
+  }
+  if (out.entry == nullptr) out.entry = find_kernel(out.kind, dtype, need, 64);
   if (out.entry == nullptr)
     return std::string("no compiled ") + out.kind + " forward kernel for dtype " + dtype_name(dtype) +
            " and head dim " + std::to_string(need) +
            " (this build's NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS leave it out)";
-  out.smem = smem_bytes(out.kind, dtype, out.entry->hd);
-  // + the kernels' static shared memory (CTA context, row windows: about 2.2 KB)
-  if (out.smem + 4096 > smem_limit)
+  out.bm = out.entry->bm;
+  out.smem = smem_bytes(out.kind, dtype, out.entry->hd, out.bm);
+  if (out.smem + kStaticSmem > smem_limit)
     return std::string("the ") + out.kind + " forward kernel for " + dtype_name(dtype) + " head dim " +
            std::to_string(out.entry->hd) + " needs " + std::to_string(out.smem) +
            " bytes of shared memory per block; compute capability " + std::to_string(cc) + " allows " +
@@ -111,7 +130,10 @@ std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, C
   return {};
 }
 
-void check_config(const char* backend, const TileConfig& config, int rank, FwdParams& p) {
+// Read the tile config into p (q_tile, kv_tile, shifts). Returns the Q tile volume (64 or 128).
+// KV tiles of volume 128 are walked as two volume-64 halves (the first axis halved); the result is
+// the same function, the walk is finer.
+int64_t check_config(const char* backend, const TileConfig& config, int rank, FwdParams& p) {
   int64_t qv = 1, kv = 1;
   bool ok = static_cast<int>(config.q_tile.size()) == rank && static_cast<int>(config.kv_tile.size()) == rank;
   if (ok) {
@@ -125,13 +147,39 @@ void check_config(const char* backend, const TileConfig& config, int rank, FwdPa
   for (int i = 0; i < rank && ok; ++i) {
     const int64_t a = p.q_tile[i], b = p.kv_tile[i];
     ok = a > 0 && b > 0 && (a & (a - 1)) == 0 && (b & (b - 1)) == 0;
-    while (ok && (int64_t{1} << p.q_shift[i]) < a) ++p.q_shift[i];
-    while (ok && (int64_t{1} << p.kv_shift[i]) < b) ++p.kv_shift[i];
   }
-  if (!ok || qv != kBlockM || kv != kBlockN)
+  if (ok && kv == 2 * kBlockN) {
+    for (int i = 0; i < rank; ++i)
+      if (p.kv_tile[i] >= 2) {
+        p.kv_tile[i] /= 2;
+        kv /= 2;
+        break;
+      }
+  }
+  if (!ok || (qv != 64 && qv != 128) || kv != kBlockN)
     throw NotImplementedError(std::string(backend) + ": tile config " + config.describe() +
-                              " is not compiled in this build (the forward kernels take q_tile and kv_tile "
-                              "shapes of powers of two and volume 64, e.g. q_tile=(8, 8) kv_tile=(8, 8))");
+                              " is not compiled in this build (the forward kernels take q_tile shapes of powers "
+                              "of two and volume 64 or 128, kv_tile shapes of volume 64 or 128, e.g. "
+                              "q_tile=(8, 8) kv_tile=(8, 8))");
+  return qv;
+}
+
+// Set p.block_m, splitting a 128-query tile in two (first axis of extent >= 2) when the chosen
+// kernel takes 64 queries, and the power-of-two shifts.
+void set_tiles(FwdParams& p, int64_t qv, int bm) {
+  p.block_m = bm;
+  if (qv == 128 && bm == 64) {
+    for (int i = 0; i < 3; ++i)
+      if (p.q_tile[i] >= 2) {
+        p.q_tile[i] /= 2;
+        break;
+      }
+  }
+  for (int i = 0; i < 3; ++i) {
+    p.q_shift[i] = p.kv_shift[i] = 0;
+    while ((int64_t{1} << p.q_shift[i]) < p.q_tile[i]) ++p.q_shift[i];
+    while ((int64_t{1} << p.kv_shift[i]) < p.kv_tile[i]) ++p.kv_shift[i];
+  }
 }
 
 void launch(const Choice& ch, const FwdParams& p, int64_t gx, int64_t gy, int64_t gz, const DeviceProps& props,
@@ -160,7 +208,7 @@ const char* forward_kernel_kind(DType dtype, int cc) {
 std::string forward_reject(const std::string& backend, DType dtype, int64_t head_dim, int64_t head_dim_v,
                            int64_t batch, int64_t heads, int cc) {
   Choice ch;
-  const std::string why = choose(dtype, head_dim, head_dim_v, cc, smem_optin_for_cc(cc), ch);
+  const std::string why = choose(dtype, head_dim, head_dim_v, cc, smem_optin_for_cc(cc), 64, ch);
   if (!why.empty()) return backend + ": " + why;
   if (heads > 65535 || batch > 65535)
     return backend + " supports at most 65535 heads and 65535 batch entries (got heads=" + std::to_string(heads) +
@@ -177,7 +225,7 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, const RunOptio
   const int64_t esize = dtype_size(dtype);
 
   FwdParams p;
-  check_config(backend, config, rank, p);
+  const int64_t qv = check_config(backend, config, rank, p);
   p.q = a.query.data;
   p.k = a.key.data;
   p.v = a.value.data;
@@ -203,6 +251,11 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, const RunOptio
     p.dilation[i] = a.params.dilation[static_cast<size_t>(i)];
     p.causal[i] = a.params.is_causal[static_cast<size_t>(i)] ? 1 : 0;
   }
+  Choice ch;
+  const std::string why =
+      choose(dtype, p.head_dim, p.head_dim_v, props.cc, props.max_smem_optin, static_cast<int>(qv), ch);
+  if (!why.empty()) throw NotImplementedError(std::string(backend) + ": " + why);
+  set_tiles(p, qv, ch.bm);
   for (int i = 0; i < 3; ++i) {
     const int64_t lg_max = (p.extent[i] + p.dilation[i] - 1) / p.dilation[i];
     p.q_tiles[i] = (lg_max + p.q_tile[i] - 1) / p.q_tile[i];
@@ -224,10 +277,6 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, const RunOptio
   }
   p.aligned = aligned ? 1 : 0;
   p.scale_log2 = static_cast<float>(*a.scale * 1.4426950408889634);
-
-  Choice ch;
-  const std::string why = choose(dtype, p.head_dim, p.head_dim_v, props.cc, props.max_smem_optin, ch);
-  if (!why.empty()) throw NotImplementedError(std::string(backend) + ": " + why);
   launch(ch, p, groups * qtiles, p.heads, p.batch, props, static_cast<cudaStream_t>(options.stream), backend);
 }
 
@@ -240,7 +289,7 @@ void fmha_forward(const FmhaForwardArgs& a, const TileConfig& config, const RunO
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
 
   FwdParams p;
-  check_config(backend, config, 1, p);
+  const int64_t qv = check_config(backend, config, 1, p);
   p.fmha = 1;
   p.fmha_causal = a.is_causal ? 1 : 0;
   p.q = a.query.data;
@@ -271,8 +320,11 @@ void fmha_forward(const FmhaForwardArgs& a, const TileConfig& config, const RunO
   p.scale_log2 = static_cast<float>(*a.scale * 1.4426950408889634);
 
   Choice ch;
-  const std::string why = choose(dtype, p.head_dim, p.head_dim_v, props.cc, props.max_smem_optin, ch);
+  const std::string why =
+      choose(dtype, p.head_dim, p.head_dim_v, props.cc, props.max_smem_optin, static_cast<int>(qv), ch);
   if (!why.empty()) throw NotImplementedError(std::string(backend) + ": " + why);
+  set_tiles(p, qv, ch.bm);
+  const int64_t bm = p.block_m;
 
   if (a.cu_seqlens_q && a.cu_seqlens_kv) {
     p.cu_q = static_cast<const int*>(a.cu_seqlens_q->data);
@@ -294,10 +346,10 @@ void fmha_forward(const FmhaForwardArgs& a, const TileConfig& config, const RunO
     }
     zero_uncovered_rows(p.o, esize, p.seqlen_q, p.heads, p.head_dim_v, os3, p.lse, a.lse ? ls3 : nullptr, p.cu_q,
                         nseq, stream);
-    launch(ch, p, (max_q + kBlockM - 1) / kBlockM, p.heads, nseq, props, stream, backend);
+    launch(ch, p, (max_q + bm - 1) / bm, p.heads, nseq, props, stream, backend);
     return;
   }
-  launch(ch, p, (p.seqlen_q + kBlockM - 1) / kBlockM, p.heads, p.batch, props, stream, backend);
+  launch(ch, p, (p.seqlen_q + bm - 1) / bm, p.heads, p.batch, props, stream, backend);
 }
 
 }  // namespace nattn::cuda::fna

@@ -8,7 +8,7 @@
 
 namespace nattn::cuda::fna {
 
-constexpr int kBlockM = 64;   // queries per CTA
+constexpr int kBlockM = 64;   // queries per CTA of the SIMT kernel (the tensor-core kernel: 64 or 128)
 constexpr int kBlockN = 64;   // keys per KV tile
 constexpr int kThreads = 128;  // SIMT kernel (the tensor-core kernel: mma_threads<HD>())
 
@@ -31,7 +31,7 @@ struct FwdParams {
   // NA geometry (axes beyond the rank: extent 1, kernel 1, stride 1, dilation 1).
   int64_t extent[3] = {1, 1, 1}, kernel[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1};
   int causal[3] = {0, 0, 0};
-  int64_t q_tile[3] = {1, 1, 1}, kv_tile[3] = {1, 1, 1};  // products: kBlockM / kBlockN
+  int64_t q_tile[3] = {1, 1, 1}, kv_tile[3] = {1, 1, 1};  // products: block_m / kBlockN
   int q_shift[3] = {0, 0, 0}, kv_shift[3] = {0, 0, 0};  // log2 of the tile dims (powers of two)
   int64_t q_tiles[3] = {1, 1, 1};  // Q tiles per axis of the largest dilation group
   int64_t num_extra = 0;           // additional KV tokens (NA)
@@ -46,6 +46,7 @@ struct FwdParams {
   const int* cu_kv = nullptr;
 
   int aligned = 0;  // 16-byte vector loads are legal for every row of q/k/v/ek/ev
+  int block_m = kBlockM;  // queries per CTA (the Q tile volume): 64, or 128 (tensor-core kernel)
 };
 
 }  // namespace nattn::cuda::fna

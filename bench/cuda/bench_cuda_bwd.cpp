@@ -1,0 +1,152 @@
+// Forward + backward timing of cutlass-fna (bf16, head dim 128, batch 1) on two anchor problems:
+// median of 10 timed calls after 3 warm-ups, CUDA events. Backward FLOPs counted as 2.5x forward
+// (S and dP recomputed, dV, dK, dQ: 5 GEMMs against the forward's 2).
+// Usage: bench_cuda_bwd
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "nattn/backends.h"
+#include "nattn/ops.h"
+
+using namespace nattn;
+
+#define CHECK(call)                                                    \
+  do {                                                                 \
+    cudaError_t e_ = (call);                                           \
+    if (e_ != cudaSuccess) {                                           \
+      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_)); \
+      std::exit(1);                                                    \
+    }                                                                  \
+  } while (0)
+
+namespace {
+
+void* random_device(int64_t n, uint64_t seed) {
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
+  for (auto& x : h) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = detail::float_to_bf16(static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f);
+  }
+  void* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
+  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <class F>
+double time_ms(F&& f) {
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> t;
+  for (int i = 0; i < 10; ++i) {
+    CHECK(cudaEventRecord(a));
+    f();
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return (t[4] + t[5]) / 2;
+}
+
+struct Problem {
+  std::string name;
+  std::vector<int64_t> spatial, kernel;
+  int64_t heads;
+};
+
+}  // namespace
+
+int main() {
+  const int64_t d = 128;
+  const std::vector<Problem> problems = {
+      {"2D 128x128 k13x13, 16 heads", {128, 128}, {13, 13}, 16},
+      {"3D 30x48x80 k18x24x24, 24 heads", {30, 48, 80}, {18, 24, 24}, 24},
+  };
+  std::printf("| problem (bf16, hd128) | fwd ms | bwd ms | fwd+bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n"
+              "|---|---|---|---|---|---|\n");
+  for (const Problem& pr : problems) {
+    int64_t tokens = 1, window = 1;
+    for (size_t i = 0; i < pr.spatial.size(); ++i) {
+      tokens *= pr.spatial[i];
+      window *= pr.kernel[i];
+    }
+    const int64_t n = tokens * pr.heads * d;
+    void* q = random_device(n, 1);
+    void* k = random_device(n, 2);
+    void* v = random_device(n, 3);
+    void* dout = random_device(n, 4);
+    void *o = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
+    float* lse = nullptr;
+    for (void** p : {&o, &dq, &dk, &dv}) CHECK(cudaMalloc(p, static_cast<size_t>(n) * 2));
+    CHECK(cudaMalloc(&lse, static_cast<size_t>(tokens * pr.heads) * 4));
+    const Device gpu{DeviceKind::cuda, 0};
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), pr.spatial.begin(), pr.spatial.end());
+    shape.push_back(pr.heads);
+    const std::vector<int64_t> lshape = shape;
+    shape.push_back(d);
+    NaParams params;
+    params.rank = static_cast<int>(pr.spatial.size());
+    for (size_t i = 0; i < pr.spatial.size(); ++i) params.kernel_size[i] = pr.kernel[i];
+    NaForwardArgs a;
+    a.query = TensorView(q, DType::bf16, shape, gpu);
+    a.key = TensorView(k, DType::bf16, shape, gpu);
+    a.value = TensorView(v, DType::bf16, shape, gpu);
+    a.out = TensorView(o, DType::bf16, shape, gpu);
+    a.lse = TensorView(lse, DType::f32, lshape, gpu);
+    a.params = params;
+    NaBackwardArgs b;
+    b.query = a.query;
+    b.key = a.key;
+    b.value = a.value;
+    b.out = a.out;
+    b.lse = *a.lse;
+    b.dout = TensorView(dout, DType::bf16, shape, gpu);
+    b.dquery = TensorView(dq, DType::bf16, shape, gpu);
+    b.dkey = TensorView(dk, DType::bf16, shape, gpu);
+    b.dvalue = TensorView(dv, DType::bf16, shape, gpu);
+    b.params = params;
+    RunOptions opt;
+    opt.backend = "cutlass-fna";
+    const double fwd = time_ms([&] { na_forward(a, opt); });
+    const double bwd = time_ms([&] { na_backward(b, opt); });
+    CHECK(cudaGetLastError());
+    const double flops = 4.0 * tokens * window * d * pr.heads;
+    std::printf("| %s (default configs) | %.2f | %.2f | %.2f | %.0f | %.0f |\n", pr.name.c_str(), fwd, bwd,
+                fwd + bwd, flops / (fwd * 1e-3) / 1e12, 2.5 * flops / (bwd * 1e-3) / 1e12);
+    // A few other compiled backward configs (volume 64 / 64).
+    const std::vector<TileConfig> others =
+        pr.spatial.size() == 2
+            ? std::vector<TileConfig>{{{4, 16}, {4, 16}, KernelSchedule::none}, {{16, 4}, {16, 4}, KernelSchedule::none},
+                                      {{8, 8}, {4, 16}, KernelSchedule::none}}
+            : std::vector<TileConfig>{{{2, 4, 8}, {2, 4, 8}, KernelSchedule::none},
+                                      {{4, 4, 4}, {2, 4, 8}, KernelSchedule::none},
+                                      {{2, 8, 4}, {2, 8, 4}, KernelSchedule::none}};
+    for (const TileConfig& cfg : others) {
+      RunOptions o2 = opt;
+      o2.config = cfg;
+      const double ms = time_ms([&] { na_backward(b, o2); });
+      std::printf("    backward %s: %.2f ms (%.0f TFLOP/s)\n", cfg.describe().c_str(), ms,
+                  2.5 * flops / (ms * 1e-3) / 1e12);
+    }
+    std::fflush(stdout);
+    for (void* p : {q, k, v, dout, o, dq, dk, dv}) cudaFree(p);
+    cudaFree(lse);
+  }
+  return 0;
+}

@@ -1,0 +1,325 @@
+// Tensor-core backward kernels (fp16/bf16, SM80+): mma.sync m16n8k16 through the CuTe SM80 atoms,
+// ldmatrix (.trans for the second GEMM of each pair), cp.async with zero fill, 2-stage walked
+// tiles when shared memory allows. A CTA is 4 warps x 16 stationary rows; a walked tile of 64
+// rows is processed in two 32-column halves so that S and dP stay small next to the fp32
+// accumulators (dq: dQ; dkdv: dK and dV), which are written once at the end (no atomics).
+#pragma once
+
+#include <cute/arch/copy_sm75.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cute/arch/mma_sm80.hpp>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/sm80/fna_bwd/bwd_common.cuh"
+
+namespace nattn::cuda::fna_bwd {
+
+template <class T> struct Mma;
+template <> struct Mma<__half> {
+  using Atom = cute::SM80_16x8x16_F32F16F16F32_TN;
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <> struct Mma<__nv_bfloat16> {
+  using Atom = cute::SM80_16x8x16_F32BF16BF16F32_TN;
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+constexpr int kMmaThreads = 128;
+// Walked columns per step: 64 (the whole tile), or 32 (two halves) where the two dK/dV
+// accumulators of head dim 128 leave no room for 64 columns of S and dP.
+template <int HD, bool kDkdv> constexpr int sub_n() { return (!kDkdv || HD <= 64) ? 64 : 32; }
+
+template <int HD> constexpr int mma_ld() { return HD + 8; }  // +16 bytes: conflict-free ldmatrix
+
+// Copy kRows rows into smem (row stride LD), zero-filling columns >= ncols and rows for which
+// row_fn returns false. cp.async when every row is 16-byte aligned, plain loads otherwise.
+template <class T, int HD, int LD, int kRows, class RowFn>
+__device__ __forceinline__ void load_rows(T* smem, const T* gbase, int ncols, bool aligned, RowFn row_fn) {
+  constexpr int E = 16 / sizeof(T);
+  constexpr int kChunksPerRow = HD / E;
+  constexpr int kChunks = kRows * kChunksPerRow;
+  static_assert(kChunks % kMmaThreads == 0, "tile must split evenly over the threads");
+#pragma unroll 1
+  for (int it = 0; it < kChunks / kMmaThreads; ++it) {
+    const int id = it * kMmaThreads + threadIdx.x;
+    const int row = id / kChunksPerRow;
+    const int col = (id % kChunksPerRow) * E;
+    int64_t off = 0;
+    const bool ok = row_fn(row, off) && col < ncols;
+    T* dst = smem + row * LD + col;
+    if (aligned) {
+      const T* src = ok ? gbase + off + col : gbase;
+      cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+          *reinterpret_cast<const cute::uint128_t*>(src), *reinterpret_cast<cute::uint128_t*>(dst), ok);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) dst[e] = (ok && col + e < ncols) ? gbase[off + col + e] : from_f<T>(0.f);
+    }
+  }
+}
+
+template <class T, int HD>
+constexpr int mma_smem_bytes(int stages) {
+  return (2 + 2 * stages) * kTileM * mma_ld<HD>() * static_cast<int>(sizeof(T));
+}
+
+template <class T, int HD, bool kDkdv>
+__global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_constant__ BwdParams p, int stages) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kTileM == kTileN, "square tiles");
+  constexpr int LD = mma_ld<HD>();
+  constexpr int kKSteps = HD / 16;  // k-steps of S = A1 B1^T and dP = A2 B2^T
+  constexpr int kSubN = sub_n<HD, kDkdv>();
+  constexpr int kNTiles = kSubN / 8;  // S n-tiles per step
+  constexpr int kOTiles = HD / 8;     // accumulator n-tiles
+  constexpr int kAcc = kDkdv ? 2 : 1;
+  using Op = Mma<T>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sA1 = reinterpret_cast<T*>(smem_raw);
+  T* sA2 = sA1 + kTileM * LD;
+  T* sB = sA2 + kTileM * LD;  // stages x (B1, B2)
+  __shared__ Info s_rinfo[kTileM];
+  __shared__ Info s_cinfo[2][kTileN];
+  __shared__ ColStat s_cstat[2][kTileN];
+  __shared__ RowOff s_coff[2][kTileN];
+
+  const Ctx& c = shared_ctx<kDkdv>(p);
+  if (!c.any_row) return;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int gq = lane / 4, t4 = lane % 4;
+  const int row0 = warp * 16;
+  const bool aligned = p.aligned != 0;
+  const T* gA1 = static_cast<const T*>(kDkdv ? (p.fmha || c.extra ? p.ek : p.k) : p.q);
+  const T* gA2 = static_cast<const T*>(kDkdv ? (p.fmha || c.extra ? p.ev : p.v) : p.dout);
+
+  load_rows<T, HD, LD, kTileM>(sA1, gA1, p.head_dim, aligned, [&](int r, int64_t& off) {
+    RowAddr ad;
+    Info inf;
+    const bool ok = stationary_row<kDkdv, false>(p, c, r, ad, inf);
+    off = ad.a1;
+    return ok;
+  });
+  load_rows<T, HD, LD, kTileM>(sA2, gA2, p.head_dim_v, aligned, [&](int r, int64_t& off) {
+    RowAddr ad;
+    Info inf;
+    const bool ok = stationary_row<kDkdv, false>(p, c, r, ad, inf);
+    off = ad.a2;
+    return ok;
+  });
+  cute::cp_async_fence();
+  for (int r = tid; r < kTileM; r += kMmaThreads) {
+    RowAddr ad;
+    stationary_row<kDkdv>(p, c, r, ad, s_rinfo[r]);
+  }
+  // dq: the statistics of this thread's two query rows.
+  float rl2[2] = {0.f, 0.f}, rdelta[2] = {0.f, 0.f};
+  if (!kDkdv) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      RowAddr ad;
+      Info inf;
+      const bool ok = stationary_row<kDkdv>(p, c, row0 + gq + 8 * r, ad, inf);
+      rl2[r] = INFINITY;
+      if (ok) {
+        const float l = p.lse[ad.lsoff];
+        rl2[r] = l == -INFINITY ? INFINITY : l * kLog2e;
+        rdelta[r] = p.delta[(c.b * p.tokens + ad.tok) * p.heads + c.h];
+      }
+    }
+  }
+
+  float acc[kAcc][kOTiles][4];
+#pragma unroll
+  for (int a = 0; a < kAcc; ++a)
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) acc[a][j][0] = acc[a][j][1] = acc[a][j][2] = acc[a][j][3] = 0.f;
+
+  const T* gB1 = nullptr;
+  const T* gB2 = nullptr;
+  auto issue = [&](const Tile& tile, int buf) {
+    T* b1 = sB + buf * 2 * kTileN * LD;
+    T* b2 = b1 + kTileN * LD;
+    if (kDkdv) {
+      gB1 = static_cast<const T*>(p.q);
+      gB2 = static_cast<const T*>(p.dout);
+    } else {
+      gB1 = static_cast<const T*>(tile.phase_a ? p.k : p.ek);
+      gB2 = static_cast<const T*>(tile.phase_a ? p.v : p.ev);
+    }
+    // Row addresses, mask info and statistics first (one thread per row), then the copies.
+    fill_cols_off<kDkdv, kMmaThreads>(p, c, tile, s_cinfo[buf], s_cstat[buf], s_coff[buf]);
+    __syncthreads();
+    const Info* info = s_cinfo[buf];
+    const RowOff* roff = s_coff[buf];
+    load_rows<T, HD, LD, kTileN>(b1, gB1, p.head_dim, aligned, [&](int kk, int64_t& off) {
+      off = roff[kk].b1;
+      return info[kk].ok != 0;
+    });
+    load_rows<T, HD, LD, kTileN>(b2, gB2, p.head_dim_v, aligned, [&](int kk, int64_t& off) {
+      off = roff[kk].b2;
+      return info[kk].ok != 0;
+    });
+    cute::cp_async_fence();
+  };
+
+  const int64_t total = walk_total<kDkdv>(c);
+  Tile cur;
+  int64_t t = next_tile<kDkdv>(p, c, 0, cur);
+  int buf = 0;
+  if (t < total) issue(cur, 0);
+
+  while (t < total) {
+    Tile nxt;
+    const int64_t tn = next_tile<kDkdv>(p, c, t + 1, nxt);
+    if (stages == 2 && tn < total) {
+      issue(nxt, buf ^ 1);
+      cute::cp_async_wait<1>();
+    } else {
+      cute::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const T* sB1 = sB + buf * 2 * kTileN * LD;
+    const T* sB2 = sB1 + kTileN * LD;
+
+#pragma unroll 1
+    for (int half = 0; half < kTileN / kSubN; ++half) {
+      const int n0 = half * kSubN;
+      float s[kNTiles][4], dp[kNTiles][4];
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = dp[j][e] = 0.f;
+      // S = A1 B1^T and dP = A2 B2^T (16 rows x 32 columns per warp).
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        uint32_t a[4], a2[4];
+        {
+          const int off = (row0 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + ks * 16 + 8 * (lane / 16);
+          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sA1 + off), a[0], a[1], a[2], a[3]);
+          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sA2 + off), a2[0], a2[1], a2[2],
+                                        a2[3]);
+        }
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          uint32_t b[4], b2[4];
+          const int off = (n0 + np * 16 + (lane % 8) + 8 * (lane / 16)) * LD + ks * 16 + 8 * ((lane / 8) % 2);
+          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sB1 + off), b[0], b[1], b[2], b[3]);
+          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sB2 + off), b2[0], b2[1], b2[2],
+                                        b2[3]);
+          float* s0 = s[2 * np];
+          float* s1 = s[2 * np + 1];
+          float* d0 = dp[2 * np];
+          float* d1 = dp[2 * np + 1];
+          Op::Atom::fma(s0[0], s0[1], s0[2], s0[3], a[0], a[1], a[2], a[3], b[0], b[1], s0[0], s0[1], s0[2], s0[3]);
+          Op::Atom::fma(s1[0], s1[1], s1[2], s1[3], a[0], a[1], a[2], a[3], b[2], b[3], s1[0], s1[1], s1[2], s1[3]);
+          Op::Atom::fma(d0[0], d0[1], d0[2], d0[3], a2[0], a2[1], a2[2], a2[3], b2[0], b2[1], d0[0], d0[1], d0[2],
+                        d0[3]);
+          Op::Atom::fma(d1[0], d1[1], d1[2], d1[3], a2[0], a2[1], a2[2], a2[3], b2[2], b2[3], d1[0], d1[1], d1[2],
+                        d1[3]);
+        }
+      }
+      // P = exp2(S * scale * log2e - LSE * log2e) (0 where masked); dS = P (dP - delta).
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          const int col = n0 + j * 8 + 2 * t4 + (e % 2);
+          const float l2 = kDkdv ? s_cstat[buf][col].lse2 : rl2[r];
+          const float dl = kDkdv ? s_cstat[buf][col].delta : rdelta[r];
+          float pr = exp2f(s[j][e] * p.scale_log2 - l2);
+          if (cur.masked && !visible<kDkdv>(p, c, cur, s_rinfo[row0 + gq + 8 * r], s_cinfo[buf][col])) pr = 0.f;
+          s[j][e] = pr;
+          dp[j][e] = pr * (dp[j][e] - dl);
+        }
+      // acc1 += dS B1 (dq: dS K; dkdv: dS^T Q); dkdv: acc2 += P B2 (P^T dO).
+#pragma unroll
+      for (int kk = 0; kk < kSubN / 16; ++kk) {
+        uint32_t ad[4], ap[4];
+        ad[0] = Op::pack(dp[2 * kk][0], dp[2 * kk][1]);
+        ad[1] = Op::pack(dp[2 * kk][2], dp[2 * kk][3]);
+        ad[2] = Op::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        ad[3] = Op::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+        if (kDkdv) {
+          ap[0] = Op::pack(s[2 * kk][0], s[2 * kk][1]);
+          ap[1] = Op::pack(s[2 * kk][2], s[2 * kk][3]);
+          ap[2] = Op::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+          ap[3] = Op::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int np = 0; np < kOTiles / 2; ++np) {
+          const int off = (n0 + kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + np * 16 + 8 * (lane / 16);
+          uint32_t b[4];
+          cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sB1 + off), b[0], b[1], b[2], b[3]);
+          float* o0 = acc[0][2 * np];
+          float* o1 = acc[0][2 * np + 1];
+          Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], ad[0], ad[1], ad[2], ad[3], b[0], b[1], o0[0], o0[1], o0[2], o0[3]);
+          Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], ad[0], ad[1], ad[2], ad[3], b[2], b[3], o1[0], o1[1], o1[2], o1[3]);
+          if (kDkdv) {
+            uint32_t bv[4];
+            cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sB2 + off), bv[0], bv[1], bv[2],
+                                          bv[3]);
+            float* v0 = acc[kAcc - 1][2 * np];
+            float* v1 = acc[kAcc - 1][2 * np + 1];
+            Op::Atom::fma(v0[0], v0[1], v0[2], v0[3], ap[0], ap[1], ap[2], ap[3], bv[0], bv[1], v0[0], v0[1], v0[2],
+                          v0[3]);
+            Op::Atom::fma(v1[0], v1[1], v1[2], v1[3], ap[0], ap[1], ap[2], ap[3], bv[2], bv[3], v1[0], v1[1], v1[2],
+                          v1[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this buffer
+    if (stages != 2 && tn < total) issue(nxt, buf);
+    if (stages == 2) buf ^= 1;
+    cur = nxt;
+    t = tn;
+  }
+  cute::cp_async_wait<0>();
+
+  // Epilogue: dq: dQ = scale * acc; dkdv: dK = scale * acc[0], dV = acc[1].
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    RowAddr ad;
+    Info inf;
+    if (!stationary_row<kDkdv, false>(p, c, row0 + gq + 8 * r, ad, inf)) continue;
+    T* g1 = static_cast<T*>(kDkdv ? (p.fmha || c.extra ? p.dek : p.dk) : p.dq);
+    T* g2 = static_cast<T*>(kDkdv ? (p.fmha || c.extra ? p.dev : p.dv) : nullptr);
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) {
+      const int col = j * 8 + 2 * t4;
+      if (col < p.head_dim) {
+        g1[ad.g1 + col] = from_f<T>(acc[0][j][2 * r] * p.scale);
+        g1[ad.g1 + col + 1] = from_f<T>(acc[0][j][2 * r + 1] * p.scale);
+      }
+      if (kDkdv && col < p.head_dim_v) {
+        g2[ad.g2 + col] = from_f<T>(acc[kAcc - 1][j][2 * r]);
+        g2[ad.g2 + col + 1] = from_f<T>(acc[kAcc - 1][j][2 * r + 1]);
+      }
+    }
+  }
+#endif
+}
+
+template <class T, int HD>
+void launch_mma(const BwdParams& p, bool dkdv, int stages, dim3 grid, cudaStream_t stream) {
+  const int smem = mma_smem_bytes<T, HD>(stages);
+  if (dkdv) {
+    NATTN_CUDA_CHECK(cudaFuncSetAttribute(fna_bwd_mma_kernel<T, HD, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    fna_bwd_mma_kernel<T, HD, true><<<grid, kMmaThreads, smem, stream>>>(p, stages);
+  } else {
+    NATTN_CUDA_CHECK(cudaFuncSetAttribute(fna_bwd_mma_kernel<T, HD, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    fna_bwd_mma_kernel<T, HD, false><<<grid, kMmaThreads, smem, stream>>>(p, stages);
+  }
+  NATTN_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace nattn::cuda::fna_bwd
