@@ -19,9 +19,9 @@ std::string dtype_reject(const char* backend, DType dtype, bool allow_f32) {
 }
 
 std::string list(const std::vector<int64_t>& v) {
-  std::ostringstream os;
-  for (size_t i = 0; i < v.size(); ++i) os << (i ? "/" : "") << v[i];
-  return os.str();
+  std::string s;  // std::to_string, not an ostream: see src/core/problem.cpp
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "/" : "") + std::to_string(v[i]);
+  return s;
 }
 
 struct Shape {  // the fields capability checks share between NA and FMHA problems

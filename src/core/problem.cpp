@@ -1,19 +1,24 @@
 #include "nattn/problem.h"
 
-#include <sstream>
+#include <string>
 
 #include "nattn/errors.h"
 
 namespace nattn {
 namespace {
 
+// Messages are built with std::to_string, not iostreams: inside some host processes (a PyTorch
+// wheel's Python on Ubuntu 24.04) formatting numbers through an ostream in our extension crashed
+// in the locale's num_put facet, and these strings end up in every error message.
+std::string item(int64_t v) { return std::to_string(v); }
+std::string item(int v) { return std::to_string(v); }
+std::string item(bool v) { return v ? "true" : "false"; }
+
 template <typename T>
 std::string tuple_string(const T* values, int n) {
-  std::ostringstream os;
-  os << "(";
-  for (int i = 0; i < n; ++i) os << (i ? ", " : "") << values[i];
-  os << (n == 1 ? ",)" : ")");
-  return os.str();
+  std::string s = "(";
+  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + item(values[i]);
+  return s + (n == 1 ? ",)" : ")");
 }
 
 std::string vector_tuple(const std::vector<int64_t>& v) {
@@ -36,11 +41,8 @@ std::string NaParams::describe() const {
   const int r = rank < 0 ? 0 : (rank > 3 ? 3 : rank);
   bool causal[3];
   for (int i = 0; i < 3; ++i) causal[i] = is_causal[static_cast<size_t>(i)];
-  std::ostringstream os;
-  os << "kernel_size=" << tuple_string(kernel_size.data(), r) << " stride=" << tuple_string(stride.data(), r)
-     << " dilation=" << tuple_string(dilation.data(), r) << " is_causal=" << std::boolalpha
-     << tuple_string(causal, r);
-  return os.str();
+  return "kernel_size=" + tuple_string(kernel_size.data(), r) + " stride=" + tuple_string(stride.data(), r) +
+         " dilation=" + tuple_string(dilation.data(), r) + " is_causal=" + tuple_string(causal, r);
 }
 
 const char* schedule_name(KernelSchedule s) {
@@ -80,21 +82,17 @@ int64_t NaProblem::tokens() const {
 }
 
 std::string NaProblem::describe() const {
-  std::ostringstream os;
-  os << "NA " << rank() << "-D batch=" << batch << " spatial=" << vector_tuple(spatial) << " heads=" << heads
-     << " heads_kv=" << heads_kv << " head_dim=" << head_dim << " head_dim_v=" << head_dim_v << " "
-     << params.describe() << " additional_kv=" << additional_kv << " dtype=" << dtype_name(dtype)
-     << " device=" << device_name(device);
-  return os.str();
+  return "NA " + item(rank()) + "-D batch=" + item(batch) + " spatial=" + vector_tuple(spatial) +
+         " heads=" + item(heads) + " heads_kv=" + item(heads_kv) + " head_dim=" + item(head_dim) +
+         " head_dim_v=" + item(head_dim_v) + " " + params.describe() + " additional_kv=" + item(additional_kv) +
+         " dtype=" + dtype_name(dtype) + " device=" + device_name(device);
 }
 
 std::string FmhaProblem::describe() const {
-  std::ostringstream os;
-  os << "FMHA batch=" << batch << " seqlen_q=" << seqlen_q << " seqlen_kv=" << seqlen_kv << " heads=" << heads
-     << " heads_kv=" << heads_kv << " head_dim=" << head_dim << " head_dim_v=" << head_dim_v
-     << " is_causal=" << std::boolalpha << is_causal << " varlen=" << is_varlen
-     << " dtype=" << dtype_name(dtype) << " device=" << device_name(device);
-  return os.str();
+  return "FMHA batch=" + item(batch) + " seqlen_q=" + item(seqlen_q) + " seqlen_kv=" + item(seqlen_kv) +
+         " heads=" + item(heads) + " heads_kv=" + item(heads_kv) + " head_dim=" + item(head_dim) +
+         " head_dim_v=" + item(head_dim_v) + " is_causal=" + item(is_causal) + " varlen=" + item(is_varlen) +
+         " dtype=" + dtype_name(dtype) + " device=" + device_name(device);
 }
 
 }  // namespace nattn

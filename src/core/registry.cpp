@@ -134,7 +134,7 @@ TileConfig resolve_config_impl(const std::string& backend, const Problem& proble
      << " is not valid for backend '" << backend << "' on this problem; use " << finder
      << " to list the valid ones, e.g.:";
   for (size_t i = 0; i < list.size() && i < 5; ++i) os << "\n  " << list[i].describe();
-  if (list.size() > 5) os << "\n  ... (" << list.size() << " in all)";
+  if (list.size() > 5) os << "\n  ... (" << std::to_string(list.size()) << " in all)";  // no ostream numbers: see problem.cpp
   throw ValueError(os.str());
 }
 

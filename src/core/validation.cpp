@@ -28,11 +28,10 @@ void check_grads(const char* op, std::initializer_list<GradOf> grads, const Tens
 }
 
 std::string tuple3(const std::array<int64_t, 3>& v, int rank) {
-  std::ostringstream os;
-  os << "(";
-  for (int i = 0; i < rank; ++i) os << (i ? ", " : "") << v[static_cast<size_t>(i)];
-  os << (rank == 1 ? ",)" : ")");
-  return os.str();
+  // std::to_string, not an ostream: see src/core/problem.cpp.
+  std::string s = "(";
+  for (int i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(v[static_cast<size_t>(i)]);
+  return s + (rank == 1 ? ",)" : ")");
 }
 
 // Checks every tensor shares: defined data, floating dtype, contiguous head dim, non-negative shape.
