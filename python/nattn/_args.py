@@ -79,7 +79,10 @@ def check_layout_flags(named):
     for name, x in named:
         if x is None or is_numpy(x):
             continue
-        if getattr(x, "is_sparse", False) or x.layout.__repr__() != "torch.strided":
+        import torch  # x is a torch tensor here
+
+        # A plain comparison (no repr/str of the layout): torch.compile must be able to trace it.
+        if getattr(x, "is_sparse", False) or x.layout != torch.strided:
             raise NotImplementedError(f"{name} has layout {x.layout}; only dense (strided) tensors are supported")
         if getattr(x, "is_nested", False):
             raise NotImplementedError(f"{name} is a nested tensor; only dense tensors are supported")

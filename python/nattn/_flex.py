@@ -181,11 +181,12 @@ def _decode(idx, tile, tiles):
     """Row-major (tile index, offset) of a permuted sequence position -> in-group coordinates."""
     volume = int(math.prod(tile))
     t_lin, o_lin = idx // volume, idx % volume
-    coords = [None] * len(tile)
+    # Built by append (no item assignment): torch's flex_attention traces mask_mod with Dynamo.
+    coords = []
     for i in reversed(range(len(tile))):
-        coords[i] = (t_lin % tiles[i]) * tile[i] + o_lin % tile[i]
+        coords.append((t_lin % tiles[i]) * tile[i] + o_lin % tile[i])
         t_lin, o_lin = t_lin // tiles[i], o_lin // tile[i]
-    return coords
+    return coords[::-1]
 
 
 def permuted_mask_mod(spatial, params, q_tile, kv_tile, n_kv):
@@ -196,10 +197,11 @@ def permuted_mask_mod(spatial, params, q_tile, kv_tile, n_kv):
 
     def mask_mod(b, h, q_idx, kv_idx):
         g_lin = b % int(math.prod(dilation))
-        groups = [None] * rank
+        groups = []
         for i in reversed(range(rank)):
-            groups[i] = g_lin % dilation[i]
+            groups.append(g_lin % dilation[i])
             g_lin = g_lin // dilation[i]
+        groups = groups[::-1]
         qc = _decode(q_idx, q_tile, q_tiles)
         kc = _decode(kv_idx, kv_tile, kv_tiles)
         ok = None

@@ -77,7 +77,8 @@ def build_parser():
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     g.add_argument("--backprop", action="store_true")
     g.add_argument("--add-kv", type=int, default=0)
-    g.add_argument("--device", default=None, help="cpu or cuda[:N] [cuda if available, else cpu]")
+    g.add_argument("--device", default=None,
+                   help="cpu or cuda[:N] [cuda if available and the backend is not cpu/reference, else cpu]")
     g = p.add_argument_group("backends and configurations")
     g.add_argument("--backend", default=None)
     g.add_argument("--fmha-backend", default=None)
@@ -308,7 +309,9 @@ def main(argv=None):
         return 1
     try:
         o = Options(a)
-        device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Default device: the GPU when there is one, unless a CPU-only backend was asked for.
+        cpu_only = a.backend in ("cpu", "reference")
+        device = torch.device(a.device or ("cuda" if torch.cuda.is_available() and not cpu_only else "cpu"))
         if a.threads:
             torch.set_num_threads(a.threads)
         context.use_kv_parallelism_in_fused_na(True)

@@ -230,7 +230,9 @@ def test_attention_varlen_cuda(fmha_backend):
     backward = fmha_backend_present(fmha_backend, True)
     q, k, v = (torch.randn(1, n, 2, 32, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
                for _ in range(3))
-    out = nattn.attention(q, k, v, is_causal=True, seqlens_Q=seqlens, seqlens_KV=seqlens, backend=fmha_backend)
+    dev_seqlens = seqlens.to(DEV)
+    out = nattn.attention(q, k, v, is_causal=True, seqlens_Q=dev_seqlens, seqlens_KV=dev_seqlens,
+                          backend=fmha_backend)
     ref_leaves = [x.detach().float().cpu().requires_grad_(backward) for x in (q, k, v)]
     ref = nattn.attention(*ref_leaves, is_causal=True, seqlens_Q=seqlens, seqlens_KV=seqlens, backend="reference")
     assert_close(out, ref.detach(), TOL[torch.bfloat16], "out")
