@@ -1,15 +1,45 @@
 #!/usr/bin/env bash
 # Builds nattn (if needed), runs every CPU test with ctest, then the Python package's tests.
 # CI calls exactly this.
+#
+# Where nvcc is found (PATH or /usr/local/cuda), the same build also compiles every CUDA kernel
+# for the full architecture list (75;80;86;89;90, or NATTN_CUDA_ARCHS) and the GPU test programs;
+# without a GPU the tests labelled `cuda` are not run (scripts/test_gpu.sh runs them on a GPU
+# machine). NATTN_TEST_CUDA=0 skips the CUDA build; NATTN_TEST_CUDA=1 requires it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${NATTN_BUILD_DIR:-$root/build}"
 jobs="${NATTN_JOBS:-$(nproc)}"
 
+cuda_args=(-DNATTN_ENABLE_CUDA=OFF)
+want_cuda="${NATTN_TEST_CUDA:-auto}"
+if [ "$want_cuda" != 0 ]; then
+  nvcc_path="$(command -v nvcc || true)"
+  [ -z "$nvcc_path" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_path=/usr/local/cuda/bin/nvcc
+  if [ -n "$nvcc_path" ]; then
+    "$root/scripts/install_deps.sh" --cuda
+    cuda_args=(-DNATTN_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc_path"
+               "-DNATTN_CUDA_ARCHS=${NATTN_CUDA_ARCHS:-75;80;86;89;90}")
+    echo "[nattn] CUDA build with $nvcc_path for architectures ${NATTN_CUDA_ARCHS:-75;80;86;89;90}"
+  elif [ "$want_cuda" = 1 ]; then
+    echo "[nattn] NATTN_TEST_CUDA=1 but nvcc was not found" >&2
+    exit 1
+  else
+    echo "[nattn] nvcc not found: CPU-only build (the CUDA kernels are not compiled)"
+  fi
+fi
 "$root/scripts/install_deps.sh"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
+
+start=$(date +%s)
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}"
 cmake --build "$build" -j "$jobs"
-ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
+echo "[nattn] build took $(( $(date +%s) - start )) s"
+
+ctest_args=()
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  ctest_args=(-LE cuda)  # no GPU here: the CUDA tests were compiled, not run
+fi
+ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900 "${ctest_args[@]}"
 
 # The Python package (pip install . into a venv, then pytest). Torch tests skip unless
 # NATTN_PY_TORCH=1 (which installs torch from PyPI first).
