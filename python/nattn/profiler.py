@@ -207,12 +207,14 @@ def _time(fn, device, warmup, iterations):
     return samples
 
 
-def _na_call(o, q, k, v, extra, backend, q_tile=None, kv_tile=None, bq_tile=None, bkv_tile=None):
+def _na_call(o, q, k, v, extra, backend, q_tile=None, kv_tile=None, bq_tile=None, bkv_tile=None,
+             torch_compile=False):
     akw = {"backend": o.fmha_backend} if o.fmha_backend else None
     return lambda: neighborhood_attention_generic(
         q, k, v, o.window, o.stride, o.dilation, o.causal, additional_keys=extra[0], additional_values=extra[1],
         attention_kwargs=akw, backend=backend, q_tile_shape=q_tile, kv_tile_shape=kv_tile,
-        backward_q_tile_shape=bq_tile, backward_kv_tile_shape=bkv_tile, kernel_schedule=o.schedule)
+        backward_q_tile_shape=bq_tile, backward_kv_tile_shape=bkv_tile, kernel_schedule=o.schedule,
+        torch_compile=torch_compile)
 
 
 def _profile_op(name, backend_label, fwd, o, device, q, k, v, extra):
@@ -245,21 +247,47 @@ def _baselines(o, device, q, k, v, extra):
         return torch.nn.functional.scaled_dot_product_attention(
             flat(q), flat(k), flat(v), is_causal=False, enable_gqa=o.heads != o.heads_kv)
 
-    try:
-        rows += _profile_op("Sdpa", "sdpa (dense self-attention)", sdpa, o, device, q, k, v, (None, None))
-    except Exception as e:  # a baseline that cannot run is reported, not fatal
-        rows.append(("sdpa (dense self-attention)", f"unavailable: {type(e).__name__}: {e}"[:80], []))
+    # On CUDA, SDPA's flash and cuDNN kernels separately (the anchors of our GPU backends); on the
+    # CPU, whatever SDPA picks.
+    sdpa_variants = [("sdpa (dense self-attention)", None)]
+    if device.type == "cuda":
+        from torch.nn.attention import SDPBackend
+
+        sdpa_variants = [("sdpa flash (dense self-attention)", SDPBackend.FLASH_ATTENTION),
+                         ("sdpa cudnn (dense self-attention)", SDPBackend.CUDNN_ATTENTION)]
+    for label, kernel in sdpa_variants:
+        try:
+            if kernel is None:
+                rows += _profile_op("Sdpa", label, sdpa, o, device, q, k, v, (None, None))
+            else:
+                from torch.nn.attention import sdpa_kernel
+
+                with sdpa_kernel(kernel):
+                    rows += _profile_op("Sdpa", label, sdpa, o, device, q, k, v, (None, None))
+        except Exception as e:  # a baseline that cannot run is reported, not fatal
+            rows.append((label, f"unavailable: {type(e).__name__}: {e}"[:80], []))
     import warnings
 
+    # flex_attention with the exact NA mask: compiled on CUDA (its real speed), eager on the CPU.
+    compiled = device.type == "cuda"
+    label = "flex-fna (compiled)" if compiled else "flex-fna (eager)"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        saved = (context.is_flex_compile_allowed(), context.is_flex_compile_backprop_allowed())
         try:
             if o.backprop and device.type == "cpu":
                 raise NotImplementedError("no backward on CPU")
-            rows += _profile_op("Na", "flex-fna (eager)", _na_call(o, q, k, v, extra, "flex-fna"), o, device, q,
-                                k, v, extra)
+            if compiled:
+                context.allow_flex_compile(True, o.backprop)
+            rows += _profile_op("Na", label, _na_call(o, q, k, v, extra, "flex-fna", torch_compile=compiled), o,
+                                device, q, k, v, extra)
         except Exception as e:
-            rows.append(("flex-fna (eager)", f"unavailable: {e}"[:80], []))
+            rows.append((label, f"unavailable: {e}"[:80], []))
+        finally:
+            if saved[0]:
+                context.allow_flex_compile(True, saved[1])
+            else:
+                context.disable_flex_compile()
     return rows
 
 

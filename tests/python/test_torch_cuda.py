@@ -381,3 +381,34 @@ def test_deterministic_backward_cuda(na_backend):
         nattn.use_deterministic_algorithms(False)
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+# ---- flex with token permutation, eager and compiled ----------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_flex_tiled_cuda(compiled):
+    """flex-fna with tile shapes (token permutation + tiled block mask) on CUDA, forward and
+    backward, eager and torch.compile'd, against the reference backend."""
+    if not na_backend_present("flex-fna", True):
+        pytest.skip("flex-fna does not run on CUDA tensors here")
+    g = torch.Generator().manual_seed(27)
+    dtype = torch.bfloat16 if compiled else torch.float32
+    spatial, ks, st, dil, causal, tile = (6, 9, 20), (3, 5, 7), (1, 2, 1), (2, 1, 2), (False, True, False), (2, 4, 8)
+    q, k, v = (torch.randn(2, *spatial, 2, 32, generator=g).to(DEV, dtype).requires_grad_() for _ in range(3))
+    kw = dict(kernel_size=ks, stride=st, dilation=dil, is_causal=causal, scale=0.2)
+    if compiled:
+        nattn.allow_flex_compile(True, True)
+    try:
+        out, lse = nattn.na3d(q, k, v, **kw, backend="flex-fna", q_tile_shape=tile, kv_tile_shape=tile,
+                              torch_compile=compiled, return_lse=True)
+        dout = torch.randn(out.shape, generator=g).to(DEV, dtype)
+        out.backward(dout)
+    finally:
+        nattn.disable_flex_compile()
+    ro, rl, rg = reference_na(3, q, k, v, kw, dout)
+    tol = TOL[dtype]
+    assert_close(out, ro, tol, "out")
+    assert_close(lse, rl, tol, "lse")
+    for leaf, want, name in zip((q, k, v), rg, ("dq", "dk", "dv")):
+        assert_close(leaf.grad, want, GRAD_FACTOR * tol * max(1.0, want.abs().max().item()), name)
