@@ -1,5 +1,15 @@
 """Loads the compiled extension ``nattn._C``; ``HAS_LIBNATTEN`` says whether it imported."""
 
+# When PyTorch is installed, it is imported before the extension. On the GPU machine (PyTorch 2.11
+# wheel, Ubuntu 24.04, CUDA 13 toolkit) loading nattn._C first made the later `import torch`
+# crash inside torch's operator registry (seen with `python -m nattn.profiler`); with torch loaded
+# first, as in every test run there, everything works. The cause (which shared-library symbols the
+# two resolve to) is not established yet.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 try:
     from . import _C as lib  # noqa: F401
 
