@@ -78,14 +78,34 @@ def na_mask_mod(spatial, kernel_size, stride, dilation, is_causal, n_tokens):
     return mask_mod
 
 
-def _run(q, k, v, mask_mod, q_len, kv_len, scale, torch_compile, need_lse):
+_block_masks = {}
+
+
+def _cached_block_mask(key, make):
+    """Block masks are built once per problem geometry (building one evaluates the mask over every
+    block pair, which costs more than a compiled flex call on large problems). `key` must hold
+    everything the mask depends on. A small FIFO cache; not used while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return make()
+    mask = _block_masks.get(key)
+    if mask is None:
+        if len(_block_masks) >= 32:
+            _block_masks.pop(next(iter(_block_masks)))
+        mask = _block_masks[key] = make()
+    return mask
+
+
+def _run(q, k, v, mask_mod, q_len, kv_len, scale, torch_compile, need_lse, mask_key=None):
     """q [B, Nq, H, D], k/v [B, Nkv, Hkv, D] -> out [B, Nq, H, Dv], lse [B, Nq, H] float32 (None
     unless need_lse: compiled flex on CPU cannot return it)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     block_mask = None
     if mask_mod is not None:
-        block_mask = create_block_mask(mask_mod, None, None, q_len, kv_len, device=q.device)
+        def make():
+            return create_block_mask(mask_mod, None, None, q_len, kv_len, device=q.device)
+        block_mask = make() if mask_key is None else _cached_block_mask(("flat", q_len, kv_len, str(q.device)) +
+                                                                         mask_key, make)
     return _run_blocks(q, k, v, block_mask, scale, torch_compile, need_lse)
 
 
@@ -121,7 +141,8 @@ def na(q, k, v, ak, av, params, scale, torch_compile, need_lse=True, q_tile=(), 
     if ak is not None:
         kf, vf = torch.cat([kf, ak], 1), torch.cat([vf, av], 1)
     mask_mod = na_mask_mod(spatial, kernel_size, stride, dilation, is_causal, n)
-    out, lse = _run(qf, kf, vf, mask_mod, n, kf.shape[1], scale, torch_compile, need_lse)
+    out, lse = _run(qf, kf, vf, mask_mod, n, kf.shape[1], scale, torch_compile, need_lse,
+                    mask_key=(spatial, tuple(map(tuple, params))))
     out = out.reshape(batch, *spatial, heads, v.shape[-1])
     return out, (lse.reshape(batch, *spatial, heads) if lse is not None else None)
 
@@ -232,8 +253,11 @@ def _na_permuted(q, k, v, ak, av, params, scale, torch_compile, need_lse, q_tile
         vp = torch.cat([vp, av.repeat_interleave(groups, 0)], 1)
     mask_mod = permuted_mask_mod(spatial, params, q_tile, kv_tile, n_kv)
     q_block, kv_block = int(math.prod(q_tile)), int(math.prod(kv_tile))
-    block_mask = create_block_mask(mask_mod, qp.shape[0] if groups > 1 else None, None, qp.shape[1], kp.shape[1],
-                                   device=q.device, BLOCK_SIZE=(q_block, kv_block))
+    mask_batch = qp.shape[0] if groups > 1 else None
+    key = ("tiled", spatial, tuple(map(tuple, params)), q_tile, kv_tile, mask_batch, qp.shape[1], kp.shape[1], n_kv,
+           str(q.device))
+    block_mask = _cached_block_mask(key, lambda: create_block_mask(
+        mask_mod, mask_batch, None, qp.shape[1], kp.shape[1], device=q.device, BLOCK_SIZE=(q_block, kv_block)))
     kernel_options = {"BLOCK_M": q_block, "BLOCK_N": kv_block} if torch_compile else None
     out, lse = _run_blocks(qp, kp, vp, block_mask, scale, torch_compile, need_lse, kernel_options)
     out = unpermute_tokens(out, spatial, q_tile, dilation)

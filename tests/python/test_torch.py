@@ -500,6 +500,24 @@ def test_flex_fna_tiled_forward(case):
     torch.testing.assert_close(lse.double(), rl, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_block_masks_are_reused():
+    """The block mask of a geometry is built once; another geometry gets its own."""
+    from nattn import _flex
+
+    _flex._block_masks.clear()
+    q = torch.randn(1, 9, 10, 2, 16)
+    a = nattn.na2d(q, q, q, 3, backend="flex-fna")
+    b = nattn.na2d(q * 2, q, q, 3, backend="flex-fna")
+    assert len(_flex._block_masks) == 1
+    nattn.na2d(q, q, q, 5, backend="flex-fna")
+    nattn.na2d(q, q, q, 3, backend="flex-fna", q_tile_shape=(8, 8), kv_tile_shape=(8, 8))
+    assert len(_flex._block_masks) == 3
+    ref, _ = dense_na(q * 2, q, q, (3, 3), (1, 1), (1, 1), (False, False), 0.25)
+    torch.testing.assert_close(b.double(), ref, atol=1e-5, rtol=0)
+    assert not torch.equal(a, b)
+
+
 def test_flex_fna_rejects_unlisted_tiles():
     q = torch.randn(1, 8, 8, 2, 16)
     with pytest.raises(ValueError, match="not a flex-fna configuration"):

@@ -168,7 +168,10 @@ int plan(PermuteArgs& a, const TensorView& u, const TensorView& p, const sem::Pe
 int device_of(const TensorView& t) {
   const int dev = t.device.index;
   int count = 0;
-  NATTN_CUDA_CHECK(cudaGetDeviceCount(&count));
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess)
+    throw RuntimeError("token_permute: cannot use " + device_name(t.device) + ": " + cudaGetErrorName(err) + " (" +
+                       cudaGetErrorString(err) + ")");
   if (dev < 0 || dev >= count)
     throw ValueError("token_permute: device " + device_name(t.device) + " does not exist (" + std::to_string(count) +
                      " CUDA devices)");
