@@ -412,3 +412,51 @@ def test_flex_tiled_cuda(compiled):
     assert_close(lse, rl, tol, "lse")
     for leaf, want, name in zip((q, k, v), rg, ("dq", "dk", "dv")):
         assert_close(leaf.grad, want, GRAD_FACTOR * tol * max(1.0, want.abs().max().item()), name)
+
+
+# ---- other frameworks' GPU arrays through the framework-free extension ----------------------------------
+
+
+def test_cupy_and_jax_arrays_through_the_extension():
+    """nattn._C takes any DLPack GPU array without a copy: CuPy inputs and outputs on CuPy's current
+    stream, and JAX inputs (read-only) with CuPy outputs, against the reference backend."""
+    import os
+
+    cp = pytest.importorskip("cupy")
+    from nattn._lib import lib
+
+    if not na_backend_present("cutlass-fna"):
+        pytest.skip("cutlass-fna is not built")
+    rng = np.random.default_rng(28)
+    host = [rng.standard_normal((1, 12, 10, 2, 32)).astype(np.float32) for _ in range(3)]
+    ref_out, ref_lse = nattn.na2d(*host, (3, 5), stride=(1, 2), backend="reference", return_lse=True)
+
+    def run(q, k, v):
+        out = cp.full((1, 12, 10, 2, 32), cp.nan, dtype=cp.float32)
+        lse = cp.full((1, 12, 10, 2), cp.nan, dtype=cp.float32)
+        stream = cp.cuda.get_current_stream()
+        lib.na_forward(q, k, v, out, lse, None, None, [3, 5], [1, 2], [1, 1], [False, False], None, "cutlass-fna",
+                       stream=stream.ptr)
+        stream.synchronize()
+        return cp.asnumpy(out), cp.asnumpy(lse)
+
+    out, lse = run(*(cp.asarray(x) for x in host))
+    np.testing.assert_allclose(out, ref_out, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(lse, ref_lse, atol=1e-4, rtol=0)
+
+    import sys
+
+    if "jax" in sys.modules and os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") != "false":
+        pytest.skip("JAX was imported before this test with GPU memory preallocation on")
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # leave the GPU memory to torch and CuPy
+    jax = pytest.importorskip("jax")
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("JAX has no GPU here")
+    jq, jk, jv = (jax.device_put(x, gpu) for x in host)
+    for a in (jq, jk, jv):
+        a.block_until_ready()
+    out, lse = run(jq, jk, jv)
+    np.testing.assert_allclose(out, ref_out, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(lse, ref_lse, atol=1e-4, rtol=0)
