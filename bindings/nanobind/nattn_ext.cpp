@@ -99,6 +99,24 @@ nattn::NaParams make_params(const std::vector<int64_t>& kernel_size, const std::
   return p;
 }
 
+// Sub-domain NA (issue 6): an empty global_extent means "no sub-domain".
+std::optional<nattn::SubDomain> make_sub_domain(const std::vector<int64_t>& global_extent,
+                                                const std::vector<int64_t>& q_origin,
+                                                const std::vector<int64_t>& kv_origin, size_t rank) {
+  if (global_extent.empty() && q_origin.empty() && kv_origin.empty()) return std::nullopt;
+  if (global_extent.size() != rank || q_origin.size() != rank || kv_origin.size() != rank)
+    throw nattn::ValueError("sub_domain global_extent, q_origin and kv_origin must have one entry per axis (" +
+                            std::to_string(rank) + "; got " + std::to_string(global_extent.size()) + ", " +
+                            std::to_string(q_origin.size()) + ", " + std::to_string(kv_origin.size()) + ")");
+  nattn::SubDomain sd;
+  for (size_t i = 0; i < rank; ++i) {
+    sd.global_extent[i] = global_extent[i];
+    sd.q_origin[i] = q_origin[i];
+    sd.kv_origin[i] = kv_origin[i];
+  }
+  return sd;
+}
+
 nattn::RunOptions make_options(const std::string& backend, const std::vector<int64_t>& q_tile,
                                const std::vector<int64_t>& kv_tile, const std::string& schedule, int num_threads,
                                uintptr_t stream, bool deterministic, bool requires_grad) {
@@ -270,7 +288,9 @@ NB_MODULE(_C, m) {
          std::optional<Array> add_v, const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
          const std::vector<int64_t>& dilation, const std::vector<bool>& is_causal, std::optional<double> scale,
          const std::string& backend, const std::vector<int64_t>& q_tile, const std::vector<int64_t>& kv_tile,
-         const std::string& schedule, int num_threads, uintptr_t stream, bool deterministic, bool requires_grad) {
+         const std::string& schedule, int num_threads, uintptr_t stream, bool deterministic, bool requires_grad,
+         const std::vector<int64_t>& global_extent, const std::vector<int64_t>& q_origin,
+         const std::vector<int64_t>& kv_origin) {
         nattn::NaForwardArgs a;
         a.query = view_of(q, "query");
         a.key = view_of(k, "key");
@@ -281,6 +301,7 @@ NB_MODULE(_C, m) {
         a.additional_values = opt_view(add_v, "additional_values");
         a.params = make_params(kernel_size, stride, dilation, is_causal);
         a.scale = scale;
+        a.sub_domain = make_sub_domain(global_extent, q_origin, kv_origin, kernel_size.size());
         const nattn::RunOptions o =
             make_options(backend, q_tile, kv_tile, schedule, num_threads, stream, deterministic, requires_grad);
         nb::gil_scoped_release release;
@@ -289,7 +310,9 @@ NB_MODULE(_C, m) {
       "query"_a, "key"_a, "value"_a, "out"_a, "lse"_a.none(), "additional_keys"_a.none(),
       "additional_values"_a.none(), "kernel_size"_a, "stride"_a, "dilation"_a, "is_causal"_a, "scale"_a.none(),
       "backend"_a = "", "q_tile"_a = std::vector<int64_t>{}, "kv_tile"_a = std::vector<int64_t>{},
-      "schedule"_a = "", "num_threads"_a = 0, "stream"_a = 0, "deterministic"_a = true, "requires_grad"_a = false);
+      "schedule"_a = "", "num_threads"_a = 0, "stream"_a = 0, "deterministic"_a = true, "requires_grad"_a = false,
+      "global_extent"_a = std::vector<int64_t>{}, "q_origin"_a = std::vector<int64_t>{},
+      "kv_origin"_a = std::vector<int64_t>{});
 
   m.def(
       "na_backward",
@@ -298,7 +321,8 @@ NB_MODULE(_C, m) {
          std::optional<OutArray> dadd_v, const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& stride,
          const std::vector<int64_t>& dilation, const std::vector<bool>& is_causal, std::optional<double> scale,
          const std::string& backend, const std::vector<int64_t>& q_tile, const std::vector<int64_t>& kv_tile,
-         int num_threads, uintptr_t stream, bool deterministic) {
+         int num_threads, uintptr_t stream, bool deterministic, const std::vector<int64_t>& global_extent,
+         const std::vector<int64_t>& q_origin, const std::vector<int64_t>& kv_origin) {
         nattn::NaBackwardArgs a;
         a.query = view_of(q, "query");
         a.key = view_of(k, "key");
@@ -315,6 +339,7 @@ NB_MODULE(_C, m) {
         a.dadditional_values = opt_out(dadd_v, "dadditional_values");
         a.params = make_params(kernel_size, stride, dilation, is_causal);
         a.scale = scale;
+        a.sub_domain = make_sub_domain(global_extent, q_origin, kv_origin, kernel_size.size());
         nattn::RunOptions o = make_options(backend, q_tile, kv_tile, "", num_threads, stream, deterministic, true);
         nb::gil_scoped_release release;
         nattn::na_backward(a, o);
@@ -323,7 +348,23 @@ NB_MODULE(_C, m) {
       "additional_keys"_a.none(), "additional_values"_a.none(), "dadditional_keys"_a.none(),
       "dadditional_values"_a.none(), "kernel_size"_a, "stride"_a, "dilation"_a, "is_causal"_a, "scale"_a.none(),
       "backend"_a = "", "q_tile"_a = std::vector<int64_t>{}, "kv_tile"_a = std::vector<int64_t>{},
-      "num_threads"_a = 0, "stream"_a = 0, "deterministic"_a = true);
+      "num_threads"_a = 0, "stream"_a = 0, "deterministic"_a = true, "global_extent"_a = std::vector<int64_t>{},
+      "q_origin"_a = std::vector<int64_t>{}, "kv_origin"_a = std::vector<int64_t>{});
+
+  // The key range [lo, hi) the queries [q_lo, q_hi) of an axis attend (sem::halo_range).
+  m.def("halo_range", [](int64_t q_lo, int64_t q_hi, int64_t extent, int64_t kernel_size, int64_t stride,
+                         int64_t dilation, bool is_causal) {
+    if (q_lo < 0 || q_hi < q_lo || q_hi > extent || kernel_size < 1 || stride < 1 || stride > kernel_size ||
+        dilation < 1 || kernel_size * dilation > extent)
+      throw nattn::ValueError("halo_range: need 0 <= q_lo <= q_hi <= extent, 1 <= stride <= kernel_size, "
+                              "dilation >= 1 and kernel_size * dilation <= extent (got q_lo=" + std::to_string(q_lo) +
+                              ", q_hi=" + std::to_string(q_hi) + ", extent=" + std::to_string(extent) +
+                              ", kernel_size=" + std::to_string(kernel_size) + ", stride=" + std::to_string(stride) +
+                              ", dilation=" + std::to_string(dilation) + ")");
+    const nattn::sem::Range r =
+        nattn::sem::halo_range(q_lo, q_hi, extent, kernel_size, stride, dilation, is_causal);
+    return std::make_pair(r.start, r.end);
+  }, "q_lo"_a, "q_hi"_a, "extent"_a, "kernel_size"_a, "stride"_a, "dilation"_a, "is_causal"_a);
 
   m.def(
       "fmha_forward",

@@ -38,6 +38,9 @@ struct NaForwardArgs {
   std::optional<TensorView> additional_values; // [B, N, Hkv, Dv]
   NaParams params;
   std::optional<double> scale;                 // default D^-0.5; 0.0 is a valid scale
+  // Sub-domain NA (problem.h): query is then [B, *Sq, H, D] and key/value [B, *Skv, Hkv, D*] with
+  // their own spatial extents; out/lse follow the query. Reference backend only (for now).
+  std::optional<SubDomain> sub_domain;
 };
 
 struct NaBackwardArgs {
@@ -50,6 +53,9 @@ struct NaBackwardArgs {
   std::optional<TensorView> dadditional_keys, dadditional_values;
   NaParams params;
   std::optional<double> scale;
+  // Sub-domain NA, as in forward. dquery covers the local queries; dkey/dvalue get every local
+  // key's gradient from the LOCAL queries only (the caller adds halo gradients into their owners).
+  std::optional<SubDomain> sub_domain;
 };
 
 void na_forward(const NaForwardArgs& args, const RunOptions& options = {});

@@ -26,6 +26,19 @@ struct NaParams {
   std::string describe() const;  // "kernel_size=(7, 7) stride=(1, 1) dilation=(1, 1) is_causal=(0, 0)"
 };
 
+// NA on a sub-domain of a larger token grid (multi-device NA): the local query tensor holds the
+// global queries q_origin + [0, Sq) per axis, the local key/value tensors hold the global keys
+// kv_origin + [0, Skv). Windows (border shift, stride and dilation groups, causality) are those of
+// the global grid of extent global_extent, so sharded results equal the single-device ones.
+// sem::halo_range gives the key range the local queries need. Entries beyond the rank are ignored.
+struct SubDomain {
+  std::array<int64_t, 3> global_extent{1, 1, 1};
+  std::array<int64_t, 3> q_origin{0, 0, 0};   // global coordinate of local query index 0
+  std::array<int64_t, 3> kv_origin{0, 0, 0};  // global coordinate of local key/value index 0
+
+  std::string describe(int rank) const;  // "global_extent=(16,) q_origin=(4,) kv_origin=(1,)"
+};
+
 enum class Pass : int { forward = 0, backward = 1 };
 
 // Hopper-style kernel schedule; other backends use `none`.
@@ -60,6 +73,7 @@ struct NaProblem {
   NaParams params;
   bool requires_grad = false;
   bool deterministic = false;
+  std::optional<SubDomain> sub_domain;  // set for sub-domain NA; `spatial` is then the local query extent
 
   int rank() const { return static_cast<int>(spatial.size()); }
   int64_t tokens() const;  // prod(spatial)

@@ -149,6 +149,38 @@ NATTN_HD Strided inverse_of(int64_t y, const Axis& a) {
   return Strided{g + d * r.start, d, r.size()};
 }
 
+// Halo of a sub-domain (multi-device NA, issue 6): the smallest contiguous range of original key
+// coordinates [kv_lo, kv_hi) holding every window of the queries [q_lo, q_hi) of an axis of global
+// extent `extent`, over all dilation groups. Built from kv_box (so from window); queries and keys
+// are global (original, dilated) coordinates. An empty query range gives an empty range {q_lo, q_lo}.
+// Requires 0 <= q_lo, q_hi <= extent and the window rules (1 <= k <= group extent, s >= 1, d >= 1).
+NATTN_HD Range halo_range(int64_t q_lo, int64_t q_hi, int64_t extent, int64_t k, int64_t s, int64_t d,
+                          bool causal) {
+  Range out{q_lo, q_lo};
+  bool any = false;
+  Axis a;
+  a.extent = extent;
+  a.kernel = k;
+  a.stride = s;
+  a.dilation = d;
+  a.causal = causal;
+  for (int64_t g = 0; g < d && g < extent; ++g) {
+    // In-group queries j of group g with q_lo <= g + d j < q_hi.
+    const int64_t j_lo = q_lo <= g ? 0 : ceil_div(q_lo - g, d);
+    const int64_t j_hi = q_hi <= g ? 0 : ceil_div(q_hi - g, d);
+    if (j_lo >= j_hi) continue;
+    const Range box = kv_box(Range{j_lo, j_hi}, group_extent(extent, d, g), a);
+    const Range orig{g + d * box.start, g + d * (box.end - 1) + 1};
+    out = any ? Range{min64(out.start, orig.start), max64(out.end, orig.end)} : orig;
+    any = true;
+  }
+  return out;
+}
+
+NATTN_HD Range halo_range(int64_t q_lo, int64_t q_hi, const Axis& a) {
+  return halo_range(q_lo, q_hi, a.extent, a.kernel, a.stride, a.dilation, a.causal);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Token permutation (shared/spec/semantics.md, last section).
 //

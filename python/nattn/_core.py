@@ -62,8 +62,17 @@ class _DeviceGuard:
         return False
 
 
+def _sub_domain_kwargs(sub_domain):
+    """sub_domain: None or (global_extent, q_origin, kv_origin), one entry per axis each."""
+    if sub_domain is None:
+        return {}
+    global_extent, q_origin, kv_origin = sub_domain
+    return dict(global_extent=[int(x) for x in global_extent], q_origin=[int(x) for x in q_origin],
+                kv_origin=[int(x) for x in kv_origin])
+
+
 def na_forward(q, k, v, out, lse, add_k, add_v, params, scale, backend="", q_tile=(), kv_tile=(), schedule="",
-               deterministic=True, requires_grad=False):
+               deterministic=True, requires_grad=False, sub_domain=None):
     lib = require_lib()
     kernel_size, stride, dilation, is_causal = params
     stream, threads = _stream_and_threads(q)
@@ -72,11 +81,12 @@ def na_forward(q, k, v, out, lse, add_k, add_v, params, scale, backend="", q_til
             _dl(q), _dl(k), _dl(v), _dl(out), _dl(lse), _dl(add_k), _dl(add_v),
             list(kernel_size), list(stride), list(dilation), list(is_causal), scale,
             backend, list(q_tile), list(kv_tile), schedule, threads, stream, deterministic, requires_grad,
+            **_sub_domain_kwargs(sub_domain),
         )
 
 
 def na_backward(q, k, v, out, lse, dout, dq, dk, dv, add_k, add_v, dadd_k, dadd_v, params, scale, backend="",
-                q_tile=(), kv_tile=(), deterministic=True):
+                q_tile=(), kv_tile=(), deterministic=True, sub_domain=None):
     lib = require_lib()
     kernel_size, stride, dilation, is_causal = params
     stream, threads = _stream_and_threads(q)
@@ -86,6 +96,7 @@ def na_backward(q, k, v, out, lse, dout, dq, dk, dv, add_k, add_v, dadd_k, dadd_
             _dl(add_k), _dl(add_v), _dl(dadd_k), _dl(dadd_v),
             list(kernel_size), list(stride), list(dilation), list(is_causal), scale,
             backend, list(q_tile), list(kv_tile), threads, stream, deterministic,
+            **_sub_domain_kwargs(sub_domain),
         )
 
 

@@ -45,6 +45,12 @@ std::string NaParams::describe() const {
          " dilation=" + tuple_string(dilation.data(), r) + " is_causal=" + tuple_string(causal, r);
 }
 
+std::string SubDomain::describe(int rank) const {
+  const int r = rank < 0 ? 0 : (rank > 3 ? 3 : rank);
+  return "global_extent=" + tuple_string(global_extent.data(), r) + " q_origin=" + tuple_string(q_origin.data(), r) +
+         " kv_origin=" + tuple_string(kv_origin.data(), r);
+}
+
 const char* schedule_name(KernelSchedule s) {
   switch (s) {
     case KernelSchedule::none: return "";
@@ -85,7 +91,8 @@ std::string NaProblem::describe() const {
   return "NA " + item(rank()) + "-D batch=" + item(batch) + " spatial=" + vector_tuple(spatial) +
          " heads=" + item(heads) + " heads_kv=" + item(heads_kv) + " head_dim=" + item(head_dim) +
          " head_dim_v=" + item(head_dim_v) + " " + params.describe() + " additional_kv=" + item(additional_kv) +
-         " dtype=" + dtype_name(dtype) + " device=" + device_name(device);
+         " dtype=" + dtype_name(dtype) + " device=" + device_name(device) +
+         (sub_domain ? " sub_domain(" + sub_domain->describe(rank()) + ")" : std::string());
 }
 
 std::string FmhaProblem::describe() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nattn/errors.h"
+#include "nattn/semantics.h"
 
 namespace nattn::detail {
 namespace {
@@ -84,7 +85,10 @@ struct Heads {
 };
 
 // Q/K/V of an NA call: ranks, devices, dtypes, batch, spatial, heads.
-Heads check_qkv(const char* op, const TensorView& q, const TensorView& k, const TensorView& v, int expect_rank) {
+// With a sub-domain (kv_own_spatial), key/value have their own spatial extents (checked against the
+// sub-domain by check_sub_domain_*); they still match the query in batch and each other everywhere.
+Heads check_qkv(const char* op, const TensorView& q, const TensorView& k, const TensorView& v, int expect_rank,
+                bool kv_own_spatial = false) {
   check_tensor(op, "query", q);
   check_tensor(op, "key", k);
   check_tensor(op, "value", v);
@@ -100,7 +104,14 @@ Heads check_qkv(const char* op, const TensorView& q, const TensorView& k, const 
   if (k.dim() != q.dim() || v.dim() != q.dim())
     fail(op, "query, key and value must have the same rank (got " + shape_string(q.shape) + ", " +
                  shape_string(k.shape) + ", " + shape_string(v.shape) + ")");
-  for (int i = 0; i < q.dim() - 2; ++i) {
+  for (int i = 0; kv_own_spatial && i < q.dim() - 2; ++i) {
+    if (k.shape[0] != q.shape[0] || v.shape[0] != q.shape[0] ||
+        v.shape[static_cast<size_t>(i)] != k.shape[static_cast<size_t>(i)])
+      fail(op, "with a sub_domain, key and value must match each other in spatial extents and the query in batch "
+               "(query " + shape_string(q.shape) + ", key " + shape_string(k.shape) + ", value " +
+               shape_string(v.shape) + ")");
+  }
+  for (int i = 0; !kv_own_spatial && i < q.dim() - 2; ++i) {
     if (k.shape[static_cast<size_t>(i)] != q.shape[static_cast<size_t>(i)] ||
         v.shape[static_cast<size_t>(i)] != q.shape[static_cast<size_t>(i)])
       fail(op, "key and value must match query in batch and spatial extents (query " + shape_string(q.shape) +
@@ -149,6 +160,72 @@ int64_t check_additional(const char* op, const std::optional<TensorView>& ak, co
   check_shape(op, "additional_values", *av, {q.size(0), n, h.heads_kv, h.head_dim_v},
               "[batch, tokens, heads_kv, head_dim_v]");
   return n;
+}
+
+// The sub-domain rules: extents and origins in range, then (after the NA parameter rules against the
+// global extents) every window of the local queries inside the local key/value range.
+void check_sub_domain_ranges(const char* op, const SubDomain& sd, int rank, const TensorView& q,
+                             const TensorView& k) {
+  for (int i = 0; i < rank; ++i) {
+    const size_t a = static_cast<size_t>(i);
+    const int64_t g = sd.global_extent[a], qo = sd.q_origin[a], ko = sd.kv_origin[a];
+    const int64_t sq = q.shape[1 + a], skv = k.shape[1 + a];
+    const std::string axis = " on axis " + std::to_string(i);
+    if (g < 1)
+      fail(op, "sub_domain.global_extent must be >= 1 on every axis (got global_extent=" +
+                   tuple3(sd.global_extent, rank) + ")");
+    if (qo < 0 || qo + sq > g)
+      fail(op, "sub_domain: the local queries must lie inside the global grid" + axis + " (got q_origin=" +
+                   std::to_string(qo) + " with " + std::to_string(sq) + " local query tokens = global [" +
+                   std::to_string(qo) + ", " + std::to_string(qo + sq) + "), global_extent=" + std::to_string(g) +
+                   "; allowed: q_origin >= 0 and q_origin + query extent <= global_extent)");
+    if (ko < 0 || ko + skv > g)
+      fail(op, "sub_domain: the local keys/values must lie inside the global grid" + axis + " (got kv_origin=" +
+                   std::to_string(ko) + " with " + std::to_string(skv) + " local key tokens = global [" +
+                   std::to_string(ko) + ", " + std::to_string(ko + skv) + "), global_extent=" + std::to_string(g) +
+                   "; allowed: kv_origin >= 0 and kv_origin + key extent <= global_extent)");
+  }
+}
+
+void check_sub_domain_halo(const char* op, const SubDomain& sd, const NaParams& params, const TensorView& q,
+                           const TensorView& k) {
+  for (int i = 0; i < params.rank; ++i) {
+    const size_t a = static_cast<size_t>(i);
+    const int64_t qo = sd.q_origin[a], ko = sd.kv_origin[a];
+    const int64_t sq = q.shape[1 + a], skv = k.shape[1 + a];
+    if (sq == 0) continue;  // no local queries along this axis: nothing to cover
+    const sem::Range need = sem::halo_range(qo, qo + sq, sd.global_extent[a], params.kernel_size[a],
+                                            params.stride[a], params.dilation[a], params.is_causal[a]);
+    const std::string what = "sub_domain: key/value on axis " + std::to_string(i) + " hold global keys [" +
+                             std::to_string(ko) + ", " + std::to_string(ko + skv) + ") but the local queries [" +
+                             std::to_string(qo) + ", " + std::to_string(qo + sq) + ") attend global keys [" +
+                             std::to_string(need.start) + ", " + std::to_string(need.end) + ")";
+    if (ko > need.start)
+      fail(op, what + ": the low halo is missing " + std::to_string(ko - need.start) +
+                   " tokens (it must hold the keys [" + std::to_string(need.start) + ", " + std::to_string(qo) +
+                   "), " + std::to_string(qo - need.start) + " tokens before the local queries; allowed: kv_origin <= " +
+                   std::to_string(need.start) + ")");
+    if (ko + skv < need.end)
+      fail(op, what + ": the high halo is missing " + std::to_string(need.end - (ko + skv)) +
+                   " tokens (it must hold the keys [" + std::to_string(qo + sq) + ", " + std::to_string(need.end) +
+                   "), " + std::to_string(need.end - (qo + sq)) +
+                   " tokens after the local queries; allowed: kv_origin + key extent >= " + std::to_string(need.end) +
+                   ")");
+  }
+}
+
+// Q/K/V and the NA parameters, with or without a sub-domain.
+Heads check_na_inputs(const char* op, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const NaParams& params, const std::optional<SubDomain>& sd) {
+  const Heads h = check_qkv(op, q, k, v, params.rank, sd.has_value());
+  if (!sd) {
+    validate_na_params(params, Shape(q.shape.begin() + 1, q.shape.end() - 2), op);
+    return h;
+  }
+  check_sub_domain_ranges(op, *sd, params.rank, q, k);
+  validate_na_params(params, Shape(sd->global_extent.begin(), sd->global_extent.begin() + params.rank), op);
+  check_sub_domain_halo(op, *sd, params, q, k);
+  return h;
 }
 
 NaProblem make_problem(const TensorView& q, const Heads& h, const NaParams& params, int64_t additional,
@@ -313,21 +390,21 @@ double resolve_scale(const std::optional<double>& scale, int64_t head_dim, const
 
 NaProblem validate(const NaForwardArgs& a, const RunOptions& options) {
   const char* op = "na_forward";
-  const Heads h = check_qkv(op, a.query, a.key, a.value, a.params.rank);
-  validate_na_params(a.params, Shape(a.query.shape.begin() + 1, a.query.shape.end() - 2), op);
+  const Heads h = check_na_inputs(op, a.query, a.key, a.value, a.params, a.sub_domain);
   check_tensor(op, "out", a.out);
   check_same(op, "out", a.out, a.query, true);
   check_shape(op, "out", a.out, with_last(a.query.shape, h.heads, h.head_dim_v), "[batch, *spatial, heads, head_dim_v]");
   if (a.lse) check_lse(op, "lse", *a.lse, a.query, drop_last(a.query.shape));
   const int64_t n = check_additional(op, a.additional_keys, a.additional_values, a.query, h);
   resolve_scale(a.scale, h.head_dim, op);
-  return make_problem(a.query, h, a.params, n, options);
+  NaProblem p = make_problem(a.query, h, a.params, n, options);
+  p.sub_domain = a.sub_domain;
+  return p;
 }
 
 NaProblem validate(const NaBackwardArgs& a, const RunOptions& options) {
   const char* op = "na_backward";
-  const Heads h = check_qkv(op, a.query, a.key, a.value, a.params.rank);
-  validate_na_params(a.params, Shape(a.query.shape.begin() + 1, a.query.shape.end() - 2), op);
+  const Heads h = check_na_inputs(op, a.query, a.key, a.value, a.params, a.sub_domain);
   const Shape out_shape = with_last(a.query.shape, h.heads, h.head_dim_v);
   for (const auto& [name, t] : {std::pair<const char*, const TensorView*>{"out", &a.out}, {"dout", &a.dout}}) {
     check_tensor(op, name, *t);
@@ -350,7 +427,9 @@ NaProblem validate(const NaBackwardArgs& a, const RunOptions& options) {
                 a.query);
   }
   resolve_scale(a.scale, h.head_dim, op);
-  return make_problem(a.query, h, a.params, n, options);
+  NaProblem p = make_problem(a.query, h, a.params, n, options);
+  p.sub_domain = a.sub_domain;
+  return p;
 }
 
 FmhaProblem validate(const FmhaForwardArgs& a, const RunOptions& options) {

@@ -26,68 +26,106 @@ using reference::make_rows;
 // ---- neighborhood attention ---------------------------------------------------------------------
 
 // Key lists of NA: the separable box of per-axis windows, then every additional key.
+//
+// With a sub-domain (multi-device NA) the local query tokens are the global queries
+// q_origin + [0, Sq) and the local key tokens the global keys kv_origin + [0, Skv) per axis; windows
+// are computed in global coordinates and mapped to local key indices (validation guarantees they
+// lie inside the local KV range), and queries_of keeps only the local queries. Without one, both
+// origins are 0 and the local grids are the whole grid. Key order is the same either way, so a
+// query row sums its keys in the same order as on a single device.
 class NaPattern final : public Pattern {
  public:
-  NaPattern(const NaParams& params, const std::vector<int64_t>& spatial, int64_t extra_tokens)
-      : rank_(static_cast<int>(spatial.size())), extra_tokens_(extra_tokens) {
+  NaPattern(const NaParams& params, const std::vector<int64_t>& q_spatial, const std::vector<int64_t>& kv_spatial,
+            const std::optional<SubDomain>& sub_domain, int64_t extra_tokens)
+      : rank_(static_cast<int>(q_spatial.size())), extra_tokens_(extra_tokens) {
     for (int i = 0; i < sem::kMaxRank; ++i) {
-      sem::Axis& axis = axes_[static_cast<size_t>(i)];
+      const size_t a = static_cast<size_t>(i);
+      sem::Axis& axis = axes_[a];
       if (i < rank_) {
-        axis.extent = spatial[static_cast<size_t>(i)];
-        axis.kernel = params.kernel_size[static_cast<size_t>(i)];
-        axis.stride = params.stride[static_cast<size_t>(i)];
-        axis.dilation = params.dilation[static_cast<size_t>(i)];
-        axis.causal = params.is_causal[static_cast<size_t>(i)];
+        axis.extent = sub_domain ? sub_domain->global_extent[a] : q_spatial[a];
+        axis.kernel = params.kernel_size[a];
+        axis.stride = params.stride[a];
+        axis.dilation = params.dilation[a];
+        axis.causal = params.is_causal[a];
+        q_extent_[a] = q_spatial[a];
+        kv_extent_[a] = kv_spatial[a];
+        if (sub_domain) {
+          q_origin_[a] = sub_domain->q_origin[a];
+          kv_origin_[a] = sub_domain->kv_origin[a];
+        }
       }  // unused axes keep extent 1 and are padded out below
     }
-    tokens_ = 1;
-    for (int i = 0; i < rank_; ++i) tokens_ *= axes_[static_cast<size_t>(i)].extent;
+    for (int i = 0; i < rank_; ++i) {
+      q_tokens_ *= q_extent_[static_cast<size_t>(i)];
+      kv_tokens_ *= kv_extent_[static_cast<size_t>(i)];
+    }
   }
 
   bool keys_of(int64_t, int64_t t, std::vector<int64_t>& keys) const override {
     std::array<sem::Strided, sem::kMaxRank> sets;
-    std::array<int64_t, sem::kMaxRank> x = coords(t);
+    std::array<int64_t, sem::kMaxRank> x = coords(t, q_extent_);
     for (int i = 0; i < sem::kMaxRank; ++i) {
-      sets[static_cast<size_t>(i)] = i < rank_ ? sem::window_of(x[static_cast<size_t>(i)], axes_[static_cast<size_t>(i)])
-                                               : sem::Strided{0, 1, 1};
+      const size_t a = static_cast<size_t>(i);
+      if (i >= rank_) {
+        sets[a] = sem::Strided{0, 1, 1};
+        continue;
+      }
+      sem::Strided w = sem::window_of(q_origin_[a] + x[a], axes_[a]);
+      w.first -= kv_origin_[a];  // global -> local key index
+      if (w.count > 0 && (w.first < 0 || w.first + w.step * (w.count - 1) >= kv_extent_[a]))
+        throw ValueError("reference backend: the window of a local query leaves the local key/value range on axis " +
+                         std::to_string(i) + " (sub-domain halo too small)");
+      sets[a] = w;
     }
-    box(sets, keys);
-    for (int64_t e = 0; e < extra_tokens_; ++e) keys.push_back(tokens_ + e);
+    box(sets, kv_extent_, keys);
+    for (int64_t e = 0; e < extra_tokens_; ++e) keys.push_back(kv_tokens_ + e);
     return true;
   }
 
   void queries_of(int64_t, int64_t u, std::vector<int64_t>& queries) const override {
     queries.clear();
-    if (u >= tokens_) {  // an additional key: every query attends it
-      for (int64_t t = 0; t < tokens_; ++t) queries.push_back(t);
+    if (u >= kv_tokens_) {  // an additional key: every (local) query attends it
+      for (int64_t t = 0; t < q_tokens_; ++t) queries.push_back(t);
       return;
     }
     std::array<sem::Strided, sem::kMaxRank> sets;
-    std::array<int64_t, sem::kMaxRank> y = coords(u);
+    std::array<int64_t, sem::kMaxRank> y = coords(u, kv_extent_);
     for (int i = 0; i < sem::kMaxRank; ++i) {
-      sets[static_cast<size_t>(i)] = i < rank_ ? sem::inverse_of(y[static_cast<size_t>(i)], axes_[static_cast<size_t>(i)])
-                                               : sem::Strided{0, 1, 1};
+      const size_t a = static_cast<size_t>(i);
+      if (i >= rank_) {
+        sets[a] = sem::Strided{0, 1, 1};
+        continue;
+      }
+      // Global queries that see the key, restricted to the local ones [lo, hi), as local indices.
+      const sem::Strided r = sem::inverse_of(kv_origin_[a] + y[a], axes_[a]);
+      const int64_t lo = q_origin_[a], hi = q_origin_[a] + q_extent_[a];
+      const int64_t i_lo = r.first >= lo ? 0 : sem::ceil_div(lo - r.first, r.step);
+      const int64_t i_hi = sem::min64(r.count, r.first >= hi ? 0 : sem::ceil_div(hi - r.first, r.step));
+      sets[a] = sem::Strided{r.first + i_lo * r.step - lo, r.step, sem::max64(i_hi - i_lo, 0)};
     }
-    box(sets, queries);
+    box(sets, q_extent_, queries);
   }
 
  private:
-  // Row-major coordinates of token t; unused trailing axes are 0.
-  std::array<int64_t, sem::kMaxRank> coords(int64_t t) const {
+  using Extents = std::array<int64_t, sem::kMaxRank>;
+
+  // Row-major coordinates of token t in a grid of the given extents; unused trailing axes are 0.
+  std::array<int64_t, sem::kMaxRank> coords(int64_t t, const Extents& extent) const {
     std::array<int64_t, sem::kMaxRank> x{0, 0, 0};
     for (int i = rank_ - 1; i >= 0; --i) {
-      const int64_t extent = axes_[static_cast<size_t>(i)].extent;
-      x[static_cast<size_t>(i)] = t % extent;
-      t /= extent;
+      x[static_cast<size_t>(i)] = t % extent[static_cast<size_t>(i)];
+      t /= extent[static_cast<size_t>(i)];
     }
     return x;
   }
 
-  // Token indices of the box sets[0] x sets[1] x sets[2] (row-major over the used axes).
-  void box(const std::array<sem::Strided, sem::kMaxRank>& sets, std::vector<int64_t>& out) const {
+  // Token indices of the box sets[0] x sets[1] x sets[2] (row-major over the used axes of a grid of
+  // the given extents).
+  void box(const std::array<sem::Strided, sem::kMaxRank>& sets, const Extents& extent,
+           std::vector<int64_t>& out) const {
     out.clear();
-    const int64_t e1 = rank_ > 1 ? axes_[1].extent : 1;
-    const int64_t e2 = rank_ > 2 ? axes_[2].extent : 1;
+    const int64_t e1 = rank_ > 1 ? extent[1] : 1;
+    const int64_t e2 = rank_ > 2 ? extent[2] : 1;
     for (int64_t i0 = 0; i0 < sets[0].count; ++i0) {
       const int64_t x0 = sets[0].first + i0 * sets[0].step;
       for (int64_t i1 = 0; i1 < sets[1].count; ++i1) {
@@ -102,7 +140,9 @@ class NaPattern final : public Pattern {
 
   int rank_;
   int64_t extra_tokens_;
-  int64_t tokens_ = 1;
+  int64_t q_tokens_ = 1, kv_tokens_ = 1;
+  Extents q_extent_{1, 1, 1}, kv_extent_{1, 1, 1};
+  Extents q_origin_{0, 0, 0}, kv_origin_{0, 0, 0};
   std::array<sem::Axis, sem::kMaxRank> axes_{};
 };
 
@@ -262,7 +302,8 @@ class ReferenceBackend final : public Backend {
 
   void na_forward(const NaForwardArgs& a, const TileConfig&, const RunOptions& options) const override {
     const int rank = na_rank(a.query, a.params);
-    const NaPattern pattern(a.params, spatial_of(a.query, rank), extra_tokens(a.additional_keys));
+    const NaPattern pattern(a.params, spatial_of(a.query, rank), spatial_of(a.key, rank), a.sub_domain,
+                            extra_tokens(a.additional_keys));
     const Problem p = make_problem(a.query, a.key, a.value, a.additional_keys, a.additional_values, rank,
                                    resolved_scale(a.scale, a.query), pattern, options);
     const RowTensor out = make_rows(a.out, rank, true);
@@ -276,7 +317,8 @@ class ReferenceBackend final : public Backend {
 
   void na_backward(const NaBackwardArgs& a, const TileConfig&, const RunOptions& options) const override {
     const int rank = na_rank(a.query, a.params);
-    const NaPattern pattern(a.params, spatial_of(a.query, rank), extra_tokens(a.additional_keys));
+    const NaPattern pattern(a.params, spatial_of(a.query, rank), spatial_of(a.key, rank), a.sub_domain,
+                            extra_tokens(a.additional_keys));
     const Problem p = make_problem(a.query, a.key, a.value, a.additional_keys, a.additional_values, rank,
                                    resolved_scale(a.scale, a.query), pattern, options);
     reference::Gradients g;
