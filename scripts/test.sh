@@ -16,11 +16,19 @@ want_cuda="${NATTN_TEST_CUDA:-auto}"
 if [ "$want_cuda" != 0 ]; then
   nvcc_path="$(command -v nvcc || true)"
   [ -z "$nvcc_path" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_path=/usr/local/cuda/bin/nvcc
+  cutlass=""
   if [ -n "$nvcc_path" ]; then
-    "$root/scripts/install_deps.sh" --cuda
-    cuda_args=(-DNATTN_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc_path"
+    "$root/scripts/install_deps.sh" --cuda || true
+    cutlass="$("$root/scripts/cutlass_include.sh" 2> /dev/null || true)"
+  fi
+  if [ -n "$nvcc_path" ] && [ -n "$cutlass" ]; then
+    cuda_args=(-DNATTN_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc_path" "-DNATTN_CUTLASS_INCLUDE=$cutlass"
                "-DNATTN_CUDA_ARCHS=${NATTN_CUDA_ARCHS:-75;80;86;89;90}")
     echo "[nattn] CUDA build with $nvcc_path for architectures ${NATTN_CUDA_ARCHS:-75;80;86;89;90}"
+  elif [ -n "$nvcc_path" ]; then
+    echo "[nattn] WARNING: nvcc found but the CUTLASS headers (pip nvidia-cutlass==4.2.0.0) could not be" \
+         "installed: CPU-only build, the CUDA kernels are NOT compiled" >&2
+    [ "$want_cuda" = 1 ] && exit 1
   elif [ "$want_cuda" = 1 ]; then
     echo "[nattn] NATTN_TEST_CUDA=1 but nvcc was not found" >&2
     exit 1
