@@ -9,7 +9,8 @@ namespace {
 
 // Messages are built with std::to_string, not iostreams: inside some host processes (a PyTorch
 // wheel's Python on Ubuntu 24.04) formatting numbers through an ostream in our extension crashed
-// in the locale's num_put facet, and these strings end up in every error message.
+// (std::ostream::_M_insert<long>; cause not established), and these strings end up in every error
+// message.
 std::string item(int64_t v) { return std::to_string(v); }
 std::string item(int v) { return std::to_string(v); }
 std::string item(bool v) { return v ? "true" : "false"; }

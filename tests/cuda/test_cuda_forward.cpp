@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/test_util.h"
+#include "cuda/cuda_test_util.h"
 #include "golden/golden.h"
 #include "nattn/backends.h"
 #include "nattn/errors.h"
@@ -28,74 +29,10 @@ using test::HostTensor;
     ASSERT_EQ(e_, cudaSuccess) << #call << ": " << cudaGetErrorString(e_);            \
   } while (0)
 
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-int gpu_cc() {
-  int major = 0, minor = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
-  return major * 10 + minor;
-}
-
-// A tensor that lives on the host and the device with the same (possibly padded) layout: the
-// logical shape is `shape`, the storage has `pad` extra elements on the last axis and one extra
-// head, so the view is non-contiguous when pad > 0.
-struct Dual {
-  HostTensor host;  // storage, contiguous in the padded shape
-  void* dev = nullptr;
-  TensorView hview, dview;
-
-  Dual() = default;
-  Dual(const Dual&) = delete;
-  ~Dual() {
-    if (dev) cudaFree(dev);
-  }
-  void init(DType dtype, const std::vector<int64_t>& shape, int64_t pad, std::mt19937_64* rng, bool poison) {
-    std::vector<int64_t> storage = shape;
-    storage.back() += pad;
-    if (pad > 0 && storage.size() >= 3) storage[storage.size() - 2] += 1;  // an extra head too
-    host = rng ? test::random_tensor(dtype, storage, *rng) : HostTensor(dtype, storage);
-    if (poison)
-      for (int64_t i = 0; i < host.numel(); ++i) host.set(i, std::nanf(""));
-    const size_t bytes = static_cast<size_t>(host.numel() * dtype_size(dtype));
-    if (cudaMalloc(&dev, bytes + 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
-    if (cudaMemcpy(dev, host.view.data, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
-      throw std::runtime_error("cudaMemcpy failed");
-    const std::vector<int64_t> strides = contiguous_strides(storage);
-    hview = TensorView(host.view.data, dtype, shape, strides);
-    dview = TensorView(dev, dtype, shape, strides, Device{DeviceKind::cuda, 0});
-  }
-  // Device -> a fresh host copy in the same layout.
-  HostTensor fetch() const {
-    HostTensor out = host;
-    const size_t bytes = static_cast<size_t>(host.numel() * dtype_size(host.view.dtype));
-    if (cudaMemcpy(out.view.data, dev, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
-      throw std::runtime_error("cudaMemcpy back failed");
-    return out;
-  }
-};
-
-// Gather the logical elements of a view (over storage `t` with the view's strides) as doubles.
-std::vector<double> gather(const HostTensor& t, const TensorView& v) {
-  std::vector<double> out;
-  const int nd = v.dim();
-  std::vector<int64_t> idx(static_cast<size_t>(nd), 0);
-  const int64_t n = v.numel();
-  out.reserve(static_cast<size_t>(n));
-  for (int64_t e = 0; e < n; ++e) {
-    int64_t off = 0;
-    for (int d = 0; d < nd; ++d) off += idx[static_cast<size_t>(d)] * v.strides[static_cast<size_t>(d)];
-    out.push_back(t.get(off));
-    for (int d = nd - 1; d >= 0; --d) {
-      if (++idx[static_cast<size_t>(d)] < v.shape[static_cast<size_t>(d)]) break;
-      idx[static_cast<size_t>(d)] = 0;
-    }
-  }
-  return out;
-}
+using test::Dual;
+using test::gather;
+using test::gpu_cc;
+using test::have_gpu;
 
 struct Errors {
   double out_rel_l2 = 0;

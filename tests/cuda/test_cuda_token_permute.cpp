@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/test_util.h"
+#include "cuda/cuda_test_util.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
 
@@ -19,14 +20,8 @@ namespace {
 
 using test::HostTensor;
 
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using test::have_gpu;
+constexpr auto check = test::check_cuda;
 
 // Host bytes + a device mirror; the view may skip `offset` elements at the start (misalignment)
 // and use padded strides (an extra head and `pad` extra channels per row).
