@@ -49,7 +49,7 @@ if [ "$DO_BUILD" = 1 ]; then
   [ -n "${GTEST_ROOT:-}" ] && extra+=("-DGTEST_ROOT=$GTEST_ROOT")
   cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DNATTN_ENABLE_CUDA=ON \
     -DNATTN_CUDA_RESOURCE_USAGE=ON "${extra[@]}" > "$LOGS/cmake.log" 2>&1 || { tail -30 "$LOGS/cmake.log"; exit 1; }
-  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_forward test_cuda_backward test_cuda_token_permute \
+  cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain \
     bench_cuda_fna bench_cuda_bwd bench_token_permute nattn_cli > "$LOGS/build.log" 2>&1 ||
     { grep -B2 -A12 "error" "$LOGS/build.log" | head -60; exit 1; }
   # Registers and spills of every kernel (ptxas -v).
@@ -58,14 +58,14 @@ if [ "$DO_BUILD" = 1 ]; then
   echo "spilling kernels: $(grep -c ' [1-9][0-9]* bytes spill' "$LOGS/registers.txt")"
 fi
 
-for test in test_cuda_forward test_cuda_backward test_cuda_token_permute; do
+for test in test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain; do
   step "gtest: $test"
   timeout 300 "$(bin "$test")" 2>&1 | tee "$LOGS/$test.log" | grep -vE '^\[ +(RUN|OK) +\]' | tail -40
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
 
 if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer > /dev/null; then
-  for test in test_cuda_forward test_cuda_backward test_cuda_token_permute; do
+  for test in test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain; do
     filter='*SmallForSanitizer*'
     [ "$test" = test_cuda_token_permute ] && filter='*SpecExample*'
     for tool in memcheck racecheck synccheck; do

@@ -39,7 +39,7 @@ struct NaForwardArgs {
   NaParams params;
   std::optional<double> scale;                 // default D^-0.5; 0.0 is a valid scale
   // Sub-domain NA (problem.h): query is then [B, *Sq, H, D] and key/value [B, *Skv, Hkv, D*] with
-  // their own spatial extents; out/lse follow the query. Reference backend only (for now).
+  // their own spatial extents; out/lse follow the query. Backends: reference and cutlass-fna.
   std::optional<SubDomain> sub_domain;
 };
 

@@ -49,6 +49,13 @@ NATTN_HD int64_t group_extent(int64_t extent, int64_t dilation, int64_t group) {
   return group < extent ? (extent - group + dilation - 1) / dilation : 0;
 }
 
+// In-group index of the first member of dilation group g at or after original coordinate x: the
+// members of group g below x are exactly in-group indices [0, group_begin(x, d, g)).
+// Requires 0 <= g < d and x >= 0.
+NATTN_HD int64_t group_begin(int64_t x, int64_t dilation, int64_t group) {
+  return x <= group ? 0 : ceil_div(x - group, dilation);
+}
+
 // Window of in-group query j in a group of extent lg, as in-group key indices.
 // Requires 1 <= k <= lg (validated by the callers) and 1 <= s.
 NATTN_HD Range window(int64_t j, int64_t lg, int64_t k, int64_t s, bool causal) {
@@ -166,8 +173,8 @@ NATTN_HD Range halo_range(int64_t q_lo, int64_t q_hi, int64_t extent, int64_t k,
   a.causal = causal;
   for (int64_t g = 0; g < d && g < extent; ++g) {
     // In-group queries j of group g with q_lo <= g + d j < q_hi.
-    const int64_t j_lo = q_lo <= g ? 0 : ceil_div(q_lo - g, d);
-    const int64_t j_hi = q_hi <= g ? 0 : ceil_div(q_hi - g, d);
+    const int64_t j_lo = group_begin(q_lo, d, g);
+    const int64_t j_hi = group_begin(q_hi, d, g);
     if (j_lo >= j_hi) continue;
     const Range box = kv_box(Range{j_lo, j_hi}, group_extent(extent, d, g), a);
     const Range orig{g + d * box.start, g + d * (box.end - 1) + 1};

@@ -32,3 +32,10 @@ add_test(NAME test_cuda_token_permute COMMAND test_cuda_token_permute)
 set_tests_properties(test_cuda_token_permute PROPERTIES LABELS cuda)
 add_executable(bench_token_permute ${PROJECT_SOURCE_DIR}/bench/cuda/bench_token_permute.cpp)
 target_link_libraries(bench_token_permute PRIVATE nattn CUDA::cudart nattn_warnings)
+
+# Sub-domain NA (multi-device halos) on cutlass-fna vs the reference, and slabs reassembled.
+add_executable(test_cuda_subdomain ${PROJECT_SOURCE_DIR}/tests/cuda/test_cuda_subdomain.cpp)
+target_include_directories(test_cuda_subdomain PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_cuda_subdomain PRIVATE nattn GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
+add_test(NAME test_cuda_subdomain COMMAND test_cuda_subdomain)
+set_tests_properties(test_cuda_subdomain PROPERTIES LABELS cuda)

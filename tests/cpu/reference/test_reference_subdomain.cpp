@@ -467,7 +467,7 @@ TEST(ReferenceSubDomain, OtherBackendsReject) {
     nattn::na_forward(f, options);
     FAIL() << "the cpu backend ran a sub-domain problem";
   } catch (const nattn::NotImplementedError& e) {
-    EXPECT_NE(std::string(e.what()).find("sub-domain NA runs on the reference backend only (for now)"),
+    EXPECT_NE(std::string(e.what()).find("sub-domain NA runs on the reference and cutlass-fna backends only"),
               std::string::npos)
         << e.what();
     EXPECT_NE(std::string(e.what()).find("sub_domain(global_extent=(16,) q_origin=(4,) kv_origin=(2,))"),
@@ -478,7 +478,7 @@ TEST(ReferenceSubDomain, OtherBackendsReject) {
   options.backend = "";
   nattn::na_forward(f, options);
   EXPECT_EQ(nattn::reject_reason("cpu", nattn::describe(f), nattn::Pass::forward),
-            "sub-domain NA runs on the reference backend only (for now)");
+            "sub-domain NA runs on the reference and cutlass-fna backends only");
   EXPECT_EQ(nattn::reject_reason("reference", nattn::describe(f), nattn::Pass::forward), "");
   const nattn::Selection sel = nattn::choose_backend(nattn::describe(f), nattn::Pass::forward);
   EXPECT_EQ(sel.backend, "reference");

@@ -126,19 +126,29 @@ __device__ __forceinline__ void make_ctx(const BwdParams& p, Ctx& c) {
   c.g[0] = gl / p.dilation[1];
   const int64_t* own = kDkdv ? p.kv_tile : p.q_tile;
   const int64_t* walk = kDkdv ? p.q_tile : p.kv_tile;
+  const int64_t* own_origin = kDkdv ? p.kv_origin : p.q_origin;
+  const int64_t* own_extent = kDkdv ? p.kv_extent : p.q_extent;
   c.any_row = true;
   for (int i = 0; i < 3; ++i) {
     c.ax[i] = sem::Axis{p.extent[i], p.kernel[i], p.stride[i], p.dilation[i], p.causal[i] != 0};
     c.lg[i] = sem::group_extent(p.extent[i], p.dilation[i], c.g[i]);
-    c.olo[i] = t[i] * own[i];
-    c.ohi[i] = sem::min64(c.olo[i] + own[i], c.lg[i]);
+    // In-group (global) indices of the group's local stationary rows; tiles start at the first.
+    const int64_t jlo = sem::group_begin(own_origin[i], p.dilation[i], c.g[i]);
+    const int64_t jhi = sem::group_begin(own_origin[i] + own_extent[i], p.dilation[i], c.g[i]);
+    c.olo[i] = jlo + t[i] * own[i];
+    c.ohi[i] = sem::min64(c.olo[i] + own[i], jhi);
     if (c.olo[i] >= c.ohi[i]) c.any_row = false;
   }
   if (!c.any_row) return;
   c.nA = 1;
   for (int i = 0; i < 3; ++i) {
     const sem::Range r{c.olo[i], c.ohi[i]};
-    const sem::Range box = kDkdv ? sem::q_box(r, c.lg[i], c.ax[i]) : sem::kv_box(r, c.lg[i], c.ax[i]);
+    sem::Range box = kDkdv ? sem::q_box(r, c.lg[i], c.ax[i]) : sem::kv_box(r, c.lg[i], c.ax[i]);
+    if (kDkdv) {
+      // Only the local queries exist here (a sub-domain's other queries belong to other ranks).
+      box.start = sem::max64(box.start, sem::group_begin(p.q_origin[i], p.dilation[i], c.g[i]));
+      box.end = sem::min64(box.end, sem::group_begin(p.q_origin[i] + p.q_extent[i], p.dilation[i], c.g[i]));
+    }
     c.blo[i] = box.start;
     c.bhi[i] = box.end;
     c.nt[i] = box.size() > 0 ? sem::ceil_div(box.size(), walk[i]) : 0;
@@ -226,13 +236,14 @@ __device__ __forceinline__ bool stationary_row(const BwdParams& p, const Ctx& c,
   }
   int a[3];
   delin_pow2(r, kDkdv ? p.kv_shift : p.q_shift, a);
+  const int64_t* origin = kDkdv ? p.kv_origin : p.q_origin;
   bool valid = true;
   int64_t x[3], tok = 0;
   for (int i = 0; i < 3; ++i) {
     const int64_t j = c.olo[i] + a[i];
     valid = valid && j < c.ohi[i];
-    x[i] = c.g[i] + p.dilation[i] * j;
-    tok = tok * p.extent[i] + x[i];
+    x[i] = c.g[i] + p.dilation[i] * j - origin[i];  // local coordinate
+    tok = tok * p.q_extent[i] + x[i];               // dq: local query token
     if (!kDkdv && kInfo) {
       // padding rows get a clamped (valid) window; they are never stored
       const sem::Range w = sem::window(sem::min64(j, c.ohi[i] - 1), c.lg[i], c.ax[i]);
@@ -351,12 +362,13 @@ __device__ __forceinline__ bool walked_row(const BwdParams& p, const Ctx& c, con
     int a[3];
     int64_t y[3], tok = 0;
     delin_pow2(kk, kDkdv ? p.q_shift : p.kv_shift, a);
+    const int64_t* origin = kDkdv ? p.q_origin : p.kv_origin;
     bool valid = true;
     for (int i = 0; i < 3; ++i) {
       const int64_t ci = tile.c[i] + a[i];
       valid = valid && ci < c.bhi[i];
-      y[i] = c.g[i] + p.dilation[i] * ci;
-      tok = tok * p.extent[i] + y[i];
+      y[i] = c.g[i] + p.dilation[i] * ci - origin[i];  // local coordinate
+      tok = tok * p.q_extent[i] + y[i];               // dkdv: local query token
       if (kDkdv) {
         if (kInfo && ci < c.bhi[i]) {
           const sem::Range w = sem::window(ci, c.lg[i], c.ax[i]);
@@ -395,12 +407,12 @@ __device__ __forceinline__ bool walked_row(const BwdParams& p, const Ctx& c, con
     y[1] = y[2] = 0;
     ad.tok = y[0];
   } else {
-    // additional keys: walked queries are every token of the batch entry, row-major
+    // additional keys: walked queries are every local query token of the batch entry, row-major
     int64_t r = ok ? n : 0;
-    y[2] = r % p.extent[2];
-    r /= p.extent[2];
-    y[1] = r % p.extent[1];
-    y[0] = r / p.extent[1];
+    y[2] = r % p.q_extent[2];
+    r /= p.q_extent[2];
+    y[1] = r % p.q_extent[1];
+    y[0] = r / p.q_extent[1];
     ad.tok = ok ? n : 0;
   }
   ad.b1 = offset5(p.qs, c.b, y, tile.head);

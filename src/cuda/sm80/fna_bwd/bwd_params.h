@@ -38,14 +38,19 @@ struct BwdParams {
 
   int64_t batch = 1, heads = 1, heads_kv = 1;
   int head_dim = 0, head_dim_v = 0;
-  int64_t tokens = 1;  // query tokens per batch entry (prod of the extents; FMHA: Sq)
+  int64_t tokens = 1;  // local query tokens per batch entry (prod of q_extent; FMHA: Sq)
 
-  // NA geometry (axes beyond the rank: extent 1, kernel 1, stride 1, dilation 1).
+  // NA geometry (axes beyond the rank: extent 1, kernel 1, stride 1, dilation 1). `extent` is the
+  // grid the windows are computed on; the query-side tensors hold its queries q_origin + [0,
+  // q_extent), the key-side tensors its keys kv_origin + [0, kv_extent) (a sub-domain; without one:
+  // origins 0 and both extents = extent).
   int64_t extent[3] = {1, 1, 1}, kernel[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1};
+  int64_t q_origin[3] = {0, 0, 0}, kv_origin[3] = {0, 0, 0}, q_extent[3] = {1, 1, 1}, kv_extent[3] = {1, 1, 1};
   int causal[3] = {0, 0, 0};
   int64_t q_tile[3] = {1, 1, 1}, kv_tile[3] = {1, 1, 1};  // volumes kTileM / kTileN
   int q_shift[3] = {0, 0, 0}, kv_shift[3] = {0, 0, 0};    // log2 of the tile dims
-  // Tiles per axis of the largest dilation group: of q_tile (dq grid) or kv_tile (dkdv grid).
+  // Tiles per axis of the most local rows of one dilation group: of q_tile (dq grid) or kv_tile
+  // (dkdv grid).
   int64_t own_tiles[3] = {1, 1, 1};
   int64_t num_extra = 0;  // additional KV tokens (NA)
   // dkdv: the grid's x covers the NA key tiles first (na_ctas), then the additional-KV tiles.

@@ -250,12 +250,17 @@ void na_backward(const NaBackwardArgs& a, const TileConfig& config, const RunOpt
   p.head_dim_v = static_cast<int>(a.value.size(rank + 2));
   p.tokens = 1;
   for (int i = 0; i < rank; ++i) {
-    p.extent[i] = a.query.size(1 + i);
-    p.kernel[i] = a.params.kernel_size[static_cast<size_t>(i)];
-    p.stride[i] = a.params.stride[static_cast<size_t>(i)];
-    p.dilation[i] = a.params.dilation[static_cast<size_t>(i)];
-    p.causal[i] = a.params.is_causal[static_cast<size_t>(i)] ? 1 : 0;
-    p.tokens *= p.extent[i];
+    const size_t u = static_cast<size_t>(i);
+    p.q_extent[i] = a.query.size(1 + i);
+    p.kv_extent[i] = a.key.size(1 + i);
+    p.extent[i] = a.sub_domain ? a.sub_domain->global_extent[u] : p.q_extent[i];
+    p.q_origin[i] = a.sub_domain ? a.sub_domain->q_origin[u] : 0;
+    p.kv_origin[i] = a.sub_domain ? a.sub_domain->kv_origin[u] : 0;
+    p.kernel[i] = a.params.kernel_size[u];
+    p.stride[i] = a.params.stride[u];
+    p.dilation[i] = a.params.dilation[u];
+    p.causal[i] = a.params.is_causal[u] ? 1 : 0;
+    p.tokens *= p.q_extent[i];
   }
   bool aligned = aligned16(a.query) && aligned16(a.key) && aligned16(a.value) && aligned16(a.dout);
   if (a.additional_keys && a.additional_values) {
@@ -283,9 +288,11 @@ void na_backward(const NaBackwardArgs& a, const TileConfig& config, const RunOpt
   int64_t groups = 1, qtiles = 1, kvtiles = 1;
   int64_t own_q[3], own_kv[3];
   for (int i = 0; i < 3; ++i) {
-    const int64_t lg_max = (p.extent[i] + p.dilation[i] - 1) / p.dilation[i];
-    own_q[i] = (lg_max + p.q_tile[i] - 1) / p.q_tile[i];
-    own_kv[i] = (lg_max + p.kv_tile[i] - 1) / p.kv_tile[i];
+    // the most local queries / keys of one dilation group along this axis
+    const int64_t q_max = (p.q_extent[i] + p.dilation[i] - 1) / p.dilation[i];
+    const int64_t kv_max = (p.kv_extent[i] + p.dilation[i] - 1) / p.dilation[i];
+    own_q[i] = (q_max + p.q_tile[i] - 1) / p.q_tile[i];
+    own_kv[i] = (kv_max + p.kv_tile[i] - 1) / p.kv_tile[i];
     groups *= p.dilation[i];
     qtiles *= own_q[i];
     kvtiles *= own_kv[i];
@@ -302,7 +309,7 @@ void na_backward(const NaBackwardArgs& a, const TileConfig& config, const RunOpt
   dp.delta = ws.get();
   strides5(a.out, rank, dp.os);
   strides5(a.dout, rank, dp.dos);
-  for (int i = 0; i < 3; ++i) dp.extent[i] = p.extent[i];
+  for (int i = 0; i < 3; ++i) dp.extent[i] = p.q_extent[i];  // the local query layout
   dp.batch = p.batch;
   dp.tokens = p.tokens;
   dp.heads = p.heads;
@@ -355,7 +362,8 @@ void fmha_backward(const FmhaBackwardArgs& a, const TileConfig& config, const Ru
   p.seqlen_q = a.query.size(1);
   p.seqlen_kv = a.key.size(1);
   p.tokens = p.seqlen_q;
-  p.extent[0] = p.seqlen_q;
+  p.extent[0] = p.q_extent[0] = p.seqlen_q;
+  p.kv_extent[0] = p.seqlen_kv;
   p.aligned = (aligned16(a.query) && aligned16(a.key) && aligned16(a.value) && aligned16(a.dout)) ? 1 : 0;
   p.scale = static_cast<float>(*a.scale);
   p.scale_log2 = static_cast<float>(*a.scale * 1.4426950408889634);

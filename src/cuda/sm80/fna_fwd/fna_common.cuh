@@ -30,7 +30,7 @@ struct Ctx {
   int64_t b = 0, h = 0, hk = 0;
   sem::Axis ax[3];
   int64_t g[3] = {0, 0, 0}, lg[3] = {1, 1, 1};
-  int64_t qlo[3] = {0, 0, 0}, qhi[3] = {1, 1, 1};  // in-group query box (valid part)
+  int64_t qlo[3] = {0, 0, 0}, qhi[3] = {1, 1, 1};  // in-group query box (valid part), global indices
   int64_t blo[3] = {0, 0, 0}, bhi[3] = {1, 1, 1};  // KV box: union of the windows
   int64_t nt[3] = {1, 1, 1};                       // KV tiles per axis over the box
   int64_t nA = 0, nB = 0;                          // NA tiles, phase-B (extra / FMHA) tiles
@@ -61,8 +61,11 @@ __device__ __forceinline__ void make_ctx(const FwdParams& p, Ctx& c) {
     for (int i = 0; i < 3; ++i) {
       c.ax[i] = sem::Axis{p.extent[i], p.kernel[i], p.stride[i], p.dilation[i], p.causal[i] != 0};
       c.lg[i] = sem::group_extent(p.extent[i], p.dilation[i], c.g[i]);
-      c.qlo[i] = t[i] * p.q_tile[i];
-      c.qhi[i] = sem::min64(c.qlo[i] + p.q_tile[i], c.lg[i]);
+      // In-group (global) indices of the group's local queries; tiles start at the first of them.
+      const int64_t jlo = sem::group_begin(p.q_origin[i], p.dilation[i], c.g[i]);
+      const int64_t jhi = sem::group_begin(p.q_origin[i] + p.q_extent[i], p.dilation[i], c.g[i]);
+      c.qlo[i] = jlo + t[i] * p.q_tile[i];
+      c.qhi[i] = sem::min64(c.qlo[i] + p.q_tile[i], jhi);
       if (c.qlo[i] >= c.qhi[i]) c.any_row = false;
     }
     if (!c.any_row) return;
@@ -143,7 +146,7 @@ __device__ __forceinline__ bool row_coords(const FwdParams& p, const Ctx& c, int
   for (int i = 0; i < 3; ++i) {
     const int64_t j = c.qlo[i] + a[i];
     valid = valid && j < c.qhi[i];
-    x[i] = c.g[i] + p.dilation[i] * j;
+    x[i] = c.g[i] + p.dilation[i] * j - p.q_origin[i];  // local coordinate
   }
   return valid;
 }
@@ -233,7 +236,7 @@ __device__ __forceinline__ bool key_offsets(const FwdParams& p, const Ctx& c, co
     for (int i = 0; i < 3; ++i) {
       const int ci = tile.c[i] + a[i];
       valid = valid && ci < c.bhi[i];
-      y[i] = c.g[i] + p.dilation[i] * ci;
+      y[i] = c.g[i] + p.dilation[i] * ci - p.kv_origin[i];  // local coordinate
     }
     koff = offset5(p.ks, c.b, y, c.hk);
     voff = offset5(p.vs, c.b, y, c.hk);

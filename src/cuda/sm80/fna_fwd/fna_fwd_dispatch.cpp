@@ -245,7 +245,10 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, const RunOptio
   p.head_dim_v = static_cast<int>(a.value.size(rank + 2));
   int64_t groups = 1, qtiles = 1;
   for (int i = 0; i < rank; ++i) {
-    p.extent[i] = a.query.size(1 + i);
+    p.q_extent[i] = a.query.size(1 + i);
+    p.extent[i] = a.sub_domain ? a.sub_domain->global_extent[static_cast<size_t>(i)] : p.q_extent[i];
+    p.q_origin[i] = a.sub_domain ? a.sub_domain->q_origin[static_cast<size_t>(i)] : 0;
+    p.kv_origin[i] = a.sub_domain ? a.sub_domain->kv_origin[static_cast<size_t>(i)] : 0;
     p.kernel[i] = a.params.kernel_size[static_cast<size_t>(i)];
     p.stride[i] = a.params.stride[static_cast<size_t>(i)];
     p.dilation[i] = a.params.dilation[static_cast<size_t>(i)];
@@ -257,7 +260,8 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, const RunOptio
   if (!why.empty()) throw NotImplementedError(std::string(backend) + ": " + why);
   set_tiles(p, qv, ch.bm);
   for (int i = 0; i < 3; ++i) {
-    const int64_t lg_max = (p.extent[i] + p.dilation[i] - 1) / p.dilation[i];
+    // the most local queries of one dilation group along this axis
+    const int64_t lg_max = (p.q_extent[i] + p.dilation[i] - 1) / p.dilation[i];
     p.q_tiles[i] = (lg_max + p.q_tile[i] - 1) / p.q_tile[i];
     groups *= p.dilation[i];
     qtiles *= p.q_tiles[i];

@@ -242,8 +242,8 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
     MmaCtx x;
     int64_t kb = c.b * p.ks[0] + c.hk * p.ks[4], vb = c.b * p.vs[0] + c.hk * p.vs[4];
     for (int i = 0; i < 3; ++i) {
-      kb += c.g[i] * p.ks[1 + i];
-      vb += c.g[i] * p.vs[1 + i];
+      kb += (c.g[i] - p.kv_origin[i]) * p.ks[1 + i];  // in-group coordinate 0 in local K/V coordinates
+      vb += (c.g[i] - p.kv_origin[i]) * p.vs[1 + i];
       x.dk[i] = p.dilation[i] * p.ks[1 + i];
       x.dv[i] = p.dilation[i] * p.vs[1 + i];
     }

@@ -28,12 +28,15 @@ struct FwdParams {
   int64_t batch = 1, heads = 1, heads_kv = 1;
   int head_dim = 0, head_dim_v = 0;
 
-  // NA geometry (axes beyond the rank: extent 1, kernel 1, stride 1, dilation 1).
+  // NA geometry (axes beyond the rank: extent 1, kernel 1, stride 1, dilation 1). `extent` is the
+  // grid the windows are computed on; the tensors hold the queries q_origin + [0, q_extent) and the
+  // keys kv_origin + [0, ...) of it (a sub-domain; without one: origins 0, q_extent = extent).
   int64_t extent[3] = {1, 1, 1}, kernel[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, dilation[3] = {1, 1, 1};
+  int64_t q_origin[3] = {0, 0, 0}, kv_origin[3] = {0, 0, 0}, q_extent[3] = {1, 1, 1};
   int causal[3] = {0, 0, 0};
   int64_t q_tile[3] = {1, 1, 1}, kv_tile[3] = {1, 1, 1};  // products: block_m / kBlockN
   int q_shift[3] = {0, 0, 0}, kv_shift[3] = {0, 0, 0};  // log2 of the tile dims (powers of two)
-  int64_t q_tiles[3] = {1, 1, 1};  // Q tiles per axis of the largest dilation group
+  int64_t q_tiles[3] = {1, 1, 1};  // Q tiles per axis: of the most local queries of one dilation group
   int64_t num_extra = 0;           // additional KV tokens (NA)
 
   float scale_log2 = 0.f;  // scale * log2(e)
