@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -119,7 +120,7 @@ Case random_case(std::mt19937_64& rng, int index) {
   c.heads = c.heads_kv * pick(1, 2);
   c.d = pick(0, 3) == 0 ? 64 : 32;
   c.dv = pick(0, 4) == 0 ? 64 : c.d;
-  if (index % 5 == 4 && rank == 2) c.config = TileConfig{{4, 16}, {8, 8}, KernelSchedule::none};
+  if (index % 5 == 4 && rank == 2) c.config = TileConfig{{4, 16}, {4, 16}, KernelSchedule::none};
   char buf[160];
   std::snprintf(buf, sizeof buf, "#%d rank %d %s", index, rank, c.params.describe().c_str());
   c.name = buf;
@@ -193,7 +194,11 @@ TEST(CudaSubdomain, RandomBoxesMatchTheReference) {
   std::mt19937_64 rng(20261124);
   for (int i = 0; i < 120; ++i) {
     const Case c = random_case(rng, i);
-    run_case(c, 1000 + static_cast<uint64_t>(i));
+    try {
+      run_case(c, 1000 + static_cast<uint64_t>(i));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.name << " " << dtype_name(c.dtype) << ": " << e.what();
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 // / DRAM bandwidth. A group of `lanes` threads owns one token at a time: it decodes the token's
 // position once (64-bit index math, shared by the group) and copies the row in the widest vector
 // width that the row size, base pointers and strides allow (16 bytes for contiguous fp16 rows with
-// D % 8 == 0), four vectors in flight per thread.
+// D % 8 == 0), eight vectors in flight per thread (four when head rows have their own strides).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -78,12 +78,29 @@ __global__ void __launch_bounds__(256) token_permute_kernel(const PermuteArgs a)
     }
     const unsigned char* __restrict__ from = a.src + src;
     unsigned char* __restrict__ to = a.dst + dst;
-    auto at = [&](int c, int64_t row_stride) {
-      const int r = c / a.chunks;
-      return static_cast<int64_t>(r) * row_stride + static_cast<int64_t>(c - r * a.chunks) * V;
-    };
     int c = lane;
-    // Four independent vectors per thread per step: loads first, then stores.
+    if (a.rows == 1) {
+      // One contiguous run per token on both sides (the common case): vector c is at c * V.
+      // Eight independent vectors per thread per step: loads first, then stores.
+      for (; c + 7 * a.lanes < work; c += 8 * a.lanes) {
+        Vec v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u)
+          v[u] = valid ? *reinterpret_cast<const Vec*>(from + static_cast<int64_t>(c + u * a.lanes) * V) : Vec{};
+#pragma unroll
+        for (int u = 0; u < 8; ++u) *reinterpret_cast<Vec*>(to + static_cast<int64_t>(c + u * a.lanes) * V) = v[u];
+      }
+      for (; c < work; c += a.lanes) {
+        const Vec v = valid ? *reinterpret_cast<const Vec*>(from + static_cast<int64_t>(c) * V) : Vec{};
+        *reinterpret_cast<Vec*>(to + static_cast<int64_t>(c) * V) = v;
+      }
+      continue;
+    }
+    auto at = [&](int cc, int64_t row_stride) {
+      const int r = cc / a.chunks;
+      return static_cast<int64_t>(r) * row_stride + static_cast<int64_t>(cc - r * a.chunks) * V;
+    };
+    // Head rows with their own strides: four independent vectors per thread per step.
     for (; c + 3 * a.lanes < work; c += 4 * a.lanes) {
       Vec v[4];
 #pragma unroll
