@@ -1,7 +1,8 @@
 // Tile-configuration tables of every backend (shared/spec/natten-reference.md §4.3 for the CUDA
 // and flex families; the CPU backend's "tiles" are the query blocks one task processes). Every
-// list starts with the backend's default. The GPU tables are NATTEN's lists until our own kernels
-// land; their issues replace them with the shapes actually compiled.
+// list starts with the backend's default. The cutlass-* lists hold only the shapes this build's
+// kernels run (NATTEN's entries that they take, plus 128-query tiles on SM90+); the hopper and
+// blackwell tables are NATTEN's lists until our own kernels land, the flex ones are NATTEN's.
 #include <algorithm>
 #include <functional>
 
@@ -82,15 +83,50 @@ TileConfig pair(Shape q, Shape kv, KernelSchedule s = KernelSchedule::none) {
   return TileConfig{std::move(q), std::move(kv), s};
 }
 
+// ---- cutlass-fna / cutlass-fmha (src/cuda/sm80) -------------------------------------------------
+// NATTEN's lists are built first, so that users moving from NATTEN find the familiar shapes in the
+// familiar order; the finders then offer only the entries this build's kernels run (runnable()).
+
 TileConfig cutlass_default(int rank) {
   if (rank == 1) return pair({64}, {64});
   if (rank == 2) return pair({8, 8}, {8, 8});
   return pair({4, 4, 4}, {4, 4, 4});
 }
 
+// The one statement here of which tile shapes the SM80 kernels take: it mirrors check_config in
+// src/cuda/sm80/fna_fwd/fna_fwd_dispatch.cpp (forward) and src/cuda/sm80/fna_bwd/fna_bwd_dispatch.cpp
+// (backward), which throw NotImplementedError for anything else; change them together.
+//  - both shapes have `rank` axes, each a power of two;
+//  - forward: Q tile volume 64 or 128 (128 runs on a 128-query kernel or as two 64-query halves),
+//    KV tile volume 64 or 128 (128 is walked as two 64-key halves);
+//  - backward: Q and KV tile volume 64.
+bool cutlass_kernels_take(const TileConfig& c, int rank, Pass pass) {
+  auto volume = [rank](const Shape& s) -> int64_t {
+    if (static_cast<int>(s.size()) != rank) return 0;
+    int64_t v = 1;
+    for (int64_t t : s) {
+      if (t < 1 || (t & (t - 1)) != 0) return 0;
+      v *= t;
+    }
+    return v;
+  };
+  if (c.schedule != KernelSchedule::none) return false;
+  const int64_t qv = volume(c.q_tile), kv = volume(c.kv_tile);
+  if (pass == Pass::backward) return qv == 64 && kv == 64;
+  return (qv == 64 || qv == 128) && (kv == 64 || kv == 128);
+}
+
+// Keep the entries the kernels take, in order (the default stays first).
+Configs runnable(Configs list, int rank, Pass pass) {
+  list.erase(std::remove_if(list.begin(), list.end(),
+                            [&](const TileConfig& c) { return !cutlass_kernels_take(c, rank, pass); }),
+             list.end());
+  return list;
+}
+
 // Our 128-query forward tiles (tensor-core kernel): q of volume 128, kv = q with one axis halved
-// (volume 64). Not in NATTEN's table; offered on SM90+ only, where they are the 16-bit default, so
-// that the SM80/86/89 lists stay exactly NATTEN's.
+// (volume 64). Not in NATTEN's table; offered on SM90+ only, where they are the 16-bit default
+// (below SM90 the lists hold NATTEN's entries only).
 Configs cutlass_forward_q128(int rank) {
   Configs g;
   for (const auto& q : pow2_shapes(rank, 128))
@@ -109,7 +145,9 @@ TileConfig cutlass_default_q128(int rank) {
   return pair({4, 4, 8}, {2, 4, 8});
 }
 
-Configs cutlass_forward(int rank, int cc, DType dtype = DType::f32) {
+// NATTEN's forward list (natten-reference.md §4.3): 32x128, 64x64, 64x128 (not on cc 86/89), each
+// group in descending order. The kernels run the 64x64 and 64x128 groups, not the 32-query one.
+Configs cutlass_forward(int rank, int cc, DType dtype) {
   Configs out, g32, g64, g64x128;
   for (const auto& q : pow2_shapes(rank, 32))
     for (const auto& kv : scaled_shapes(q, 4)) g32.push_back(pair(q, kv));
@@ -124,11 +162,12 @@ Configs cutlass_forward(int rank, int cc, DType dtype = DType::f32) {
   sort_desc_append(out, g32);
   sort_desc_append(out, g64);
   if (cc != 86 && cc != 89) sort_desc_append(out, g64x128);
+  TileConfig def = cutlass_default(rank);
   if (cc >= 90) {
     sort_desc_append(out, cutlass_forward_q128(rank));
-    if (dtype == DType::f16 || dtype == DType::bf16) return default_first(out, cutlass_default_q128(rank));
+    if (dtype == DType::f16 || dtype == DType::bf16) def = cutlass_default_q128(rank);
   }
-  return default_first(out, cutlass_default(rank));
+  return runnable(default_first(out, def), rank, Pass::forward);
 }
 
 Configs all_pairs(int rank, int64_t q_volume, int64_t kv_volume) {
@@ -138,6 +177,8 @@ Configs all_pairs(int rank, int64_t q_volume, int64_t kv_volume) {
   return g;
 }
 
+// NATTEN's backward pools (natten-reference.md §4.3): 64x64 always, plus 128x64 or 128x128 by
+// dtype, cc and head dim. The kernels run the 64x64 pool only.
 Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
   Configs out;
   sort_desc_append(out, all_pairs(rank, 64, 64));
@@ -147,7 +188,7 @@ Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
   } else if (big_smem) {
     sort_desc_append(out, all_pairs(rank, 128, max_head_dim <= 128 ? 128 : 64));
   }
-  return default_first(out, cutlass_default(rank));
+  return runnable(default_first(out, cutlass_default(rank)), rank, Pass::backward);
 }
 
 Configs hopper_forward(int rank, int64_t head_dim) {
