@@ -25,6 +25,12 @@ if [ "$want_cuda" != 0 ]; then
     cuda_args=(-DNATTN_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc_path" "-DNATTN_CUTLASS_INCLUDE=$cutlass"
                "-DNATTN_CUDA_ARCHS=${NATTN_CUDA_ARCHS:-75;80;86;89;90}")
     echo "[nattn] CUDA build with $nvcc_path for architectures ${NATTN_CUDA_ARCHS:-75;80;86;89;90}"
+    # Multi-GPU NA over NCCL (src/dist): compiled too when NCCL's header is next to nvcc's toolkit.
+    if [ -f "$(dirname "$(dirname "$nvcc_path")")/include/nccl.h" ] || [ -f /usr/include/nccl.h ] ||
+       [ -n "${NCCL_ROOT:-}" ]; then
+      cuda_args+=(-DNATTN_ENABLE_NCCL=ON)
+      echo "[nattn] NCCL found: building the multi-GPU ops (src/dist)"
+    fi
   elif [ -n "$nvcc_path" ]; then
     echo "[nattn] WARNING: nvcc found but the CUTLASS headers (pip nvidia-cutlass==4.2.0.0) could not be" \
          "installed: CPU-only build, the CUDA kernels are NOT compiled" >&2
