@@ -39,3 +39,16 @@ target_include_directories(test_cuda_subdomain PRIVATE ${PROJECT_SOURCE_DIR}/src
 target_link_libraries(test_cuda_subdomain PRIVATE nattn GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
 add_test(NAME test_cuda_subdomain COMMAND test_cuda_subdomain)
 set_tests_properties(test_cuda_subdomain PROPERTIES LABELS cuda)
+
+# ================================================================================================
+# Hopper (sm_90a) FMHA forward (src/cuda/sm90/fmha_fwd): test vs the reference (skips without a
+# compute capability 9.0 GPU or when no instantiation is compiled) and its benchmark.
+add_executable(test_hopper_fmha ${PROJECT_SOURCE_DIR}/tests/cuda/test_hopper_fmha.cpp)
+target_include_directories(test_hopper_fmha PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_hopper_fmha PRIVATE nattn GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
+add_test(NAME test_hopper_fmha COMMAND test_hopper_fmha)
+set_tests_properties(test_hopper_fmha PROPERTIES LABELS cuda)
+add_executable(bench_hopper_fmha ${PROJECT_SOURCE_DIR}/bench/cuda/bench_hopper_fmha.cpp)
+target_include_directories(bench_hopper_fmha PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(bench_hopper_fmha PRIVATE nattn CUDA::cudart nattn_warnings)
+# ================================================================ end of the Hopper FMHA forward

@@ -1,0 +1,454 @@
+// Hopper (sm_90a) FMHA forward kernel: TMA loads, wgmma, warp specialisation, online softmax.
+// Included only by the generated translation units of table NATTN_SM90_FMHA_FWD_TABLE
+// (src/cuda/cuda.cmake), compiled with -gencode arch=compute_90a,code=sm_90a. See README.md.
+//
+// CTA = 128 queries of one (batch, head), 3 warpgroups (384 threads):
+//   warpgroup 0: producer. One thread issues the TMA loads: Q once (its own mbarrier), then K_j, V_j
+//                for every KV tile j into two rings of kStages stages (PipelineTmaAsync each, so
+//                S = Q K_j^T can start before V_j has landed). Registers lowered to 24.
+//   warpgroups 1, 2: consumers, each owning 64 query rows (its own softmax state and O
+//                accumulator); registers raised to 240. Per KV tile:
+//                  S_{j+1} = Q K_{j+1}^T (wgmma SS, async)   O += P_j V_j (wgmma RS, async)
+//                  wait for S_{j+1}; mask; online softmax (overlaps P_j V_j on the tensor cores)
+//                  wait for P_j V_j; rescale O; P_{j+1} = convert(S_{j+1}) in registers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cute/tensor.hpp>
+#include <cute/arch/cluster_sm90.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/sm90/fmha_fwd/params.h"
+
+namespace nattn::cuda::sm90 {
+
+// ---- compile-time configuration -----------------------------------------------------------------
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (64 or 128).
+template <class T, int D>
+struct FmhaFwdConfig {
+  static_assert(D == 64 || D == 128, "head dim 64 or 128");
+  static constexpr int kBlockM = kFmhaBlockM;  // queries per CTA (2 consumer warpgroups x 64)
+  static constexpr int kBlockN = kFmhaBlockN;  // keys per KV tile
+  static constexpr int kStages = D <= 64 ? 3 : 2;  // K and V ring depth (each)
+  static constexpr int kThreads = 384;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  using BM = cute::Int<kBlockM>;
+  using BN = cute::Int<kBlockN>;
+  using HD = cute::Int<D>;
+
+  // Shared-memory layouts (128-byte swizzle, the canonical wgmma operand layouts).
+  // Q (BM, D) and K (BN, D) are K-major (the head dim is contiguous); V is read by the PV product
+  // as its B operand (N = D, K = BN), whose N is the contiguous dim: MN-major, (D, BN) per stage.
+  using SmemLayoutQ = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
+                                                   cute::Shape<BM, HD>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
+                                                   cute::Shape<BN, HD, cute::Int<kStages>>{}));
+  using SmemLayoutV = decltype(cute::tile_to_shape(cute::GMMA::Layout_MN_SW128_Atom<T>{},
+                                                   cute::Shape<HD, BN, cute::Int<kStages>>{}));
+
+  // wgmma: two warpgroups tiled along M, each 64 rows.
+  using MmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<T, T, float, cute::Shape<cute::_64, BN, HD>>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+  using MmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<T, T, float, cute::Shape<cute::_64, HD, BN>, cute::GMMA::Major::K,
+                                 cute::GMMA::Major::MN>(),
+      cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>{}));
+
+  using PipelineKV = cutlass::PipelineTmaAsync<kStages>;
+
+  struct SharedStorage {
+    alignas(1024) T q[cute::cosize_v<SmemLayoutQ>];
+    alignas(1024) T k[cute::cosize_v<SmemLayoutK>];
+    alignas(1024) T v[cute::cosize_v<SmemLayoutV>];
+    typename PipelineKV::SharedStorage pipe_k;
+    typename PipelineKV::SharedStorage pipe_v;
+    alignas(8) uint64_t q_barrier;
+  };
+  // +1024: the kernel aligns the dynamic shared memory base up to 1024 bytes (128-byte swizzle).
+  static constexpr int kSmemBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;
+
+  static constexpr uint32_t kBytesQ = kBlockM * D * sizeof(T);
+  static constexpr uint32_t kBytesKV = kBlockN * D * sizeof(T);  // one K or V stage
+};
+
+// ---- TMA descriptors (host) ---------------------------------------------------------------------
+// Global tensors as rank-4 views: Q/K (seq, D, head, batch) with D contiguous, V (D, seq, head,
+// batch). Shapes are int (TMA coordinates are 32-bit), strides int64 elements.
+template <class T, int D>
+auto make_tma_q(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int64_t s_head, int64_t s_batch) {
+  using C = FmhaFwdConfig<T, D>;
+  auto g = cute::make_tensor(cute::make_gmem_ptr(ptr), cute::make_shape(seq, int(D), heads, batch),
+                             cute::make_stride(s_seq, cute::_1{}, s_head, s_batch));
+  return cute::make_tma_copy(cute::SM90_TMA_LOAD{}, g, typename C::SmemLayoutQ{},
+                             cute::Shape<typename C::BM, typename C::HD>{}, cute::_1{});
+}
+template <class T, int D>
+auto make_tma_k(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int64_t s_head, int64_t s_batch) {
+  using C = FmhaFwdConfig<T, D>;
+  auto g = cute::make_tensor(cute::make_gmem_ptr(ptr), cute::make_shape(seq, int(D), heads, batch),
+                             cute::make_stride(s_seq, cute::_1{}, s_head, s_batch));
+  return cute::make_tma_copy(cute::SM90_TMA_LOAD{}, g,
+                             cute::take<0, 2>(typename C::SmemLayoutK{}),
+                             cute::Shape<typename C::BN, typename C::HD>{}, cute::_1{});
+}
+template <class T, int D>
+auto make_tma_v(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int64_t s_head, int64_t s_batch) {
+  using C = FmhaFwdConfig<T, D>;
+  auto g = cute::make_tensor(cute::make_gmem_ptr(ptr), cute::make_shape(int(D), seq, heads, batch),
+                             cute::make_stride(cute::_1{}, s_seq, s_head, s_batch));
+  return cute::make_tma_copy(cute::SM90_TMA_LOAD{}, g,
+                             cute::take<0, 2>(typename C::SmemLayoutV{}),
+                             cute::Shape<typename C::HD, typename C::BN>{}, cute::_1{});
+}
+
+template <class T, int D>
+struct FmhaFwdKernelParams {
+  using TmaQ = decltype(make_tma_q<T, D>(nullptr, 1, 1, 1, 0, 0, 0));
+  using TmaK = decltype(make_tma_k<T, D>(nullptr, 1, 1, 1, 0, 0, 0));
+  using TmaV = decltype(make_tma_v<T, D>(nullptr, 1, 1, 1, 0, 0, 0));
+  TmaQ tma_q;
+  TmaK tma_k;
+  TmaV tma_v;
+  T* o;
+  float* lse;
+  int64_t o_stride[3];    // batch, seq, head
+  int64_t lse_stride[3];  // batch, seq, head
+  int batch, seqlen_q, seqlen_kv, heads, heads_kv, group;  // group = heads / heads_kv
+  int num_m_blocks;
+  float scale_log2;
+  int causal;
+};
+
+// ---- device helpers -----------------------------------------------------------------------------
+namespace detail {
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (cute::is_same_v<T, cutlass::bfloat16_t>) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
+// One warpgroup-wide wgmma batch: C (+)= A * B over every k-block of A/B, committed as one group.
+// kZeroInit: the first k-block overwrites C. kRegA: A is a register fragment (RS), else smem
+// descriptors (SS).
+template <bool kZeroInit, bool kRegA, class Mma, class TA, class TB, class TC>
+__device__ __forceinline__ void wgmma_batch(Mma& mma, TA& a, TB const& b, TC& c) {
+  if constexpr (kRegA) cute::warpgroup_fence_operand(a);
+  cute::warpgroup_fence_operand(c);
+  cute::warpgroup_arrive();
+  mma.accumulate_ = kZeroInit ? cute::GMMA::ScaleOut::Zero : cute::GMMA::ScaleOut::One;
+  CUTE_UNROLL
+  for (int kb = 0; kb < cute::size<2>(a); ++kb) {
+    cute::gemm(mma, a(cute::_, cute::_, kb), b(cute::_, cute::_, kb), c);
+    mma.accumulate_ = cute::GMMA::ScaleOut::One;
+  }
+  cute::warpgroup_commit_batch();
+  cute::warpgroup_fence_operand(c);
+  if constexpr (kRegA) cute::warpgroup_fence_operand(a);
+}
+
+// Accumulator element i of a 64xN wgmma fragment ((2, 2, N/8), 1, 1) lies in row half (i >> 1) & 1
+// of the thread's two rows (r, r + 8); checked against CuTe's identity partition in the host
+// self-check (see README.md).
+__device__ __forceinline__ constexpr int row_half(int i) { return (i >> 1) & 1; }
+
+// Online softmax on one S tile (fp32, in place: S becomes P = 2^(S*c - m*c)); m, l: running row
+// max (raw scores) and per-thread partial row sum of the thread's two rows; alpha: the factor
+// the O rows must be multiplied by. Rows whose max is still -inf (all keys masked so far) keep
+// P = 0 and alpha = 0 without producing NaN.
+template <bool kFirst, class TS>
+__device__ __forceinline__ void softmax_step(TS& s, float c, float (&m)[2], float (&l)[2], float (&alpha)[2]) {
+  float mx[2] = {kFirst ? -INFINITY : m[0], kFirst ? -INFINITY : m[1]};
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(s); ++i) mx[row_half(i)] = fmaxf(mx[row_half(i)], s(i));
+  float mc[2];
+  CUTE_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = quad_max(mx[r]);
+    mc[r] = mx[r] == -INFINITY ? 0.f : mx[r] * c;
+    alpha[r] = kFirst ? 0.f : ex2(m[r] * c - mc[r]);  // m = -inf -> 0
+    m[r] = mx[r];
+  }
+  float sum[2] = {0.f, 0.f};
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(s); ++i) {
+    const float p = ex2(fmaf(s(i), c, -mc[row_half(i)]));
+    s(i) = p;
+    sum[row_half(i)] += p;
+  }
+  CUTE_UNROLL
+  for (int r = 0; r < 2; ++r) l[r] = kFirst ? sum[r] : fmaf(l[r], alpha[r], sum[r]);
+}
+
+}  // namespace detail
+
+// ---- the kernel ---------------------------------------------------------------------------------
+template <class T, int D>
+__global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_constant__ FmhaFwdKernelParams<T, D> p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace cute;
+  using C = FmhaFwdConfig<T, D>;
+  using Storage = typename C::SharedStorage;
+  using Pipeline = typename C::PipelineKV;
+  constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
+
+  extern __shared__ char smem_raw[];
+  Storage& ss = *reinterpret_cast<Storage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+
+  const int warp_idx = cutlass::canonical_warp_idx_sync();
+  const int wg_idx = cutlass::canonical_warp_group_idx();
+  const bool lane_pred = cute::elect_one_sync();
+  const bool is_producer_thread = warp_idx == 0 && lane_pred;
+
+  // Causal: the most expensive Q tiles (the last ones) are launched first.
+  const int m_block = p.causal ? p.num_m_blocks - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
+  const int head = blockIdx.y, batch = blockIdx.z;
+  const int head_kv = head / p.group;
+  const int kv_end = p.causal ? min(p.seqlen_kv, (m_block + 1) * kBM) : p.seqlen_kv;
+  const int n_blocks = (kv_end + kBN - 1) / kBN;  // >= 1 (seqlen_kv >= 1)
+
+  if (is_producer_thread) {
+    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+    cutlass::arch::ClusterTransactionBarrier::init(&ss.q_barrier, 1);
+  }
+  typename Pipeline::Params pp;
+  pp.transaction_bytes = C::kBytesKV;
+  pp.role = wg_idx == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+  pp.is_leader = is_producer_thread;
+  pp.num_consumers = 256;
+  pp.initializing_warp = 0;
+  Pipeline pipe_k(ss.pipe_k, pp, Shape<_1, _1, _1>{});
+  Pipeline pipe_v(ss.pipe_v, pp, Shape<_1, _1, _1>{});
+  cutlass::arch::fence_barrier_init();
+  __syncthreads();
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename C::SmemLayoutQ{});  // (BM, D)
+  Tensor sK = make_tensor(make_smem_ptr(ss.k), typename C::SmemLayoutK{});  // (BN, D, stages)
+  Tensor sV = make_tensor(make_smem_ptr(ss.v), typename C::SmemLayoutV{});  // (D, BN, stages)
+
+  if (wg_idx == 0) {
+    // ---------------------------------------------------------------- producer warpgroup
+    cutlass::arch::warpgroup_reg_dealloc<C::kProducerRegs>();
+    if (is_producer_thread) {
+      Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.seqlen_q, int(D), p.heads, p.batch));
+      Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.seqlen_kv, int(D), p.heads_kv, p.batch));
+      Tensor mV = p.tma_v.get_tma_tensor(make_shape(int(D), p.seqlen_kv, p.heads_kv, p.batch));
+      Tensor gQ = local_tile(mQ(_, _, head, batch), Shape<Int<kBM>, Int<D>>{}, make_coord(m_block, 0));  // (BM, D)
+      Tensor gK = local_tile(mK(_, _, head_kv, batch), Shape<Int<kBN>, Int<D>>{}, make_coord(_, 0));  // (BN, D, n)
+      Tensor gV = local_tile(mV(_, _, head_kv, batch), Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
+      auto [tQg, tQs] = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      auto [tKg, tKs] = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto [tVg, tVs] = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
+      copy(p.tma_q.with(ss.q_barrier), tQg, tQs);
+
+      auto k_state = cutlass::make_producer_start_state<Pipeline>();
+      auto v_state = cutlass::make_producer_start_state<Pipeline>();
+      for (int j = 0; j < n_blocks; ++j) {
+        pipe_k.producer_acquire(k_state);
+        copy(p.tma_k.with(*pipe_k.producer_get_barrier(k_state)), tKg(_, j), tKs(_, k_state.index()));
+        ++k_state;
+        pipe_v.producer_acquire(v_state);
+        copy(p.tma_v.with(*pipe_v.producer_get_barrier(v_state)), tVg(_, j), tVs(_, v_state.index()));
+        ++v_state;
+      }
+    }
+  } else {
+    // ---------------------------------------------------------------- consumer warpgroups
+    cutlass::arch::warpgroup_reg_alloc<C::kConsumerRegs>();
+    const int ctid = static_cast<int>(threadIdx.x) - 128;  // 0..255; warpgroup = ctid / 128
+    typename C::MmaQK mma_qk;
+    typename C::MmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(ctid);
+    auto thr_pv = mma_pv.get_thread_slice(ctid);
+
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);  // descriptors (MMA, 1, D/16)
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);  // descriptors (MMA, 1, D/16, stages)
+    Tensor tOrV = thr_pv.partition_fragment_B(sV);  // descriptors (MMA, 1, BN/16, stages)
+    Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBM>, Int<kBN>>{});  // fp32 ((2,2,BN/8),1,1)
+    Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<kBM>, Int<D>>{});    // fp32 ((2,2,D/8),1,1)
+    Tensor tOrP = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<kBM>, Int<kBN>>{}));  // ((2,2,2),1,BN/16)
+    static_assert(decltype(size(tSrS))::value == decltype(size(tOrP))::value, "P = S element for element");
+    static_assert(decltype(size<0>(tOrP))::value == 8 && decltype(size<2>(tOrP))::value == kBN / 16, "A layout");
+    static_assert(decltype(size<1>(tSrS))::value == 1 && decltype(size<2>(tSrS))::value == 1, "one atom per WG");
+    static_assert(decltype(size<1>(tOrO))::value == 1 && decltype(size<2>(tOrO))::value == 1, "one atom per WG");
+
+    // Row / column (inside the CTA tile) of every S element; the thread's two rows.
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<kBN>>{}));
+    const int row0 = m_block * kBM + get<0>(tScS(0));
+    const int rows[2] = {row0, row0 + 8};
+    // Keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1).
+    int col_limit[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(p.seqlen_kv, rows[r] + 1) : p.seqlen_kv;
+    // A tile needs the element mask when it holds keys >= Skv, or keys > the CTA's first query.
+    auto tile_masked = [&](int j) {
+      const int end = (j + 1) * kBN;
+      return end > p.seqlen_kv || (p.causal && end - 1 > m_block * kBM);
+    };
+    auto apply_mask = [&](int j) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int col = j * kBN + get<1>(tScS(i));
+        if (col >= col_limit[detail::row_half(i)]) tSrS(i) = -INFINITY;
+      }
+    };
+    auto convert_p = [&]() {
+      Tensor p32 = recast<uint32_t>(tOrP);
+      CUTE_UNROLL
+      for (int i = 0; i < size(p32); ++i) p32(i) = detail::pack2<T>(tSrS(2 * i), tSrS(2 * i + 1));
+    };
+    auto rescale_o = [&](const float (&alpha)[2]) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= alpha[detail::row_half(i)];
+    };
+
+    const float c = p.scale_log2;
+    float row_max[2], row_sum[2], alpha[2];
+    clear(tOrO);
+    cutlass::PipelineState<C::kStages> k_state, v_state;
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_barrier, 0);
+
+    // Tile 0: S_0, softmax, P_0.
+    pipe_k.consumer_wait(k_state);
+    detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
+    pipe_k.consumer_release(k_state);
+    ++k_state;
+    if (tile_masked(0)) apply_mask(0);
+    detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
+    convert_p();
+
+    // Tiles 1..n-1: S_j overlaps the P_{j-1} V_{j-1} product.
+    for (int j = 1; j < n_blocks; ++j) {
+      pipe_k.consumer_wait(k_state);
+      detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+      pipe_v.consumer_wait(v_state);
+      detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+      warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
+      warpgroup_fence_operand(tSrS);
+      pipe_k.consumer_release(k_state);
+      ++k_state;
+      if (tile_masked(j)) apply_mask(j);
+      detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+      // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
+      // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
+      // warpgroup does not happen yet; the two consumer warpgroups still overlap each other.
+      warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
+      warpgroup_fence_operand(tOrO);
+      warpgroup_fence_operand(tOrP);
+      pipe_v.consumer_release(v_state);
+      ++v_state;
+      rescale_o(alpha);
+      convert_p();
+    }
+    pipe_v.consumer_wait(v_state);
+    detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tOrO);
+    pipe_v.consumer_release(v_state);
+
+    // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
+    float inv[2], lse[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float l = detail::quad_sum(row_sum[r]);
+      inv[r] = l > 0.f ? 1.f / l : 0.f;
+      lse[r] = l > 0.f ? (row_max[r] * c + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+    }
+    Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
+    T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2];
+    CUTE_UNROLL
+    for (int i = 0; i < size(tOrO); i += 2) {
+      const int r = detail::row_half(i);
+      if (rows[r] < p.seqlen_q) {
+        const int col = get<1>(tOcO(i));
+        *reinterpret_cast<uint32_t*>(o_base + rows[r] * p.o_stride[1] + col) =
+            detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+      }
+    }
+    if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r)
+        if (rows[r] < p.seqlen_q)
+          p.lse[batch * p.lse_stride[0] + rows[r] * p.lse_stride[1] + head * p.lse_stride[2]] = lse[r];
+    }
+  }
+#endif
+}
+
+// ---- host launcher (in the generated TU) --------------------------------------------------------
+template <class T, int D>
+void launch_fmha_fwd_sm90(const FmhaFwdParams& a, cudaStream_t stream) {
+  using C = FmhaFwdConfig<T, D>;
+  FmhaFwdKernelParams<T, D> p{
+      make_tma_q<T, D>(static_cast<const T*>(a.q), a.seqlen_q, a.heads, a.batch, a.q_stride[1], a.q_stride[2],
+                       a.q_stride[0]),
+      make_tma_k<T, D>(static_cast<const T*>(a.k), a.seqlen_kv, a.heads_kv, a.batch, a.k_stride[1],
+                       a.k_stride[2], a.k_stride[0]),
+      make_tma_v<T, D>(static_cast<const T*>(a.v), a.seqlen_kv, a.heads_kv, a.batch, a.v_stride[1],
+                       a.v_stride[2], a.v_stride[0]),
+      static_cast<T*>(a.o),
+      a.lse,
+      {a.o_stride[0], a.o_stride[1], a.o_stride[2]},
+      {a.lse_stride[0], a.lse_stride[1], a.lse_stride[2]},
+      a.batch,
+      a.seqlen_q,
+      a.seqlen_kv,
+      a.heads,
+      a.heads_kv,
+      a.heads / a.heads_kv,
+      (a.seqlen_q + C::kBlockM - 1) / C::kBlockM,
+      a.scale_log2,
+      a.causal ? 1 : 0};
+  auto kernel = fmha_fwd_sm90_kernel<T, D>;
+  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
+                  static_cast<unsigned>(a.batch));
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  NATTN_CUDA_CHECK_LAUNCH("fmha_fwd_sm90_kernel");
+}
+
+}  // namespace nattn::cuda::sm90

@@ -1,0 +1,45 @@
+// Host-only check (no GPU needed) of the fragment-layout assumptions of fmha_fwd_kernel.cuh: for
+// every consumer thread, S and the P A-fragment hold the same (row, col) element by element, element
+// i lies in row half (i >> 1) & 1, and O elements 2k, 2k+1 are adjacent columns. Not built by CMake;
+// run: nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -I include
+//        -I src -I "$(scripts/cutlass_include.sh)" src/cuda/sm90/fmha_fwd/layout_check.cu -o /tmp/lc && /tmp/lc
+#include "cuda/sm90/fmha_fwd/fmha_fwd_kernel.cuh"
+#include <cstdio>
+using namespace cute;
+template <class T, int D> int check() {
+  using C = nattn::cuda::sm90::FmhaFwdConfig<T, D>;
+  typename C::MmaQK mma_qk; typename C::MmaPV mma_pv;
+  int bad = 0;
+  for (int t = 0; t < 256; ++t) {
+    auto thr_qk = mma_qk.get_thread_slice(t);
+    auto thr_pv = mma_pv.get_thread_slice(t);
+    Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<128>, Int<128>>{}));
+    Tensor cP = thr_pv.partition_A(make_identity_tensor(Shape<Int<128>, Int<128>>{}));
+    Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<128>, Int<D>>{}));
+    Tensor tOrP = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<128>, Int<128>>{}));
+    if (size(cP) != size(cS) || size(tOrP) != size(cS)) { printf("size mismatch\n"); return 1; }
+    // tOrP is compact col-major over its shape: flat index i <-> coordinate cP(i) must hold, i.e.
+    // cP must be indexed by the same flat index in the same order (shape equality).
+    if (!(shape(tOrP) == shape(cP))) { printf("shape mismatch\n"); return 1; }
+    const int row0 = get<0>(cS(0));
+    if (row0 != (t / 128) * 64 + (t % 128) / 32 * 16 + (t % 32) / 4) ++bad;
+    for (int i = 0; i < size(cS); ++i) {
+      if (get<0>(cS(i)) != row0 + 8 * ((i >> 1) & 1)) ++bad;
+      if (!(cS(i) == cP(i))) ++bad;
+    }
+    const int orow0 = get<0>(cO(0));
+    if (orow0 != row0) ++bad;
+    for (int i = 0; i < size(cO); ++i) {
+      if (get<0>(cO(i)) != orow0 + 8 * ((i >> 1) & 1)) ++bad;
+      if ((i & 1) == 0 && (get<1>(cO(i + 1)) != get<1>(cO(i)) + 1 || get<1>(cO(i)) % 2 != 0)) ++bad;
+    }
+  }
+  printf("D=%d sizeof T=%d: %d mismatches; smem %d bytes, stages %d\n", D, int(sizeof(T)), bad, C::kSmemBytes, C::kStages);
+  if (D == 128) { print(shape(partition_shape_A(mma_pv, Shape<Int<128>, Int<128>>{}))); printf("\n"); }
+  return bad;
+}
+int main() {
+  int bad = check<cutlass::bfloat16_t, 128>() + check<cutlass::half_t, 128>() + check<cutlass::bfloat16_t, 64>() + check<cutlass::half_t, 64>();
+  printf(bad ? "FAIL\n" : "OK\n");
+  return bad != 0;
+}
