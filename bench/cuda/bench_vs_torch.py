@@ -116,6 +116,15 @@ def main():
                 f_ms = timed(fa, r, w)
             fb_ms = timed(fwd_bwd(fa, (qf, kf, vf), df), r, w)
             row("nattn cutlass-fmha (dense)", f_ms, fb_ms, dense_flops)
+            # hopper-fmha (sm_90a forward; its backward runs on cutlass-fmha), when built and on SM90
+            fh = lambda: nattn.attention(qf, kf, vf, backend="hopper-fmha")
+            try:
+                with torch.no_grad():
+                    f_ms = timed(fh, r, w)
+                fb_ms = timed(fwd_bwd(fh, (qf, kf, vf), df), r, w)
+                row("nattn hopper-fmha (dense; bwd cutlass)", f_ms, fb_ms, dense_flops)
+            except NotImplementedError as e:
+                print(f"| {name} | nattn hopper-fmha | not run: {str(e).splitlines()[0]} | | | |")
             qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (qf, kf, vf))
             dt = df.transpose(1, 2).contiguous()
             for label, backend in (("SDPA flash (dense)", SDPBackend.FLASH_ATTENTION),

@@ -219,19 +219,29 @@ def _requires_grad(*ts):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
+def _backward_backend(backend, bq_tile, bkv_tile):
+    """The backend (and tiles) of the backward pass. The hopper-* backends are forward-only: a
+    backward after a forward on them runs on the automatic choice (cutlass-*, from the forward's
+    output and LSE) unless backward tiles were asked for, which name the hopper backend's own."""
+    if backend.startswith("hopper-") and not bq_tile and not bkv_tile:
+        return ""
+    return backend
+
+
 def na(q, k, v, ak, av, params, scale, backend, q_tile, kv_tile, schedule, bq_tile, bkv_tile):
     ks, st, dil, causal = params
     return torch.ops.nattn.na_forward(
         q, k, v, ak, av, list(ks), list(st), list(dil), list(causal), float(scale), backend, list(q_tile),
-        list(kv_tile), schedule, backend, list(bq_tile), list(bkv_tile), context.deterministic_now(),
-        _requires_grad(q, k, v, ak, av))
+        list(kv_tile), schedule, _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile),
+        context.deterministic_now(), _requires_grad(q, k, v, ak, av))
 
 
 def fmha(q, k, v, causal, scale, varlen, backend, q_tile, kv_tile, schedule, bq_tile, bkv_tile):
     cu_q, cu_kv, max_q, max_kv = varlen if varlen else (None, None, 0, 0)
     return torch.ops.nattn.fmha_forward(
         q, k, v, causal, float(scale), cu_q, cu_kv, max_q, max_kv, backend, list(q_tile), list(kv_tile), schedule,
-        backend, list(bq_tile), list(bkv_tile), context.deterministic_now(), _requires_grad(q, k, v))
+        _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile), context.deterministic_now(),
+        _requires_grad(q, k, v))
 
 
 def merge(outputs, lses):

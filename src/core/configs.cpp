@@ -1,8 +1,9 @@
 // Tile-configuration tables of every backend (shared/spec/natten-reference.md §4.3 for the CUDA
 // and flex families; the CPU backend's "tiles" are the query blocks one task processes). Every
-// list starts with the backend's default. The cutlass-* lists hold only the shapes this build's
-// kernels run (NATTEN's entries that they take, plus 128-query tiles on SM90+); the hopper and
-// blackwell tables are NATTEN's lists until our own kernels land, the flex ones are NATTEN's.
+// list starts with the backend's default. The cutlass-* and hopper-fmha lists hold only the shapes
+// this build's kernels run (cutlass: NATTEN's entries that they take, plus 128-query tiles on
+// SM90+); hopper-fna and blackwell tables are NATTEN's lists until our own kernels land, the flex
+// ones are NATTEN's.
 #include <algorithm>
 #include <functional>
 
@@ -212,6 +213,10 @@ Configs hopper_forward(int rank, int64_t head_dim) {
   return {pair({4, 4, 8}, {4, 4, 4}, coop), pair({2, 8, 8}, {4, 4, 4}, coop)};
 }
 
+// hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
+// tile, two consumer warpgroups on one Q tile (cooperative), head dims 64 and 128.
+Configs hopper_fmha_forward() { return {pair({128}, {128}, KernelSchedule::cooperative)}; }
+
 Configs blackwell_forward(int rank) {
   if (rank == 1) return {pair({256}, {128})};
   if (rank == 2)
@@ -270,7 +275,7 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem&
   if (name == "cutlass-fmha")
     return fwd ? cutlass_forward(1, p.compute_capability, p.dtype)
                : cutlass_backward(1, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
-  if (name == "hopper-fmha") return fwd ? hopper_forward(1, p.head_dim) : Configs{};
+  if (name == "hopper-fmha") return fwd ? hopper_fmha_forward() : Configs{};
   if (name == "blackwell-fmha") return fwd ? blackwell_forward(1) : blackwell_backward(1);
   if (name == "flex-fmha") return fwd ? flex_forward(1) : Configs{TileConfig{}};
   return {};

@@ -1,5 +1,6 @@
 // The CUDA backends: cutlass-fna and cutlass-fmha (portable forward and backward kernels of
-// src/cuda/sm80), and the device hooks the core needs (cuda_backend, cuda_compute_capability).
+// src/cuda/sm80), hopper-fmha (sm_90a forward of src/cuda/sm90, when compiled), and the device
+// hooks the core needs (cuda_backend, cuda_compute_capability).
 #include <cuda_runtime.h>
 
 #include <string>
@@ -9,6 +10,7 @@
 #include "cuda/common/device.h"
 #include "cuda/sm80/fna_bwd/fna_bwd_dispatch.h"
 #include "cuda/sm80/fna_fwd/fna_fwd_dispatch.h"
+#include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
 
 namespace nattn::detail {
 
@@ -50,13 +52,44 @@ class CutlassFmha final : public Backend {
   }
 };
 
+// Forward only (the capability table rejects the backward pass: training runs its backward on
+// cutlass-fmha from this forward's output and LSE).
+class HopperFmha final : public Backend {
+ public:
+  const char* name() const override { return "hopper-fmha"; }
+  std::string reject(const FmhaProblem& p, Pass) const override {
+    if (p.is_varlen) return std::string(name()) + " does not support variable-length attention (use cutlass-fmha)";
+    if (!cuda::sm90::fmha_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
+      return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +
+             std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 64/128 filtered by " +
+             "NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS, with 90 in NATTN_CUDA_ARCHS)";
+    if (p.heads > 65535 || p.batch > 65535)
+      return std::string(name()) + " supports at most 65535 heads and 65535 batch entries (got heads=" +
+             std::to_string(p.heads) + ", batch=" + std::to_string(p.batch) + ")";
+    return {};
+  }
+  void fmha_forward(const FmhaForwardArgs& args, const TileConfig&, const RunOptions& options) const override {
+    cuda::sm90::fmha_forward(args, static_cast<cudaStream_t>(options.stream));
+  }
+};
+
+// Built when at least one instantiation is compiled (NATTN_CUDA_ARCHS holds 90).
+bool hopper_fmha_built() {
+  for (DType t : {DType::f16, DType::bf16})
+    for (int hd : {64, 128})
+      if (cuda::sm90::fmha_forward_compiled(t, hd)) return true;
+  return false;
+}
+
 }  // namespace
 
 const Backend* cuda_backend(const std::string& name) {
   static const CutlassFna fna;
   static const CutlassFmha fmha;
+  static const HopperFmha hopper_fmha;
   if (name == fna.name()) return &fna;
   if (name == fmha.name()) return &fmha;
+  if (name == hopper_fmha.name()) return hopper_fmha_built() ? &hopper_fmha : nullptr;
   return nullptr;
 }
 

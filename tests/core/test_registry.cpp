@@ -47,8 +47,9 @@ TEST(Registry, ListsEveryPlannedBackendOnce) {
   EXPECT_EQ(names, expected);
   EXPECT_EQ(backends.size(), expected.size());
   for (const auto& b : backends) {
-    // cutlass-* are built when CUDA is enabled; hopper/blackwell/flex are not built by this library yet.
-    if (b.name.rfind("cutlass-", 0) != 0) {
+    // cutlass-* are built when CUDA is enabled, hopper-fmha when the CUDA archs include 90;
+    // hopper-fna, blackwell-* and flex-* are not built by this library yet.
+    if (b.name.rfind("cutlass-", 0) != 0 && b.name != "hopper-fmha") {
       EXPECT_EQ(b.built, b.name == "cpu" || b.name == "reference") << b.name;
     }
     EXPECT_TRUE(b.supports_na || b.supports_fmha) << b.name;

@@ -33,7 +33,8 @@ def _runs(fn):
 
 
 def _tiny(dtype=torch.float16, grad=False):
-    x = torch.randn(1, 16, 2, 32, device=DEV, dtype=dtype, requires_grad=grad)
+    # head dim 64: every CUDA backend family runs it (hopper-* takes 64 and 128 only)
+    x = torch.randn(1, 16, 2, 64, device=DEV, dtype=dtype, requires_grad=grad)
     return x
 
 
@@ -222,8 +223,8 @@ def test_attention_cuda(causal, dtype, fmha_backend):
 
 
 def test_attention_varlen_cuda(fmha_backend):
-    if fmha_backend.startswith("flex"):
-        pytest.skip("flex-fmha has no variable-length mode")
+    if fmha_backend.startswith("flex") or fmha_backend.startswith("hopper"):
+        pytest.skip(f"{fmha_backend} has no variable-length mode")
     g = torch.Generator().manual_seed(21)
     seqlens = torch.tensor([5, 0, 70, 33], dtype=torch.int32)
     n = int(seqlens.sum())
