@@ -52,3 +52,19 @@ add_executable(bench_hopper_fmha ${PROJECT_SOURCE_DIR}/bench/cuda/bench_hopper_f
 target_include_directories(bench_hopper_fmha PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(bench_hopper_fmha PRIVATE nattn CUDA::cudart nattn_warnings)
 # ================================================================ end of the Hopper FMHA forward
+
+# ================================================================================================
+# Hopper (sm_90a) NA forward (hopper-fna, src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp): test vs the
+# reference and the golden cases (skips without a compute capability 9.0 GPU or when no
+# instantiation is compiled) and its benchmark (vs cutlass-fna in the same process).
+add_executable(test_hopper_fna ${PROJECT_SOURCE_DIR}/tests/cuda/test_hopper_fna.cpp)
+target_include_directories(test_hopper_fna PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(test_hopper_fna PRIVATE nattn nattn_golden GTest::gtest GTest::gtest_main CUDA::cudart
+  nattn_warnings)
+target_compile_definitions(test_hopper_fna PRIVATE NATTN_GOLDEN_DIR="${NATTN_GOLDEN_DIR}")
+add_test(NAME test_hopper_fna COMMAND test_hopper_fna)
+set_tests_properties(test_hopper_fna PROPERTIES LABELS cuda)
+add_executable(bench_hopper_fna ${PROJECT_SOURCE_DIR}/bench/cuda/bench_hopper_fna.cpp)
+target_include_directories(bench_hopper_fna PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(bench_hopper_fna PRIVATE nattn CUDA::cudart nattn_warnings)
+# ================================================================ end of the Hopper NA forward

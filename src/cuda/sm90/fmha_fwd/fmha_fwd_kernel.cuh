@@ -1,6 +1,9 @@
-// Hopper (sm_90a) FMHA forward kernel: TMA loads, wgmma, warp specialisation, online softmax.
-// Included only by the generated translation units of table NATTN_SM90_FMHA_FWD_TABLE
-// (src/cuda/cuda.cmake), compiled with -gencode arch=compute_90a,code=sm_90a. See README.md.
+// Hopper (sm_90a) attention forward kernel: TMA loads, wgmma, warp specialisation, online softmax.
+// One template for FMHA (kNa = false, hopper-fmha) and NA on token-permuted tensors (kNa = true,
+// hopper-fna: the KV tiles visited are the KV box of the Q tile, with a per-tile mask class; see
+// na_tiles.cuh). Included only by the generated translation units of table
+// NATTN_SM90_FMHA_FWD_TABLE (src/cuda/cuda.cmake), compiled with
+// -gencode arch=compute_90a,code=sm_90a. See README.md.
 //
 // CTA = 128 queries of one (batch, head), 3 warpgroups (384 threads):
 //   warpgroup 0: producer. One thread issues the TMA loads: Q once (its own mbarrier), then K_j, V_j
@@ -32,6 +35,7 @@
 #include <cstdint>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/sm90/fmha_fwd/na_tiles.cuh"
 #include "cuda/sm90/fmha_fwd/params.h"
 
 namespace nattn::cuda::sm90 {
@@ -134,6 +138,7 @@ struct FmhaFwdKernelParams {
   int num_m_blocks;
   float scale_log2;
   int causal;
+  NaGeom na;  // kNa only
 };
 
 // ---- device helpers -----------------------------------------------------------------------------
@@ -220,8 +225,8 @@ __device__ __forceinline__ void softmax_step(TS& s, float c, float (&m)[2], floa
 }  // namespace detail
 
 // ---- the kernel ---------------------------------------------------------------------------------
-template <class T, int D>
-__global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_constant__ FmhaFwdKernelParams<T, D> p) {
+template <class T, int D, bool kNa>
+__global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_constant__ FmhaFwdKernelParams<T, D> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
   using C = FmhaFwdConfig<T, D>;
@@ -237,7 +242,8 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
   const bool lane_pred = cute::elect_one_sync();
   const bool is_producer_thread = warp_idx == 0 && lane_pred;
 
-  // Causal: the most expensive Q tiles (the last ones) are launched first.
+  // Causal FMHA: the most expensive Q tiles (the last ones) are launched first. NA: p.causal = 0
+  // (its per-axis causality lives in p.na).
   const int m_block = p.causal ? p.num_m_blocks - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
   const int head = blockIdx.y, batch = blockIdx.z;
   const int head_kv = head / p.group;
@@ -250,6 +256,11 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
     cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     cutlass::arch::ClusterTransactionBarrier::init(&ss.q_barrier, 1);
   }
+  // NA: tiling context and tables right after the storage (sizeof(Storage) is a multiple of 1024).
+  na::Shared& nas = *reinterpret_cast<na::Shared*>(reinterpret_cast<char*>(&ss) + sizeof(Storage));
+  if constexpr (kNa) {
+    if (threadIdx.x == 0) na::make_ctx(p.na, m_block, batch, nas.ctx);
+  }
   typename Pipeline::Params pp;
   pp.transaction_bytes = C::kBytesKV;
   pp.role = wg_idx == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
@@ -260,6 +271,27 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
   Pipeline pipe_v(ss.pipe_v, pp, Shape<_1, _1, _1>{});
   cutlass::arch::fence_barrier_init();
   __syncthreads();
+  // NA: a Q tile made only of padding (possible with dilation) has nothing to compute; its rows
+  // of the permuted output are dropped by the unpermute. CTA-uniform, before any pipeline use.
+  if constexpr (kNa) {
+    if (!nas.ctx.valid) return;
+    na::fill_tables(p.na, nas, static_cast<int>(threadIdx.x), C::kThreads);
+    __syncthreads();
+  }
+
+  // The KV walk, identical in the producer and the consumers: position t -> tile (index in the
+  // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: the tile box, empty tiles skipped.
+  const int n_walk = kNa ? nas.ctx.n_tiles : n_blocks;
+  auto next_tile = [&](int t, na::KvTile& tile) -> int {
+    if constexpr (kNa) {
+      return na::next_tile(p.na, nas, t, tile);
+    } else {
+      const int end = (t + 1) * kBN;
+      tile.index = t;
+      tile.masked = end > p.seqlen_kv || (p.causal && end - 1 > m_block * kBM);
+      return t;
+    }
+  };
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename C::SmemLayoutQ{});  // (BM, D)
   Tensor sK = make_tensor(make_smem_ptr(ss.k), typename C::SmemLayoutK{});  // (BN, D, stages)
@@ -284,7 +316,9 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
 
       auto k_state = cutlass::make_producer_start_state<Pipeline>();
       auto v_state = cutlass::make_producer_start_state<Pipeline>();
-      for (int j = 0; j < n_blocks; ++j) {
+      na::KvTile tile;
+      for (int t = next_tile(0, tile); t < n_walk; t = next_tile(t + 1, tile)) {
+        const int j = tile.index;
         pipe_k.producer_acquire(k_state);
         copy(p.tma_k.with(*pipe_k.producer_get_barrier(k_state)), tKg(_, j), tKs(_, k_state.index()));
         ++k_state;
@@ -317,20 +351,45 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
     Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<kBN>>{}));
     const int row0 = m_block * kBM + get<0>(tScS(0));
     const int rows[2] = {row0, row0 + 8};
-    // Keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1).
+    // FMHA: keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1).
     int col_limit[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(p.seqlen_kv, rows[r] + 1) : p.seqlen_kv;
-    // A tile needs the element mask when it holds keys >= Skv, or keys > the CTA's first query.
-    auto tile_masked = [&](int j) {
-      const int end = (j + 1) * kBN;
-      return end > p.seqlen_kv || (p.causal && end - 1 > m_block * kBM);
-    };
-    auto apply_mask = [&](int j) {
+    // NA: the in-group window of each of the thread's two rows per axis (padding keys lie outside
+    // every window, so the window test also masks them).
+    int win_lo[2][3], win_hi[2][3];
+    if constexpr (kNa) {
       CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
-        const int col = j * kBN + get<1>(tScS(i));
-        if (col >= col_limit[detail::row_half(i)]) tSrS(i) = -INFINITY;
+      for (int r = 0; r < 2; ++r) {
+        CUTE_UNROLL
+        for (int i = 0; i < 3; ++i) {
+          win_lo[r][i] = nas.row_lo[i][get<0>(tScS(0)) + 8 * r];
+          win_hi[r][i] = nas.row_hi[i][get<0>(tScS(0)) + 8 * r];
+        }
+      }
+    }
+    // Element mask of a tile that needs one (tile.masked, warp-uniform).
+    auto apply_mask = [&](const na::KvTile& tile) {
+      if constexpr (kNa) {
+        const int s0 = p.na.kv_shift[0], s1 = p.na.kv_shift[1], s2 = p.na.kv_shift[2];
+        const int m0 = p.na.kv_mask[0], m1 = p.na.kv_mask[1], m2 = p.na.kv_mask[2];
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) {
+          const int col = get<1>(tScS(i));
+          const int k0 = tile.org[0] + ((col >> s0) & m0);
+          const int k1 = tile.org[1] + ((col >> s1) & m1);
+          const int k2 = tile.org[2] + ((col >> s2) & m2);
+          const int* lo = win_lo[detail::row_half(i)];
+          const int* hi = win_hi[detail::row_half(i)];
+          const bool seen = lo[0] <= k0 && k0 < hi[0] && lo[1] <= k1 && k1 < hi[1] && lo[2] <= k2 && k2 < hi[2];
+          if (!seen) tSrS(i) = -INFINITY;
+        }
+      } else {
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) {
+          const int col = tile.index * kBN + get<1>(tScS(i));
+          if (col >= col_limit[detail::row_half(i)]) tSrS(i) = -INFINITY;
+        }
       }
     };
     auto convert_p = [&]() {
@@ -350,45 +409,52 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
 
     cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_barrier, 0);
 
-    // Tile 0: S_0, softmax, P_0.
-    pipe_k.consumer_wait(k_state);
-    detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
-    pipe_k.consumer_release(k_state);
-    ++k_state;
-    if (tile_masked(0)) apply_mask(0);
-    detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
-    convert_p();
-
-    // Tiles 1..n-1: S_j overlaps the P_{j-1} V_{j-1} product.
-    for (int j = 1; j < n_blocks; ++j) {
+    na::KvTile tile;
+    int t = next_tile(0, tile);
+    if (t >= n_walk) {  // cannot happen (every query sees >= 1 key); no hang, no NaN if it did
+      row_max[0] = row_max[1] = -INFINITY;
+      row_sum[0] = row_sum[1] = 0.f;
+    } else {
+      // First tile: S_0, softmax, P_0.
       pipe_k.consumer_wait(k_state);
       detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
-      pipe_v.consumer_wait(v_state);
-      detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-      warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
-      warpgroup_fence_operand(tSrS);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
       pipe_k.consumer_release(k_state);
       ++k_state;
-      if (tile_masked(j)) apply_mask(j);
-      detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
-      // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
-      // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
-      // warpgroup does not happen yet; the two consumer warpgroups still overlap each other.
-      warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
-      warpgroup_fence_operand(tOrO);
-      warpgroup_fence_operand(tOrP);
-      pipe_v.consumer_release(v_state);
-      ++v_state;
-      rescale_o(alpha);
+      if (tile.masked) apply_mask(tile);
+      detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
       convert_p();
-    }
-    pipe_v.consumer_wait(v_state);
-    detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(tOrO);
-    pipe_v.consumer_release(v_state);
+
+      // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product.
+      for (t = next_tile(t + 1, tile); t < n_walk; t = next_tile(t + 1, tile)) {
+        pipe_k.consumer_wait(k_state);
+        detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+        pipe_v.consumer_wait(v_state);
+        detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+        warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
+        warpgroup_fence_operand(tSrS);
+        pipe_k.consumer_release(k_state);
+        ++k_state;
+        if (tile.masked) apply_mask(tile);
+        detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+        // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
+        // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
+        // warpgroup does not happen yet; the two consumer warpgroups still overlap each other.
+        warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
+        warpgroup_fence_operand(tOrO);
+        warpgroup_fence_operand(tOrP);
+        pipe_v.consumer_release(v_state);
+        ++v_state;
+        rescale_o(alpha);
+        convert_p();
+      }
+      pipe_v.consumer_wait(v_state);
+      detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      pipe_v.consumer_release(v_state);
+    }  // t < n_walk
 
     // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
     float inv[2], lse[2];
@@ -420,8 +486,9 @@ __global__ void __launch_bounds__(384, 1) fmha_fwd_sm90_kernel(const __grid_cons
 }
 
 // ---- host launcher (in the generated TU) --------------------------------------------------------
-template <class T, int D>
-void launch_fmha_fwd_sm90(const FmhaFwdParams& a, cudaStream_t stream) {
+// na == nullptr: FMHA; else NA on permuted tensors (a describes them: batch = B * G, seqlen = P).
+template <class T, int D, bool kNa>
+void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t stream) {
   using C = FmhaFwdConfig<T, D>;
   FmhaFwdKernelParams<T, D> p{
       make_tma_q<T, D>(static_cast<const T*>(a.q), a.seqlen_q, a.heads, a.batch, a.q_stride[1], a.q_stride[2],
@@ -442,13 +509,24 @@ void launch_fmha_fwd_sm90(const FmhaFwdParams& a, cudaStream_t stream) {
       a.heads / a.heads_kv,
       (a.seqlen_q + C::kBlockM - 1) / C::kBlockM,
       a.scale_log2,
-      a.causal ? 1 : 0};
-  auto kernel = fmha_fwd_sm90_kernel<T, D>;
-  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
+      a.causal ? 1 : 0,
+      na != nullptr ? *na : NaGeom{}};
+  auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
+  const int smem = C::kSmemBytes + (kNa ? static_cast<int>(sizeof(na::Shared)) : 0);
+  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
                   static_cast<unsigned>(a.batch));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
-  NATTN_CUDA_CHECK_LAUNCH("fmha_fwd_sm90_kernel");
+  kernel<<<grid, C::kThreads, smem, stream>>>(p);
+  NATTN_CUDA_CHECK_LAUNCH(kNa ? "attn_fwd_sm90_kernel<na>" : "attn_fwd_sm90_kernel<fmha>");
+}
+
+template <class T, int D>
+void launch_fmha_fwd_sm90(const FmhaFwdParams& a, cudaStream_t stream) {
+  launch_attn_fwd_sm90<T, D, false>(a, nullptr, stream);
+}
+template <class T, int D>
+void launch_na_fwd_sm90(const FmhaFwdParams& a, const NaGeom& na, cudaStream_t stream) {
+  launch_attn_fwd_sm90<T, D, true>(a, &na, stream);
 }
 
 }  // namespace nattn::cuda::sm90

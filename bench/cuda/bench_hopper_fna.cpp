@@ -1,0 +1,186 @@
+// Timing of the Hopper (sm_90a) NA forward (hopper-fna, src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp),
+// called directly: the whole op (permute Q/K/V + kernel + unpermute O/LSE, workspace included) and
+// the kernel alone on pre-permuted tensors; compared with cutlass-fna (registry) in the same
+// process. Median of 10 timed calls after 3 warm-ups, CUDA events.
+// Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8, tile
+// shapes (2,8,8), (4,4,8), (8,4,4) (q_tile == kv_tile). Effective FLOPs = 4 * tokens *
+// prod(window) * D * heads.
+// Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "cuda/common/token_permute.h"
+#include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
+#include "nattn/ops.h"
+#include "nattn/semantics.h"
+
+using namespace nattn;
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    cudaError_t e_ = (call);                                            \
+    if (e_ != cudaSuccess) {                                            \
+      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));  \
+      std::exit(1);                                                     \
+    }                                                                   \
+  } while (0)
+
+namespace {
+
+void* random_device(int64_t n, DType dtype, uint64_t seed) {
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
+  for (auto& x : h) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    const float f = static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f;
+    x = dtype == DType::bf16 ? detail::float_to_bf16(f) : detail::float_to_fp16(f);
+  }
+  void* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
+  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+void* device_buffer(int64_t bytes) {
+  void* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(bytes)));
+  CHECK(cudaMemset(d, 0, static_cast<size_t>(bytes)));
+  return d;
+}
+
+template <class F>
+double median_ms(F&& f) {
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> t;
+  for (int i = 0; i < 10; ++i) {
+    CHECK(cudaEventRecord(a));
+    f();
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return 0.5 * (t[4] + t[5]);
+}
+
+std::string tup(const std::vector<int64_t>& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + ")";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t H = 24, D = 128;
+  DType dtype = DType::bf16;
+  bool compare = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--heads" && i + 1 < argc) H = std::atoll(argv[++i]);
+    else if (a == "--hd" && i + 1 < argc) D = std::atoll(argv[++i]);
+    else if (a == "--fp16") dtype = DType::f16;
+    else if (a == "--no-compare") compare = false;
+    else {
+      std::fprintf(stderr, "usage: %s [--fp16] [--hd 64|128] [--heads N] [--no-compare]\n", argv[0]);
+      return 2;
+    }
+  }
+  const std::vector<int64_t> S = {30, 48, 80}, window = {18, 24, 24};
+  const int64_t tokens = S[0] * S[1] * S[2];
+  const int64_t n = tokens * H * D;
+  const Device gpu{DeviceKind::cuda, 0};
+  void* q = random_device(n, dtype, 1);
+  void* k = random_device(n, dtype, 2);
+  void* v = random_device(n, dtype, 3);
+  void* o = device_buffer(n * 2);
+  float* lse = static_cast<float*>(device_buffer(tokens * H * 4));
+  NaForwardArgs args;
+  args.query = TensorView(q, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
+  args.key = TensorView(k, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
+  args.value = TensorView(v, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
+  args.out = TensorView(o, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
+  args.lse = TensorView(lse, DType::f32, {1, S[0], S[1], S[2], H}, gpu);
+  const double flops = 4.0 * static_cast<double>(tokens) * static_cast<double>(window[0] * window[1] * window[2]) *
+                       static_cast<double>(D) * static_cast<double>(H);
+  auto tf = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
+  int rc = 0;
+  for (const std::vector<int64_t>& stride : {std::vector<int64_t>{1, 1, 1}, std::vector<int64_t>{16, 8, 8}}) {
+    args.params.rank = 3;
+    for (int i = 0; i < 3; ++i) {
+      args.params.kernel_size[static_cast<size_t>(i)] = window[static_cast<size_t>(i)];
+      args.params.stride[static_cast<size_t>(i)] = stride[static_cast<size_t>(i)];
+      args.params.dilation[static_cast<size_t>(i)] = 1;
+      args.params.is_causal[static_cast<size_t>(i)] = false;
+    }
+    std::printf("NA forward 3-D B=1 S=%s window=%s stride=%s H=%lld D=%lld %s (effective FLOPs %.3g)\n",
+                tup(S).c_str(), tup(window).c_str(), tup(stride).c_str(), static_cast<long long>(H),
+                static_cast<long long>(D), dtype_name(dtype), flops);
+    for (const std::vector<int64_t>& tile :
+         {std::vector<int64_t>{2, 8, 8}, std::vector<int64_t>{4, 4, 8}, std::vector<int64_t>{8, 4, 4}}) {
+      TileConfig cfg;
+      cfg.q_tile = cfg.kv_tile = tile;
+      cfg.schedule = KernelSchedule::cooperative;
+      try {
+        const double ms = median_ms([&] { cuda::sm90::na_forward(args, cfg, nullptr); });
+        CHECK(cudaGetLastError());
+        // The kernel alone on permuted copies (the same permutation the op uses).
+        sem::Permutation perm;
+        perm.rank = 3;
+        perm.flip = true;
+        for (int i = 0; i < 3; ++i) {
+          perm.extent[i] = S[static_cast<size_t>(i)];
+          perm.tile[i] = tile[static_cast<size_t>(i)];
+        }
+        const int64_t P = perm.seq_len();
+        void* qp = device_buffer(P * H * D * 2);
+        void* kp = device_buffer(P * H * D * 2);
+        void* vp = device_buffer(P * H * D * 2);
+        void* op = device_buffer(P * H * D * 2);
+        float* lp = static_cast<float*>(device_buffer(P * H * 4));
+        cuda::token_permute(args.query, TensorView(qp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+        cuda::token_permute(args.key, TensorView(kp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+        cuda::token_permute(args.value, TensorView(vp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+        CHECK(cudaDeviceSynchronize());
+        const double kms =
+            median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });
+        CHECK(cudaGetLastError());
+        std::printf("  hopper-fna tile %-8s  op %8.3f ms %7.1f TFLOP/s | kernel %8.3f ms %7.1f TFLOP/s | "
+                    "permute+unpermute %.3f ms\n",
+                    tup(tile).c_str(), ms, tf(ms), kms, tf(kms), ms - kms);
+        for (void* p : {qp, kp, vp, op, static_cast<void*>(lp)}) CHECK(cudaFree(p));
+      } catch (const std::exception& e) {
+        std::printf("  hopper-fna tile %-8s  failed: %s\n", tup(tile).c_str(), e.what());
+        rc = 1;
+      }
+    }
+    if (compare) {
+      try {
+        RunOptions opt;
+        opt.backend = "cutlass-fna";
+        const double ms = median_ms([&] { na_forward(args, opt); });
+        std::printf("  cutlass-fna (default config)  %8.3f ms %7.1f TFLOP/s\n", ms, tf(ms));
+      } catch (const std::exception& e) {
+        std::printf("  cutlass-fna  not run: %s\n", e.what());
+      }
+    }
+  }
+  CHECK(cudaDeviceSynchronize());
+  for (void* p : {q, k, v, o, static_cast<void*>(lse)}) CHECK(cudaFree(p));
+  return rc;
+}

@@ -1,0 +1,362 @@
+// Host side of the Hopper NA forward (hopper-fna): argument and config checks, token permutation of
+// Q/K/V into a stream-ordered workspace, the kernel (generated table sm90_na_fwd_table.inc), and
+// the unpermutation of O and LSE. See na_fwd_sm90.h and README.md.
+#include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/validation.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "cuda/common/token_permute.h"
+#include "cuda/sm90/fmha_fwd/params.h"
+#include "nattn/errors.h"
+#include "nattn/semantics.h"
+
+namespace nattn::cuda::sm90 {
+
+// The compiled kernels: na_fwd_sm90_<dtype>_hd<hd>, one generated TU each.
+#define NATTN_SM90_NA_FWD_KERNEL(dtype, hd) \
+  void na_fwd_sm90_##dtype##_hd##hd(const FmhaFwdParams&, const NaGeom&, cudaStream_t);
+#include "sm90_na_fwd_table.inc"
+#undef NATTN_SM90_NA_FWD_KERNEL
+
+namespace {
+
+using Launch = void (*)(const FmhaFwdParams&, const NaGeom&, cudaStream_t);
+
+Launch find_kernel(DType dtype, int head_dim) {
+#define NATTN_SM90_NA_FWD_KERNEL(dt, hd) \
+  if (dtype == DType::dt && head_dim == (hd)) return &na_fwd_sm90_##dt##_hd##hd;
+#include "sm90_na_fwd_table.inc"
+#undef NATTN_SM90_NA_FWD_KERNEL
+  return nullptr;
+}
+
+enum class Verdict { ok, value_error, not_implemented };
+
+struct Check {
+  Verdict verdict = Verdict::ok;
+  std::string message;
+};
+
+Check fail(Verdict v, const std::string& what) { return {v, "hopper-fna: " + what}; }
+
+constexpr int64_t kTile = kFmhaBlockM;  // tokens per Q tile and per KV tile
+static_assert(kFmhaBlockM == kFmhaBlockN, "Q and KV tiles hold the same number of tokens");
+constexpr int64_t kMaxSeq = std::numeric_limits<int32_t>::max() - kTile;  // TMA coordinates are int32
+
+bool pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
+
+int log2_of(int64_t x) {
+  int l = 0;
+  while ((int64_t{1} << l) < x) ++l;
+  return l;
+}
+
+// The permutation of one tile shape over the NA axes (rank = NA rank, flip = true).
+sem::Permutation make_perm(const NaForwardArgs& a, const std::vector<int64_t>& tile) {
+  sem::Permutation p;
+  p.rank = a.params.rank;
+  p.flip = true;
+  for (int i = 0; i < p.rank; ++i) {
+    p.extent[i] = a.query.shape[static_cast<size_t>(i + 1)];
+    p.tile[i] = tile[static_cast<size_t>(i)];
+    p.dilation[i] = a.params.dilation[static_cast<size_t>(i)];
+  }
+  return p;
+}
+
+// The same permutation padded to rank 3 with size-1 axes (identical linear indices).
+sem::Permutation rank3(sem::Permutation p) {
+  for (int i = p.rank; i < 3; ++i) p.extent[i] = p.tile[i] = p.dilation[i] = 1;
+  p.rank = 3;
+  return p;
+}
+
+Check check_config(const NaForwardArgs& a, const TileConfig& config) {
+  const int rank = a.params.rank;
+  auto bad = [&](const std::string& why) {
+    return fail(Verdict::not_implemented, "config " + config.describe() + " is not supported: " + why +
+                                              " (runs q_tile and kv_tile of " + std::to_string(rank) +
+                                              " axes with 128 tokens each, schedule coop)");
+  };
+  if (config.schedule != KernelSchedule::cooperative) return bad("schedule must be coop");
+  for (const std::vector<int64_t>* t : {&config.q_tile, &config.kv_tile}) {
+    if (static_cast<int>(t->size()) != rank) return bad("tile rank differs from the NA rank");
+    int64_t vol = 1;
+    for (int64_t x : *t) {
+      if (!pow2(x)) return bad("tile sizes must be powers of two");
+      vol *= x;
+    }
+    if (vol != kTile) return bad("tile volume must be 128");
+  }
+  return {};
+}
+
+Check check_args(const NaForwardArgs& a, const TileConfig& config) {
+  const TensorView &q = a.query, &k = a.key, &v = a.value, &o = a.out;
+  const int rank = a.params.rank;
+  if (rank < 1 || rank > 3) return fail(Verdict::value_error, "params.rank must be 1, 2 or 3, got " + std::to_string(rank));
+  const int nd = rank + 3;
+  for (const TensorView* t : {&q, &k, &v, &o})
+    if (t->dim() != nd)
+      return fail(Verdict::value_error, "query/key/value/out must be " + std::to_string(nd) + "-D [B, *S, H, D], got " +
+                                            t->describe());
+  if (a.additional_keys || a.additional_values)
+    return fail(Verdict::not_implemented, "additional keys/values are not supported yet (use cutlass-fna)");
+  if (a.sub_domain) return fail(Verdict::not_implemented, "sub-domain NA is not supported (use cutlass-fna)");
+  for (const TensorView* t : {&q, &k, &v, &o})
+    if (t->device.kind != DeviceKind::cuda || t->device != q.device)
+      return fail(Verdict::not_implemented, "every tensor must be on one CUDA device, got " + t->describe());
+  if (q.dtype != DType::f16 && q.dtype != DType::bf16)
+    return fail(Verdict::not_implemented, std::string("dtype ") + dtype_name(q.dtype) + " (allowed: fp16, bf16)");
+  for (const TensorView* t : {&k, &v, &o})
+    if (t->dtype != q.dtype)
+      return fail(Verdict::value_error, std::string("key/value/out dtype must match query (") + dtype_name(q.dtype) +
+                                            "), got " + dtype_name(t->dtype));
+  const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
+  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)], Dv = v.shape[static_cast<size_t>(rank + 2)];
+  bool same = k.shape[0] == B && v.shape[0] == B && o.shape[0] == B && k.shape[static_cast<size_t>(rank + 2)] == D &&
+              v.shape[static_cast<size_t>(rank + 1)] == Hkv && o.shape[static_cast<size_t>(rank + 1)] == H &&
+              o.shape[static_cast<size_t>(rank + 2)] == Dv;
+  std::vector<int64_t> spatial;
+  for (int i = 1; i <= rank; ++i) {
+    const size_t s = static_cast<size_t>(i);
+    spatial.push_back(q.shape[s]);
+    same = same && k.shape[s] == q.shape[s] && v.shape[s] == q.shape[s] && o.shape[s] == q.shape[s];
+  }
+  if (!same)
+    return fail(Verdict::value_error, "inconsistent shapes: query " + shape_string(q.shape) + ", key " +
+                                          shape_string(k.shape) + ", value " + shape_string(v.shape) + ", out " +
+                                          shape_string(o.shape));
+  if (Hkv <= 0 || H % Hkv != 0)
+    return fail(Verdict::value_error, "heads " + std::to_string(H) + " must be a multiple of kv heads " + std::to_string(Hkv));
+  if (Dv != D)
+    return fail(Verdict::not_implemented, "value head dim " + std::to_string(Dv) + " != query head dim " + std::to_string(D));
+  if (D != 64 && D != 128) return fail(Verdict::not_implemented, "head dim " + std::to_string(D) + " (allowed: 64, 128)");
+  for (const TensorView* t : {&q, &k, &v, &o})
+    if (t->strides.back() != 1) return fail(Verdict::value_error, "the head dim must be contiguous, got " + t->describe());
+  if (a.lse) {
+    const TensorView& l = *a.lse;
+    std::vector<int64_t> want = {B};
+    want.insert(want.end(), spatial.begin(), spatial.end());
+    want.push_back(H);
+    if (l.dtype != DType::f32 || l.shape != want || l.device != q.device)
+      return fail(Verdict::value_error, "lse must be fp32 " + shape_string(want) + " on the query's device, got " +
+                                            l.describe());
+  }
+  try {
+    detail::validate_na_params(a.params, spatial, "hopper-fna");
+  } catch (const ValueError& e) {
+    return {Verdict::value_error, e.what()};
+  }
+  const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
+  if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
+  if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
+  Check c = check_config(a, config);
+  if (c.verdict != Verdict::ok) return c;
+  const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
+  const int64_t G = qp.num_groups();
+  if (B * G > 65535 || H > 65535)
+    return fail(Verdict::not_implemented, "batch * dilation groups and heads must be <= 65535, got " +
+                                              std::to_string(B * G) + ", " + std::to_string(H));
+  if (qp.seq_len() > kMaxSeq || kvp.seq_len() > kMaxSeq)
+    return fail(Verdict::not_implemented, "permuted sequence lengths must be < 2^31 - 128, got " +
+                                              std::to_string(qp.seq_len()) + ", " + std::to_string(kvp.seq_len()));
+  int64_t axis_tiles = 0;
+  for (int i = 0; i < rank; ++i) axis_tiles += kvp.tiles(i);
+  if (axis_tiles > kMaxAxisTiles)
+    return fail(Verdict::not_implemented, "too many KV tiles along the axes: " + std::to_string(axis_tiles) +
+                                              " (sum over axes; at most " + std::to_string(kMaxAxisTiles) + ")");
+  if (!na_forward_compiled(q.dtype, static_cast<int>(D)))
+    return fail(Verdict::not_implemented, std::string("no kernel compiled for ") + dtype_name(q.dtype) + " head dim " +
+                                              std::to_string(D) + " (NATTN_CUDA_ARCHS needs 90; see NATTN_CUDA_DTYPES / HEAD_DIMS)");
+  return {};
+}
+
+Check check_device(const NaForwardArgs& a) {
+  const DeviceProps& props = device_props(a.query.device.index);
+  if (props.cc != 90)
+    return fail(Verdict::not_implemented, "needs a compute capability 9.0 device (sm_90a), " +
+                                              device_name(a.query.device) + " is " + std::to_string(props.cc));
+  return {};
+}
+
+void raise(const Check& c) {
+  if (c.verdict == Verdict::value_error) throw ValueError(c.message);
+  if (c.verdict == Verdict::not_implemented) throw NotImplementedError(c.message);
+}
+
+struct DeviceGuard {
+  int previous = 0;
+  explicit DeviceGuard(int dev) {
+    NATTN_CUDA_CHECK(cudaGetDevice(&previous));
+    if (previous != dev) NATTN_CUDA_CHECK(cudaSetDevice(dev));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+
+// Stream-ordered workspace, freed on the stream when the scope ends (also on exceptions).
+struct Workspace {
+  void* ptr = nullptr;
+  cudaStream_t stream = nullptr;
+  Workspace(size_t bytes, cudaStream_t s) : stream(s) { NATTN_CUDA_CHECK(cudaMallocAsync(&ptr, bytes, s)); }
+  ~Workspace() {
+    if (ptr) cudaFreeAsync(ptr, stream);
+  }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+};
+
+// Per-axis in-tile decode of a tile shape (axis 0 fastest): shift and mask.
+void decode(const sem::Permutation& p3, int* shift, int* mask) {
+  int s = 0;
+  for (int i = 0; i < 3; ++i) {
+    shift[i] = s;
+    mask[i] = static_cast<int>(p3.tile[i] - 1);
+    s += log2_of(p3.tile[i]);
+  }
+}
+
+}  // namespace
+
+NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config) {
+  const int rank = params.rank;
+  sem::Permutation qp, kvp;
+  qp.rank = kvp.rank = rank;
+  qp.flip = kvp.flip = true;
+  for (int i = 0; i < rank; ++i) {
+    const size_t s = static_cast<size_t>(i);
+    qp.extent[i] = kvp.extent[i] = extent[s];
+    qp.dilation[i] = kvp.dilation[i] = params.dilation[s];
+    qp.tile[i] = config.q_tile[s];
+    kvp.tile[i] = config.kv_tile[s];
+  }
+  NaGeom g;
+  g.qp = rank3(qp);
+  g.kvp = rank3(kvp);
+  for (int i = 0; i < 3; ++i) {
+    const size_t s = static_cast<size_t>(i);
+    if (i < rank)
+      g.ax[i] = sem::Axis{extent[s], params.kernel_size[s], params.stride[s], params.dilation[s], params.is_causal[s]};
+    else
+      g.ax[i] = sem::Axis{1, 1, 1, 1, false};
+  }
+  decode(g.qp, g.q_shift, g.q_mask);
+  decode(g.kvp, g.kv_shift, g.kv_mask);
+  for (int i = 0; i < 3; ++i) g.kv_tiles[i] = static_cast<int>(g.kvp.tiles(i));
+  return g;
+}
+
+namespace {
+
+// The kernel on permuted tensors (contiguous, from token_permute with qp / kvp). Arguments checked.
+void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::Permutation& kvp, const void* q_perm,
+                const void* k_perm, const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream) {
+  const int rank = a.params.rank;
+  const TensorView &q = a.query, &k = a.key;
+  const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
+  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)];
+  const int64_t G = qp.num_groups(), Pq = qp.seq_len(), Pkv = kvp.seq_len();
+  FmhaFwdParams p;
+  p.q = q_perm;
+  p.k = k_perm;
+  p.v = v_perm;
+  p.o = o_perm;
+  p.lse = lse_perm;
+  // Contiguous permuted tensors: [B * G, P, H, D] and LSE [B * G, Pq, H].
+  const int64_t qs[3] = {Pq * H * D, H * D, D}, ks[3] = {Pkv * Hkv * D, Hkv * D, D}, ls[3] = {Pq * H, H, 1};
+  for (int i = 0; i < 3; ++i) {
+    p.q_stride[i] = p.o_stride[i] = qs[i];
+    p.k_stride[i] = p.v_stride[i] = ks[i];
+    p.lse_stride[i] = ls[i];
+  }
+  p.batch = static_cast<int>(B * G);
+  p.seqlen_q = static_cast<int>(Pq);
+  p.seqlen_kv = static_cast<int>(Pkv);
+  p.heads = static_cast<int>(H);
+  p.heads_kv = static_cast<int>(Hkv);
+  const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
+  p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
+  p.causal = false;
+
+  std::vector<int64_t> extent;
+  for (int i = 0; i < rank; ++i) extent.push_back(q.shape[static_cast<size_t>(i + 1)]);
+  TileConfig config;
+  config.q_tile.assign(qp.tile, qp.tile + rank);
+  config.kv_tile.assign(kvp.tile, kvp.tile + rank);
+  find_kernel(q.dtype, static_cast<int>(D))(p, na_geometry(a.params, extent, config), stream);
+}
+
+}  // namespace
+
+bool na_forward_compiled(DType dtype, int head_dim) { return find_kernel(dtype, head_dim) != nullptr; }
+
+std::string na_forward_unsupported_reason(const NaForwardArgs& args, const TileConfig& config) {
+  Check c = check_args(args, config);
+  if (c.verdict == Verdict::ok) c = check_device(args);
+  return c.message;
+}
+
+void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t stream) {
+  raise(check_args(a, config));
+  raise(check_device(a));
+  const int rank = a.params.rank;
+  const TensorView &q = a.query, &k = a.key;
+  const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
+  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)];
+  if (B == 0 || H == 0) return;
+  const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
+  const int64_t G = qp.num_groups(), Pq = qp.seq_len(), Pkv = kvp.seq_len();
+  const int64_t es = dtype_size(q.dtype);
+
+  // Workspace: Q', K', V', O' [B * G, P, H*, D] and LSE' [B * G, Pq, H] fp32, 256-byte aligned pieces.
+  auto align256 = [](int64_t x) { return (x + 255) / 256 * 256; };
+  const int64_t n_q = B * G * Pq * H * D, n_kv = B * G * Pkv * Hkv * D, n_l = B * G * Pq * H;
+  const int64_t off_k = align256(n_q * es), off_v = off_k + align256(n_kv * es), off_o = off_v + align256(n_kv * es);
+  const int64_t off_l = off_o + align256(n_q * es), bytes = off_l + align256(n_l * 4);
+  DeviceGuard guard(q.device.index);
+  Workspace ws(static_cast<size_t>(bytes), stream);
+  char* base = static_cast<char*>(ws.ptr);
+  const Device dev = q.device;
+  const TensorView qv(base, q.dtype, {B * G, Pq, H, D}, dev), kv(base + off_k, q.dtype, {B * G, Pkv, Hkv, D}, dev),
+      vv(base + off_v, q.dtype, {B * G, Pkv, Hkv, D}, dev), ov(base + off_o, q.dtype, {B * G, Pq, H, D}, dev),
+      lv(base + off_l, DType::f32, {B * G, Pq, H, 1}, dev);
+
+  token_permute(a.query, qv, qp, stream);
+  token_permute(a.key, kv, kvp, stream);
+  token_permute(a.value, vv, kvp, stream);
+
+  run_kernel(a, qp, kvp, qv.data, kv.data, vv.data, ov.data, static_cast<float*>(lv.data), stream);
+
+  token_unpermute(ov, a.out, qp, stream);
+  if (a.lse) {
+    // The LSE [B, *S, H] as [B, *S, H, 1]: one fp32 "head row" per head.
+    const TensorView& l = *a.lse;
+    std::vector<int64_t> shape = l.shape, strides = l.strides;
+    shape.push_back(1);
+    strides.push_back(1);
+    token_unpermute(lv, TensorView(l.data, DType::f32, shape, strides, l.device), qp, stream);
+  }
+}
+
+void na_forward_permuted(const NaForwardArgs& a, const TileConfig& config, const void* q_perm, const void* k_perm,
+                         const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream) {
+  raise(check_args(a, config));
+  raise(check_device(a));
+  if (a.query.shape[0] == 0 || a.query.shape[static_cast<size_t>(a.params.rank + 1)] == 0) return;
+  DeviceGuard guard(a.query.device.index);
+  run_kernel(a, make_perm(a, config.q_tile), make_perm(a, config.kv_tile), q_perm, k_perm, v_perm, o_perm, lse_perm,
+             stream);
+}
+
+}  // namespace nattn::cuda::sm90

@@ -1,0 +1,47 @@
+// Host entry of the Hopper (sm_90a) NA forward (registry name `hopper-fna`): token-permutes Q, K, V
+// (dilation groups folded into the batch), runs the shared warp-specialised TMA + wgmma kernel of
+// fmha_fwd_kernel.cuh on the permuted tensors with per-KV-tile mask classes, and unpermutes O and
+// the LSE into the caller's heads-last tensors. Framework-free; asynchronous on `stream`
+// (workspace through cudaMallocAsync / cudaFreeAsync on that stream).
+//
+// Supported: rank 1-3, fp16 / bf16, head dim 64 or 128 (Dv == D), any kernel size / stride /
+// dilation / per-axis causality, GQA/MQA, optional LSE, any strides with the head dim contiguous;
+// config q_tile and kv_tile of the NA rank with volume 128 each (powers of two), schedule coop.
+// Not supported (NotImplementedError): additional KV tokens, sub-domain NA, scale <= 0, B * G or
+// H > 65535. Needs a compute capability 9.0 device.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "cuda/sm90/fmha_fwd/params.h"
+#include "nattn/ops.h"
+#include "nattn/problem.h"
+#include "nattn/tensor.h"
+
+namespace nattn::cuda::sm90 {
+
+// True when the kernel of (dtype, head_dim) was compiled into this build (same table as FMHA).
+bool na_forward_compiled(DType dtype, int head_dim);
+
+// "" when na_forward can run these arguments with this config on the current device, else the
+// reason. Does not touch the device beyond querying its compute capability.
+std::string na_forward_unsupported_reason(const NaForwardArgs& args, const TileConfig& config);
+
+// Throws ValueError / NotImplementedError (with the reason above) / RuntimeError (a CUDA error).
+void na_forward(const NaForwardArgs& args, const TileConfig& config, cudaStream_t stream);
+
+// The kernel's NA geometry (rank-3 permutations with flip = true, per-axis parameters, in-tile
+// decode) for parameters already checked; exposed for the host self-check of the tile walk.
+NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config);
+
+// The kernel alone (benchmarks): on tensors already permuted as token_permute does with the
+// config's tiles and flip = true, contiguous: q_perm / o_perm [B * G, Pq, H, D], k_perm / v_perm
+// [B * G, Pkv, Hkv, D], lse_perm [B * G, Pq, H] fp32 (required). `args` is checked as by na_forward
+// and gives the problem; its tensors are not touched.
+void na_forward_permuted(const NaForwardArgs& args, const TileConfig& config, const void* q_perm, const void* k_perm,
+                         const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream);
+
+}  // namespace nattn::cuda::sm90
