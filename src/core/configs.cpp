@@ -1,9 +1,8 @@
 // Tile-configuration tables of every backend (shared/spec/natten-reference.md §4.3 for the CUDA
 // and flex families; the CPU backend's "tiles" are the query blocks one task processes). Every
-// list starts with the backend's default. The cutlass-* and hopper-fmha lists hold only the shapes
-// this build's kernels run (cutlass: NATTEN's entries that they take, plus 128-query tiles on
-// SM90+); hopper-fna and blackwell tables are NATTEN's lists until our own kernels land, the flex
-// ones are NATTEN's.
+// list starts with the backend's default. The cutlass-* and hopper-* lists hold only the shapes this
+// build's kernels run (cutlass: NATTEN's entries that they take, plus 128-query tiles on SM90+);
+// the blackwell tables are NATTEN's lists until our own kernels land, the flex ones are NATTEN's.
 #include <algorithm>
 #include <functional>
 
@@ -192,25 +191,18 @@ Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
   return runnable(default_first(out, cutlass_default(rank)), rank, Pass::backward);
 }
 
-Configs hopper_forward(int rank, int64_t head_dim) {
-  const auto non = KernelSchedule::non_persistent, coop = KernelSchedule::cooperative,
-             pp = KernelSchedule::pingpong;
-  const bool small = head_dim <= 64;
-  if (rank == 1) {
-    if (small) return {pair({64}, {128}, non)};
-    if (head_dim == 128) return {pair({128}, {128}, coop), pair({128}, {128}, pp)};
-    return {pair({128}, {64}, coop)};
-  }
-  if (rank == 2) {
-    if (small) return {pair({8, 8}, {16, 8}, non), pair({8, 8}, {8, 16}, non)};
-    if (head_dim == 128) return {pair({16, 8}, {16, 8}, coop), pair({16, 8}, {16, 8}, pp)};
-    return {pair({16, 8}, {8, 8}, coop), pair({8, 16}, {8, 8}, coop)};
-  }
-  if (small) return {pair({4, 4, 4}, {4, 4, 8}, non), pair({4, 4, 4}, {2, 8, 8}, non)};
-  if (head_dim == 128)
-    return {pair({4, 4, 8}, {4, 4, 8}, coop), pair({4, 4, 8}, {4, 4, 8}, pp), pair({2, 8, 8}, {2, 8, 8}, coop),
-            pair({2, 8, 8}, {2, 8, 8}, pp)};
-  return {pair({4, 4, 8}, {4, 4, 4}, coop), pair({2, 8, 8}, {4, 4, 4}, coop)};
+// hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): token-permuted Q and KV tiles of 128 tokens
+// each (every power-of-two shape of the rank with axes >= 2; the same shape for Q and KV here), two
+// consumer warpgroups on one Q tile (cooperative), head dims 64 and 128. Default first: NATTEN's
+// Hopper default shape for the rank.
+Configs hopper_fna_forward(int rank) {
+  const auto coop = KernelSchedule::cooperative;
+  Configs out;
+  for (const auto& t : pow2_shapes(rank, 128)) out.push_back(pair(t, t, coop));
+  std::sort(out.begin(), out.end(), desc);
+  const TileConfig def = rank == 1 ? pair({128}, {128}, coop)
+                                   : rank == 2 ? pair({16, 8}, {16, 8}, coop) : pair({4, 4, 8}, {4, 4, 8}, coop);
+  return default_first(out, def);
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
@@ -260,7 +252,7 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& p
   if (name == "cutlass-fna")
     return fwd ? cutlass_forward(rank, p.compute_capability, p.dtype)
                : cutlass_backward(rank, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
-  if (name == "hopper-fna") return fwd ? hopper_forward(rank, p.head_dim) : Configs{};
+  if (name == "hopper-fna") return fwd ? hopper_fna_forward(rank) : Configs{};
   if (name == "blackwell-fna") return fwd ? blackwell_forward(rank) : blackwell_backward(rank);
   if (name == "flex-fna") return fwd ? flex_forward(rank) : Configs{TileConfig{}};
   return {};

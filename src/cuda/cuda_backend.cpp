@@ -1,5 +1,5 @@
 // The CUDA backends: cutlass-fna and cutlass-fmha (portable forward and backward kernels of
-// src/cuda/sm80), hopper-fmha (sm_90a forward of src/cuda/sm90, when compiled), and the device
+// src/cuda/sm80), hopper-fna / hopper-fmha (sm_90a forwards of src/cuda/sm90, when compiled), and the device
 // hooks the core needs (cuda_backend, cuda_compute_capability).
 #include <cuda_runtime.h>
 
@@ -11,6 +11,7 @@
 #include "cuda/sm80/fna_bwd/fna_bwd_dispatch.h"
 #include "cuda/sm80/fna_fwd/fna_fwd_dispatch.h"
 #include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
+#include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
 
 namespace nattn::detail {
 
@@ -73,11 +74,33 @@ class HopperFmha final : public Backend {
   }
 };
 
+// Forward only, like hopper-fmha: token-permuted tiles (src/cuda/sm90/fmha_fwd/na_fwd_sm90.h).
+class HopperFna final : public Backend {
+ public:
+  const char* name() const override { return "hopper-fna"; }
+  std::string reject(const NaProblem& p, Pass) const override {
+    if (p.additional_kv > 0) return std::string(name()) + " does not support additional KV tokens (use cutlass-fna)";
+    if (!cuda::sm90::na_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
+      return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +
+             std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 64/128 filtered by " +
+             "NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS, with 90 in NATTN_CUDA_ARCHS)";
+    int64_t groups = 1;
+    for (int i = 0; i < p.rank(); ++i) groups *= p.params.dilation[static_cast<size_t>(i)];
+    if (p.heads > 65535 || p.batch * groups > 65535)
+      return std::string(name()) + " supports at most 65535 heads and 65535 batch x dilation groups (got heads=" +
+             std::to_string(p.heads) + ", batch x groups=" + std::to_string(p.batch * groups) + ")";
+    return {};
+  }
+  void na_forward(const NaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
+    cuda::sm90::na_forward(args, config, static_cast<cudaStream_t>(options.stream));
+  }
+};
+
 // Built when at least one instantiation is compiled (NATTN_CUDA_ARCHS holds 90).
-bool hopper_fmha_built() {
+bool hopper_built(bool na) {
   for (DType t : {DType::f16, DType::bf16})
     for (int hd : {64, 128})
-      if (cuda::sm90::fmha_forward_compiled(t, hd)) return true;
+      if (na ? cuda::sm90::na_forward_compiled(t, hd) : cuda::sm90::fmha_forward_compiled(t, hd)) return true;
   return false;
 }
 
@@ -86,10 +109,12 @@ bool hopper_fmha_built() {
 const Backend* cuda_backend(const std::string& name) {
   static const CutlassFna fna;
   static const CutlassFmha fmha;
+  static const HopperFna hopper_fna;
   static const HopperFmha hopper_fmha;
   if (name == fna.name()) return &fna;
   if (name == fmha.name()) return &fmha;
-  if (name == hopper_fmha.name()) return hopper_fmha_built() ? &hopper_fmha : nullptr;
+  if (name == hopper_fna.name()) return hopper_built(true) ? &hopper_fna : nullptr;
+  if (name == hopper_fmha.name()) return hopper_built(false) ? &hopper_fmha : nullptr;
   return nullptr;
 }
 

@@ -47,9 +47,9 @@ TEST(Registry, ListsEveryPlannedBackendOnce) {
   EXPECT_EQ(names, expected);
   EXPECT_EQ(backends.size(), expected.size());
   for (const auto& b : backends) {
-    // cutlass-* are built when CUDA is enabled, hopper-fmha when the CUDA archs include 90;
-    // hopper-fna, blackwell-* and flex-* are not built by this library yet.
-    if (b.name.rfind("cutlass-", 0) != 0 && b.name != "hopper-fmha") {
+    // cutlass-* are built when CUDA is enabled, hopper-* when the CUDA archs include 90;
+    // blackwell-* and flex-* are not built by this library.
+    if (b.name.rfind("cutlass-", 0) != 0 && b.name.rfind("hopper-", 0) != 0) {
       EXPECT_EQ(b.built, b.name == "cpu" || b.name == "reference") << b.name;
     }
     EXPECT_TRUE(b.supports_na || b.supports_fmha) << b.name;
@@ -93,8 +93,15 @@ bool built(const std::string& name) {
 TEST(Registry, CudaProblemsWithoutABuiltBackendAreRejectedWithReasons) {
   const NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
   const Selection sel = choose_backend(p, Pass::forward);
-  EXPECT_EQ(reject_reason("hopper-fna", p, Pass::forward), "hopper-fna is not built into this library");
   EXPECT_NE(reject_reason("cpu", p, Pass::forward).find("CPU tensors only"), std::string::npos);
+  if (built("hopper-fna")) {  // a CUDA build with sm_90a kernels: the Hopper backend comes first on SM90
+    EXPECT_EQ(reject_reason("hopper-fna", p, Pass::forward), "");
+    EXPECT_EQ(sel.backend, "hopper-fna") << sel.explain();
+    EXPECT_NE(reject_reason("hopper-fna", p, Pass::backward).find("no backward"), std::string::npos);
+    EXPECT_EQ(choose_backend(p, Pass::backward).backend, "cutlass-fna");
+    return;
+  }
+  EXPECT_EQ(reject_reason("hopper-fna", p, Pass::forward), "hopper-fna is not built into this library");
   if (built("cutlass-fna")) {  // a CUDA build: the portable backend takes it
     EXPECT_EQ(sel.backend, "cutlass-fna") << sel.explain();
     return;
@@ -481,16 +488,26 @@ TEST(Finders, CutlassResolveConfigRejectsUnlistedShapes) {
 TEST(Finders, HopperBlackwellFlexTables) {
   NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
   p.head_dim = p.head_dim_v = 128;
+  // hopper-fna: every power-of-two shape of volume 128 (axes >= 2) as Q and KV tile, cooperative.
   const auto h = detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h.size(), 2u);
+  ASSERT_EQ(h.size(), 6u);  // (2,64) (4,32) (8,16) (16,8) (32,4) (64,2)
   EXPECT_EQ(h[0], (TileConfig{{16, 8}, {16, 8}, KernelSchedule::cooperative}));
-  EXPECT_EQ(h[1], (TileConfig{{16, 8}, {16, 8}, KernelSchedule::pingpong}));
+  for (const TileConfig& c : h) {
+    EXPECT_EQ(c.q_tile, c.kv_tile);
+    EXPECT_EQ(c.q_tile[0] * c.q_tile[1], 128);
+    EXPECT_EQ(c.schedule, KernelSchedule::cooperative);
+  }
+  EXPECT_TRUE(detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::backward).empty());
   p.spatial = {8, 16, 16};
   p.params = NaParams::uniform(3, 3);
   p.head_dim = p.head_dim_v = 64;
   const auto h3 = detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h3.size(), 2u);
-  EXPECT_EQ(h3[0], (TileConfig{{4, 4, 4}, {4, 4, 8}, KernelSchedule::non_persistent}));
+  ASSERT_EQ(h3.size(), 15u);  // exponents >= 1 summing to 7 over 3 axes: C(6, 2)
+  EXPECT_EQ(h3[0], (TileConfig{{4, 4, 8}, {4, 4, 8}, KernelSchedule::cooperative}));
+  const FmhaProblem hf = fmha_problem(kCuda, 90, DType::bf16);
+  const auto hfl = detail::config_table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);
+  ASSERT_EQ(hfl.size(), 1u);
+  EXPECT_EQ(hfl[0], (TileConfig{{128}, {128}, KernelSchedule::cooperative}));
   const auto b3 = detail::config_table(*detail::find_spec("blackwell-fna"), p, Pass::forward);
   EXPECT_EQ(b3.size(), 7u);
   EXPECT_EQ(b3[0], (TileConfig{{8, 4, 8}, {4, 4, 8}, KernelSchedule::none}));

@@ -83,6 +83,22 @@ def fmha_backend(request):
     return request.param
 
 
+def hopper_cannot(backend, head_dim, head_dim_v, extra):
+    """Why a hopper-* backend does not run this problem (its declared limits), or None."""
+    if not backend.startswith("hopper"):
+        return None
+    if head_dim not in (64, 128) or head_dim_v != head_dim:
+        return f"{backend} runs head dims 64 and 128 with Dv == D (got {head_dim}/{head_dim_v})"
+    if extra:
+        return f"{backend} has no additional KV tokens"
+    return None
+
+
+def backward_backend(backend):
+    """The backward backend after a forward on `backend` (hopper-* is forward-only)."""
+    return "" if backend.startswith("hopper") else backend
+
+
 def need_backward(name, fmha=False):
     present = fmha_backend_present(name, True) if fmha else na_backend_present(name, True)
     if not present:
@@ -122,6 +138,9 @@ def test_golden_cuda(case, dtype, na_backend):
         pytest.skip("hopper backends are fp16/bf16 only")
     meta, a = load_golden(case)
     t = {n: torch.from_numpy(x) for n, x in a.items()}
+    why = hopper_cannot(na_backend, t["q"].shape[-1], t["v"].shape[-1], meta["additional_kv"])
+    if why:
+        pytest.skip(why)
     backward = na_backend_present(na_backend, True)
     q, k, v = (t[n].to(DEV, dtype).requires_grad_(backward) for n in ("q", "k", "v"))
     kw = dict(kernel_size=tuple(meta["kernel_size"]), stride=tuple(meta["stride"]),
@@ -173,8 +192,10 @@ def test_random_vs_reference(seed, na_backend):
     rng = random.Random(1000 + seed)
     rank, spatial, ks, st, dil, causal, h, hkv, D, Dv, extra = _random_problem(rng)
     dtype = [torch.float32, torch.float16, torch.bfloat16][seed % 3]
-    if na_backend.startswith("hopper") and dtype == torch.float32:
-        dtype = torch.bfloat16
+    if na_backend.startswith("hopper"):  # within its limits: 16-bit, D = Dv in {64, 128}, no extra KV
+        dtype = torch.bfloat16 if dtype == torch.float32 else dtype
+        D = Dv = 128 if D > 64 else 64
+        extra = 0
     g = torch.Generator().manual_seed(seed)
     B = rng.choice([1, 2])
 
@@ -292,13 +313,17 @@ def test_mixed_devices_rejected():
 def test_opcheck_cuda(extra, na_backend):
     if na_backend.startswith("flex"):
         pytest.skip("flex backends are plain torch code, not nattn custom ops")
+    why = hopper_cannot(na_backend, 64, 64, extra)
+    if why:
+        pytest.skip(why)
     g = torch.Generator().manual_seed(23)
     dt = torch.float16
-    q, k, v = (torch.randn(1, 6, 5, 2, 32, generator=g).to(DEV, dt).requires_grad_() for _ in range(3))
+    q, k, v = (torch.randn(1, 6, 5, 2, 64, generator=g).to(DEV, dt).requires_grad_() for _ in range(3))
     ak = av = None
     if extra:
-        ak, av = (torch.randn(1, 3, 2, 32, generator=g).to(DEV, dt).requires_grad_() for _ in range(2))
-    args = (q, k, v, ak, av, [3, 2], [1, 2], [1, 1], [False, True], 0.3, na_backend, [], [], "", na_backend, [], [],
+        ak, av = (torch.randn(1, 3, 2, 64, generator=g).to(DEV, dt).requires_grad_() for _ in range(2))
+    bb = backward_backend(na_backend)
+    args = (q, k, v, ak, av, [3, 2], [1, 2], [1, 1], [False, True], 0.3, na_backend, [], [], "", bb, [], [],
             True, True)
     torch.library.opcheck(torch.ops.nattn.na_forward.default, args)
     if na_backend_present(na_backend, True):
@@ -306,7 +331,7 @@ def test_opcheck_cuda(extra, na_backend):
         akd, avd = (x.detach() if x is not None else None for x in (ak, av))
         out, lse = torch.ops.nattn.na_forward(qd, kd, vd, akd, avd, *args[5:])
         bargs = (qd, kd, vd, out, lse, torch.randn_like(out), akd, avd, [3, 2], [1, 2], [1, 1], [False, True], 0.3,
-                 na_backend, [], [], True)
+                 bb, [], [], True)
         torch.library.opcheck(torch.ops.nattn.na_backward.default, bargs)
 
 
@@ -329,7 +354,7 @@ def test_compile_matches_eager_cuda(na_backend):
     compiled = torch.compile(block, fullgraph=True, backend=counter)
     with dynamo.config.patch(recompile_limit=1, error_on_recompile=True):
         for _ in range(2):
-            ins = [torch.randn(2, 12, 10, 2, 32, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
+            ins = [torch.randn(2, 12, 10, 2, 64, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
                    for _ in range(3)]
             ref_ins = [x.detach().clone().requires_grad_(backward) for x in ins]
             out = compiled(*ins)
