@@ -24,7 +24,7 @@ PROBLEMS = [
     # name, spatial, window, heads, dense baselines
     ("2D 128x128 k13x13, 16 heads", (128, 128), (13, 13), 16, True),
     ("1D 32768 k2048, 16 heads", (32768,), (2048,), 16, True),
-    ("2D 256x256 k32x32, 24 heads", (256, 256), (32, 32), 24, False),
+    ("2D 256x256 k32x32, 24 heads", (256, 256), (32, 32), 24, True),
     ("3D 16x44x80 k8x16x24, 16 heads", (16, 44, 80), (8, 16, 24), 16, False),
     ("3D 30x48x80 k18x24x24, 24 heads", (30, 48, 80), (18, 24, 24), 24, False),
 ]
@@ -60,7 +60,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer timed runs")
     ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (its compile takes minutes)")
     ap.add_argument("--only", default="", help="run problems whose name contains this")
+    ap.add_argument("--no-hopper", action="store_true", help="skip the hopper-fna rows")
     args = ap.parse_args()
+    # hopper-fna tile shapes timed per rank (each Q and KV tile of 128 tokens)
+    args.hopper_tiles = {} if args.no_hopper else {1: [(128,)], 2: [(16, 8), (8, 16)],
+                                                    3: [(8, 4, 4), (4, 4, 8), (2, 8, 8)]}
     runs = 5 if args.quick else 10
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, nattn {nattn.__version__}")
     print("| problem | method | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
@@ -94,6 +98,15 @@ def main():
             f_ms = timed(f, r, w)
         fb_ms = timed(fwd_bwd(f, (q, k, v), dout), r, w)
         row("nattn cutlass-fna", f_ms, fb_ms, na_flops)
+        # hopper-fna (sm_90a forward on token-permuted tiles, permutation included; bwd on cutlass-fna)
+        for tile in args.hopper_tiles.get(len(spatial), []):
+            fh = lambda: na(q, k, v, window, backend="hopper-fna", q_tile_shape=tile, kv_tile_shape=tile)
+            try:
+                with torch.no_grad():
+                    f_ms = timed(fh, r, w)
+                row(f"nattn hopper-fna tile {tile}", f_ms, None, na_flops)
+            except NotImplementedError as e:
+                print(f"| {name} | nattn hopper-fna | not run: {str(e).splitlines()[0]} | | | |")
 
         if flex is not None and len(spatial) == 3:
             mask_mod = _flex.na_mask_mod(spatial, window, (1,) * len(spatial), (1,) * len(spatial),
