@@ -10,58 +10,18 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/half.h"
 #include "nattn/backends.h"
 #include "nattn/ops.h"
 
 using namespace nattn;
 
-#define CHECK(call)                                                    \
-  do {                                                                 \
-    cudaError_t e_ = (call);                                           \
-    if (e_ != cudaSuccess) {                                           \
-      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                    \
-    }                                                                  \
-  } while (0)
+#define CHECK(call) NATTN_BENCH_CHECK(call)
 
 namespace {
 
-void* random_device(int64_t n, uint64_t seed) {
-  std::vector<uint16_t> h(static_cast<size_t>(n));
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
-  for (auto& x : h) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = detail::float_to_bf16(static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f);
-  }
-  void* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
-  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
-  return d;
-}
 
-template <class F>
-double time_ms(F&& f) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> t;
-  for (int i = 0; i < 10; ++i) {
-    CHECK(cudaEventRecord(a));
-    f();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return (t[4] + t[5]) / 2;
-}
 
 struct Problem {
   std::string name;
@@ -86,10 +46,10 @@ int main() {
       window *= pr.kernel[i];
     }
     const int64_t n = tokens * pr.heads * d;
-    void* q = random_device(n, 1);
-    void* k = random_device(n, 2);
-    void* v = random_device(n, 3);
-    void* dout = random_device(n, 4);
+    void* q = bench::random_device(n, DType::bf16, 1);
+    void* k = bench::random_device(n, DType::bf16, 2);
+    void* v = bench::random_device(n, DType::bf16, 3);
+    void* dout = bench::random_device(n, DType::bf16, 4);
     void *o = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
     float* lse = nullptr;
     for (void** p : {&o, &dq, &dk, &dv}) CHECK(cudaMalloc(p, static_cast<size_t>(n) * 2));
@@ -123,8 +83,8 @@ int main() {
     b.params = params;
     RunOptions opt;
     opt.backend = "cutlass-fna";
-    const double fwd = time_ms([&] { na_forward(a, opt); });
-    const double bwd = time_ms([&] { na_backward(b, opt); });
+    const double fwd = bench::median_ms([&] { na_forward(a, opt); });
+    const double bwd = bench::median_ms([&] { na_backward(b, opt); });
     CHECK(cudaGetLastError());
     const double flops = 4.0 * tokens * window * d * pr.heads;
     std::printf("| %s (default configs) | %.2f | %.2f | %.2f | %.0f | %.0f |\n", pr.name.c_str(), fwd, bwd,
@@ -140,7 +100,7 @@ int main() {
     for (const TileConfig& cfg : others) {
       RunOptions o2 = opt;
       o2.config = cfg;
-      const double ms = time_ms([&] { na_backward(b, o2); });
+      const double ms = bench::median_ms([&] { na_backward(b, o2); });
       std::printf("    backward %s: %.2f ms (%.0f TFLOP/s)\n", cfg.describe().c_str(), ms,
                   2.5 * flops / (ms * 1e-3) / 1e12);
     }

@@ -11,20 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/half.h"
 #include "nattn/backends.h"
 #include "nattn/ops.h"
 
 using namespace nattn;
 
-#define CHECK(call)                                                                          \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));                       \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
+#define CHECK(call) NATTN_BENCH_CHECK(call)
 
 struct Problem {
   std::string name;
@@ -32,41 +26,7 @@ struct Problem {
   int64_t heads;
 };
 
-void* random_device(int64_t n) {
-  std::vector<uint16_t> h(static_cast<size_t>(n));
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(n);
-  for (auto& x : h) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = detail::float_to_bf16(static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f);
-  }
-  void* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
-  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
-  return d;
-}
 
-template <class F>
-double time_ms(F&& f) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> t;
-  for (int i = 0; i < 10; ++i) {
-    CHECK(cudaEventRecord(a));
-    f();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return (t[4] + t[5]) / 2;
-}
 
 int main(int argc, char** argv) {
   bool quick = false, all_configs = false;
@@ -91,9 +51,9 @@ int main(int argc, char** argv) {
       window *= pr.kernel[i];
     }
     const int64_t n = tokens * pr.heads * d;
-    void* q = random_device(n);
-    void* k = random_device(n);
-    void* v = random_device(n);
+    void* q = bench::random_device(n, DType::bf16, 1);
+    void* k = bench::random_device(n, DType::bf16, 2);
+    void* v = bench::random_device(n, DType::bf16, 3);
     void* o = nullptr;
     float* lse = nullptr;
     CHECK(cudaMalloc(&o, static_cast<size_t>(n) * 2));
@@ -114,7 +74,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < pr.spatial.size(); ++i) a.params.kernel_size[i] = pr.kernel[i];
     RunOptions opt;
     opt.backend = "cutlass-fna";
-    const double na_ms = time_ms([&] { na_forward(a, opt); });
+    const double na_ms = bench::median_ms([&] { na_forward(a, opt); });
     CHECK(cudaGetLastError());
     // A set of tile configs with --configs (those the finder lists for this problem).
     std::string best_cfg = "default";
@@ -138,7 +98,7 @@ int main(int argc, char** argv) {
         if (std::find(valid.begin(), valid.end(), cfg) == valid.end()) continue;
         RunOptions o2 = opt;
         o2.config = cfg;
-        const double ms = time_ms([&] { na_forward(a, o2); });
+        const double ms = bench::median_ms([&] { na_forward(a, o2); });
         std::printf("    %s: %.2f ms\n", cfg.describe().c_str(), ms);
         if (ms < best_ms) {
           best_ms = ms;
@@ -161,11 +121,11 @@ int main(int argc, char** argv) {
       f.lse = TensorView(lse, DType::f32, {1, tokens, pr.heads}, gpu);
       RunOptions fo;
       fo.backend = "cutlass-fmha";
-      fm_ms = time_ms([&] { fmha_forward(f, fo); });
+      fm_ms = bench::median_ms([&] { fmha_forward(f, fo); });
       fm_tflops = 4.0 * tokens * tokens * d * pr.heads / (fm_ms * 1e-3) / 1e12;
       if (all_configs) {
         fo.config = TileConfig{{64}, {64}, KernelSchedule::none};
-        fm64_ms = time_ms([&] { fmha_forward(f, fo); });
+        fm64_ms = bench::median_ms([&] { fmha_forward(f, fo); });
         std::printf("    fmha q64/kv64: %.2f ms (%.0f TFLOP/s)\n", fm64_ms,
                     4.0 * tokens * tokens * d * pr.heads / (fm64_ms * 1e-3) / 1e12);
       }

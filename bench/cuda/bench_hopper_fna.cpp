@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/half.h"
 #include "cuda/common/token_permute.h"
 #include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
@@ -23,60 +24,12 @@
 
 using namespace nattn;
 
-#define CHECK(call)                                                     \
-  do {                                                                  \
-    cudaError_t e_ = (call);                                            \
-    if (e_ != cudaSuccess) {                                            \
-      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));  \
-      std::exit(1);                                                     \
-    }                                                                   \
-  } while (0)
+#define CHECK(call) NATTN_BENCH_CHECK(call)
 
 namespace {
 
-void* random_device(int64_t n, DType dtype, uint64_t seed) {
-  std::vector<uint16_t> h(static_cast<size_t>(n));
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
-  for (auto& x : h) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    const float f = static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f;
-    x = dtype == DType::bf16 ? detail::float_to_bf16(f) : detail::float_to_fp16(f);
-  }
-  void* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
-  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
-  return d;
-}
 
-void* device_buffer(int64_t bytes) {
-  void* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(bytes)));
-  CHECK(cudaMemset(d, 0, static_cast<size_t>(bytes)));
-  return d;
-}
 
-template <class F>
-double median_ms(F&& f) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> t;
-  for (int i = 0; i < 10; ++i) {
-    CHECK(cudaEventRecord(a));
-    f();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0.f;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return 0.5 * (t[4] + t[5]);
-}
 
 std::string tup(const std::vector<int64_t>& v) {
   std::string s = "(";
@@ -105,11 +58,11 @@ int main(int argc, char** argv) {
   const int64_t tokens = S[0] * S[1] * S[2];
   const int64_t n = tokens * H * D;
   const Device gpu{DeviceKind::cuda, 0};
-  void* q = random_device(n, dtype, 1);
-  void* k = random_device(n, dtype, 2);
-  void* v = random_device(n, dtype, 3);
-  void* o = device_buffer(n * 2);
-  float* lse = static_cast<float*>(device_buffer(tokens * H * 4));
+  void* q = bench::random_device(n, dtype, 1);
+  void* k = bench::random_device(n, dtype, 2);
+  void* v = bench::random_device(n, dtype, 3);
+  void* o = bench::device_buffer(n * 2);
+  float* lse = static_cast<float*>(bench::device_buffer(tokens * H * 4));
   NaForwardArgs args;
   args.query = TensorView(q, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
   args.key = TensorView(k, dtype, {1, S[0], S[1], S[2], H, D}, gpu);
@@ -137,7 +90,7 @@ int main(int argc, char** argv) {
       cfg.q_tile = cfg.kv_tile = tile;
       cfg.schedule = KernelSchedule::cooperative;
       try {
-        const double ms = median_ms([&] { cuda::sm90::na_forward(args, cfg, nullptr); });
+        const double ms = bench::median_ms([&] { cuda::sm90::na_forward(args, cfg, nullptr); });
         CHECK(cudaGetLastError());
         // The kernel alone on permuted copies (the same permutation the op uses).
         sem::Permutation perm;
@@ -148,17 +101,17 @@ int main(int argc, char** argv) {
           perm.tile[i] = tile[static_cast<size_t>(i)];
         }
         const int64_t P = perm.seq_len();
-        void* qp = device_buffer(P * H * D * 2);
-        void* kp = device_buffer(P * H * D * 2);
-        void* vp = device_buffer(P * H * D * 2);
-        void* op = device_buffer(P * H * D * 2);
-        float* lp = static_cast<float*>(device_buffer(P * H * 4));
+        void* qp = bench::device_buffer(P * H * D * 2);
+        void* kp = bench::device_buffer(P * H * D * 2);
+        void* vp = bench::device_buffer(P * H * D * 2);
+        void* op = bench::device_buffer(P * H * D * 2);
+        float* lp = static_cast<float*>(bench::device_buffer(P * H * 4));
         cuda::token_permute(args.query, TensorView(qp, dtype, {1, P, H, D}, gpu), perm, nullptr);
         cuda::token_permute(args.key, TensorView(kp, dtype, {1, P, H, D}, gpu), perm, nullptr);
         cuda::token_permute(args.value, TensorView(vp, dtype, {1, P, H, D}, gpu), perm, nullptr);
         CHECK(cudaDeviceSynchronize());
         const double kms =
-            median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });
+            bench::median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });
         CHECK(cudaGetLastError());
         std::printf("  hopper-fna tile %-8s  op %8.3f ms %7.1f TFLOP/s | kernel %8.3f ms %7.1f TFLOP/s | "
                     "permute+unpermute %.3f ms\n",
@@ -173,7 +126,7 @@ int main(int argc, char** argv) {
       try {
         RunOptions opt;
         opt.backend = "cutlass-fna";
-        const double ms = median_ms([&] { na_forward(args, opt); });
+        const double ms = bench::median_ms([&] { na_forward(args, opt); });
         std::printf("  cutlass-fna (default config)  %8.3f ms %7.1f TFLOP/s\n", ms, tf(ms));
       } catch (const std::exception& e) {
         std::printf("  cutlass-fna  not run: %s\n", e.what());
