@@ -1,7 +1,7 @@
 // Parameters of the Hopper (sm_90a) attention forward kernel (FMHA and NA share one kernel
 // template): plain structs shared by the host side (fmha_fwd_sm90.cpp, na_fwd_sm90.cpp, compiled by
 // the host compiler) and the kernel translation units (generated from src/cuda/cuda.cmake, tables
-// NATTN_SM90_FMHA_FWD_TABLE). No CuTe types here.
+// NATTN_SM90_FWD_TABLE). No CuTe types here.
 #pragma once
 
 #include <cuda_runtime.h>
