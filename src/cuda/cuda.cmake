@@ -278,4 +278,6 @@ if(_nattn_sm90_sources)
 endif()
 target_sources(nattn PRIVATE ${PROJECT_SOURCE_DIR}/src/cuda/sm90/fmha_fwd/fmha_fwd_sm90.cpp
   ${PROJECT_SOURCE_DIR}/src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp)
+# hopper-fna's LSE merge with the additional-KV part: a plain CUDA kernel, every architecture.
+target_sources(nattn_cuda_kernels PRIVATE ${PROJECT_SOURCE_DIR}/src/cuda/sm90/fmha_fwd/attn_merge.cu)
 # ============================================================= end of the Hopper forward kernels

@@ -74,23 +74,14 @@ class HopperFmha final : public Backend {
   }
 };
 
-// Forward only, like hopper-fmha: token-permuted tiles (src/cuda/sm90/fmha_fwd/na_fwd_sm90.h).
+// Forward only, like hopper-fmha: token-permuted tiles (src/cuda/sm90/fmha_fwd/na_fwd_sm90.h), head
+// dims multiples of 8 up to 128 zero-padded to the kernel's, additional KV through hopper-fmha and
+// an LSE merge. The problem-level rules are na_forward's own (na_forward_reject), so the registry
+// and the op agree.
 class HopperFna final : public Backend {
  public:
   const char* name() const override { return "hopper-fna"; }
-  std::string reject(const NaProblem& p, Pass) const override {
-    if (p.additional_kv > 0) return std::string(name()) + " does not support additional KV tokens (use cutlass-fna)";
-    if (!cuda::sm90::na_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
-      return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +
-             std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 64/128 filtered by " +
-             "NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS, with 90 in NATTN_CUDA_ARCHS)";
-    int64_t groups = 1;
-    for (int i = 0; i < p.rank(); ++i) groups *= p.params.dilation[static_cast<size_t>(i)];
-    if (p.heads > 65535 || p.batch * groups > 65535)
-      return std::string(name()) + " supports at most 65535 heads and 65535 batch x dilation groups (got heads=" +
-             std::to_string(p.heads) + ", batch x groups=" + std::to_string(p.batch * groups) + ")";
-    return {};
-  }
+  std::string reject(const NaProblem& p, Pass) const override { return cuda::sm90::na_forward_reject(p); }
   void na_forward(const NaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
     cuda::sm90::na_forward(args, config, static_cast<cudaStream_t>(options.stream));
   }

@@ -119,12 +119,20 @@ TEST(Registry, CudaProblemsWithoutABuiltBackendAreRejectedWithReasons) {
 }
 
 TEST(Registry, CapabilityRules) {
-  // hopper: fp16/bf16 only, head dims 32/64/128/256, cc 90, forward only.
+  // hopper: fp16/bf16 only, cc 90, forward only; head dims 32/64/128/256 (hopper-fmha), multiples of 8
+  // up to 128 with Dv free (hopper-fna, zero-padded).
   NaProblem p = na_problem({16, 16}, DType::f32, kCuda, 90);
   EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("does not support dtype fp32"), std::string::npos);
   p.dtype = DType::f16;
-  p.head_dim = p.head_dim_v = 80;
-  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("head_dim 32/64/128/256 (got 80)"), std::string::npos);
+  p.head_dim = p.head_dim_v = 136;
+  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 128] (got head_dim=136"),
+            std::string::npos);
+  p.head_dim = 12;
+  p.head_dim_v = 16;
+  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 128]"), std::string::npos);
+  FmhaProblem hf = fmha_problem(kCuda, 90, DType::f16);
+  hf.head_dim = hf.head_dim_v = 80;
+  EXPECT_NE(reject_reason("hopper-fmha", hf, Pass::forward).find("head_dim 32/64/128/256 (got 80)"), std::string::npos);
   p.head_dim = p.head_dim_v = 128;
   EXPECT_NE(reject_reason("hopper-fna", p, Pass::backward).find("no backward"), std::string::npos);
   p.compute_capability = 80;

@@ -2,8 +2,10 @@
 // against the CPU `reference` backend on host copies: random inputs (never zero), outputs poisoned
 // with NaN, 1-D / 2-D / 3-D, extents not multiples of the tiles, kernel sizes up to the full
 // extent, stride, dilation, per-axis causality, GQA, padded (strided) layouts, several tile shapes
-// (also different Q and KV tiles), fp16 / bf16, head dims 64 / 128; the golden cases (NATTEN) with
-// their head dims zero-padded to 64 (same scores and outputs); and the argument / config checks.
+// (also different Q and KV tiles), fp16 / bf16, head dims 64 / 128 and, zero-padded by the
+// permutation, 16 / 32 / 40 / Dv != D, additional KV tokens (dense hopper-fmha part merged by LSE);
+// the 72 golden cases (NATTEN) through the public nattn::na_forward with backend "hopper-fna" (head
+// dims 8 / 16 / 32, additional KV); and the argument / config checks, which agree with the registry.
 // Skipped without a compute capability 9.0 GPU; instantiations not compiled are reported and skipped.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -23,6 +25,7 @@
 #include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
 #include "cuda/sm90/fmha_fwd/na_tiles.cuh"
 #include "golden/golden.h"
+#include "nattn/backends.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
 
@@ -50,9 +53,12 @@ struct Case {
   V extent, kernel, stride, dilation, q_tile, kv_tile;
   std::vector<bool> causal;
   int64_t batch = 1, heads = 2, heads_kv = 2, d = 64, pad = 0;
+  int64_t dv = 0;     // value head dim; 0: same as d
+  int64_t extra = 0;  // additional KV tokens
   bool with_lse = true;
   std::optional<double> scale;
   int rank() const { return static_cast<int>(extent.size()); }
+  int64_t d_v() const { return dv ? dv : d; }
   std::string name() const {
     auto tup = [](const V& v) {
       std::string s;
@@ -63,7 +69,8 @@ struct Case {
     for (bool b : causal) c += b ? "1" : "0";
     return "L" + tup(extent) + "_k" + tup(kernel) + "_s" + tup(stride) + "_d" + tup(dilation) + "_c" + c + "_qt" +
            tup(q_tile) + "_kt" + tup(kv_tile) + "_b" + std::to_string(batch) + "_h" + std::to_string(heads) + "/" +
-           std::to_string(heads_kv) + "_D" + std::to_string(d) + (pad ? "_pad" : "") + (with_lse ? "" : "_nolse") +
+           std::to_string(heads_kv) + "_D" + std::to_string(d) + (dv && dv != d ? "_Dv" + std::to_string(dv) : "") +
+           (extra ? "_extra" + std::to_string(extra) : "") + (pad ? "_pad" : "") + (with_lse ? "" : "_nolse") +
            (scale ? "_scale" : "");
   }
   NaParams params() const {
@@ -118,16 +125,20 @@ Errors compare(const std::vector<double>& got, const std::vector<double>& ref, c
 }
 
 bool run_case(const Case& c, DType dtype, uint64_t seed) {
-  if (!cuda::sm90::na_forward_compiled(dtype, static_cast<int>(c.d))) {
+  if (cuda::sm90::na_kernel_head_dim(dtype, c.d, c.d_v()) == 0) {
     std::printf("  [not compiled] %s %s\n", c.name().c_str(), dtype_name(dtype));
     return false;
   }
   std::mt19937_64 rng(seed);
-  Dual q, k, v, o, lse;
+  Dual q, k, v, o, lse, ek, ev;
   q.init(dtype, shape_of(c, c.heads, c.d), c.pad, &rng, false);
   k.init(dtype, shape_of(c, c.heads_kv, c.d), c.pad, &rng, false);
-  v.init(dtype, shape_of(c, c.heads_kv, c.d), c.pad, &rng, false);
-  o.init(dtype, shape_of(c, c.heads, c.d), c.pad, nullptr, true);
+  v.init(dtype, shape_of(c, c.heads_kv, c.d_v()), c.pad, &rng, false);
+  o.init(dtype, shape_of(c, c.heads, c.d_v()), c.pad, nullptr, true);
+  if (c.extra > 0) {
+    ek.init(dtype, {c.batch, c.extra, c.heads_kv, c.d}, c.pad, &rng, false);
+    ev.init(dtype, {c.batch, c.extra, c.heads_kv, c.d_v()}, c.pad, &rng, false);
+  }
   V lshape = shape_of(c, c.heads, 1);
   lshape.pop_back();
   lse.init(DType::f32, lshape, 0, nullptr, true);
@@ -140,6 +151,12 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
   ha.query = q.hview; ha.key = k.hview; ha.value = v.hview;
   ha.out = TensorView(ref_o.view.data, dtype, o.hview.shape, o.hview.strides);
   ha.lse = TensorView(ref_l.view.data, DType::f32, lse.hview.shape, lse.hview.strides);
+  if (c.extra > 0) {
+    da.additional_keys = ek.dview;
+    da.additional_values = ev.dview;
+    ha.additional_keys = ek.hview;
+    ha.additional_values = ev.hview;
+  }
 
   cudaStream_t stream = nullptr;
   test::check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -180,13 +197,16 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
   return true;
 }
 
-void run_all(const std::vector<Case>& cases, uint64_t seed) {
+using Dims = std::vector<std::pair<int64_t, int64_t>>;  // (D, Dv)
+
+void run_all(const std::vector<Case>& cases, uint64_t seed, const Dims& dims = {{64, 64}, {128, 128}}) {
   int ran = 0, skipped = 0;
   for (const Case& base : cases)
-    for (int64_t d : {64, 128})
+    for (const auto& [d, dv] : dims)
       for (DType t : {DType::f16, DType::bf16}) {
         Case c = base;
         c.d = d;
+        c.dv = dv;
         SCOPED_TRACE(c.name() + " " + dtype_name(t));
         try {
           (run_case(c, t, seed++) ? ran : skipped)++;
@@ -247,10 +267,38 @@ TEST_F(HopperFna, ThreeD) {
   run_all(cs, 300);
 }
 
-// Golden cases (NATTEN): head dims 8 / 16 / 32 zero-padded to 64 on Q, K and V (q.k and the
-// output's first Dv columns are unchanged; the scale is the case's own). Cases with additional
-// KV tokens are skipped (not supported yet).
-TEST_F(HopperFna, GoldenCasesPadded) {
+// Head dims below the kernel's (zero-padded to 64, or 128 when max(D, Dv) > 64 by the permutation)
+// and Dv != D: 1-D / 2-D / 3-D with stride, dilation, causality, GQA, strided layouts.
+TEST_F(HopperFna, PaddedHeadDims) {
+  std::vector<Case> cs;
+  { Case c = mk({300}, {33}, {128}); c.dilation = {2}; cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}); c.stride = {2, 3}; c.causal = {false, true}; c.heads = 4; c.heads_kv = 2;
+    cs.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}); c.dilation = {1, 2, 1}; c.pad = 8; c.batch = 2; cs.push_back(c); }
+  run_all(cs, 400, {{16, 16}, {32, 32}, {40, 40}, {8, 8}});
+  run_all(cs, 500, {{32, 16}, {16, 40}, {64, 32}, {48, 128}, {128, 64}});
+}
+
+// Additional KV tokens: the NA part and a dense hopper-fmha part over the additional keys, merged by
+// LSE (the LSE written covers both), with and without head-dim padding.
+TEST_F(HopperFna, AdditionalKv) {
+  std::vector<Case> cs;
+  { Case c = mk({1000}, {65}, {128}); c.extra = 7; cs.push_back(c); }
+  { Case c = mk({513}, {64}, {128}); c.stride = {8}; c.dilation = {2}; c.causal = {true}; c.heads = 4; c.heads_kv = 2;
+    c.batch = 2; c.extra = 200; cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.dilation = {2, 1}; c.extra = 1; cs.push_back(c); }
+  { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.batch = 2; c.extra = 130; c.heads = 3; c.heads_kv = 1;
+    cs.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}); c.causal = {true, false, true}; c.extra = 9; c.with_lse = false;
+    c.scale = 0.3; cs.push_back(c); }
+  run_all(cs, 600);
+  run_all(cs, 700, {{32, 32}, {16, 40}});
+}
+
+// The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
+// op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
+// `nattn verify --backend hopper-fna` runs them. None may be rejected.
+TEST_F(HopperFna, GoldenCases) {
   const char* env = std::getenv("NATTN_GOLDEN_DIR");
   const std::string dir = env != nullptr ? env : NATTN_GOLDEN_DIR;
   std::vector<std::string> paths;
@@ -259,63 +307,45 @@ TEST_F(HopperFna, GoldenCasesPadded) {
   } catch (const std::exception& e) {
     GTEST_SKIP() << "no golden cases: " << e.what();
   }
-  constexpr int64_t kD = 64;
-  int checked = 0, skipped = 0;
+  int checked = 0, with_extra = 0;
   for (DType dtype : {DType::f16, DType::bf16}) {
-    if (!cuda::sm90::na_forward_compiled(dtype, kD)) continue;
+    if (cuda::sm90::na_kernel_head_dim(dtype, 8, 8) == 0) continue;
     const golden::Tolerances tol = golden::tolerances_for(dtype);
     for (const std::string& path : paths) {
       const golden::Case gc = golden::load_case(path);
-      if (gc.additional_kv > 0 || gc.head_dim > kD || gc.head_dim_v > kD) {
-        ++skipped;
-        continue;
-      }
-      V base = {gc.batch};
-      base.insert(base.end(), gc.spatial.begin(), gc.spatial.end());
-      auto padded = [&](const golden::Array& a, int64_t heads, int64_t d, Dual& dst) {
-        V shape = base;
-        shape.push_back(heads);
-        shape.push_back(kD);
-        dst.init(dtype, shape, 0, nullptr, false);
-        const int64_t rows = dst.host.numel() / kD;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < kD; ++j)
-            dst.host.set(r * kD + j, j < d ? a.data[static_cast<size_t>(r * d + j)] : 0.f);
+      auto upload = [&](const golden::Array& a, Dual& dst) {
+        dst.init(dtype, a.shape, 0, nullptr, false);
+        for (int64_t i = 0; i < a.numel(); ++i) dst.host.set(i, a.data[static_cast<size_t>(i)]);
         dst.upload_storage();
       };
-      Dual q, k, v, o, lse;
-      padded(gc.array("q"), gc.heads, gc.head_dim, q);
-      padded(gc.array("k"), gc.heads_kv, gc.head_dim, k);
-      padded(gc.array("v"), gc.heads_kv, gc.head_dim_v, v);
-      V oshape = base;
-      oshape.push_back(gc.heads);
-      oshape.push_back(kD);
-      o.init(dtype, oshape, 0, nullptr, true);
-      V lshape = base;
-      lshape.push_back(gc.heads);
-      lse.init(DType::f32, lshape, 0, nullptr, true);
+      Dual q, k, v, o, lse, ek, ev;
+      upload(gc.array("q"), q);
+      upload(gc.array("k"), k);
+      upload(gc.array("v"), v);
+      o.init(dtype, gc.array("out").shape, 0, nullptr, true);
+      lse.init(DType::f32, gc.array("lse").shape, 0, nullptr, true);
       NaForwardArgs a;
       a.params = gc.na_params();
       a.scale = gc.scale;
       a.query = q.dview; a.key = k.dview; a.value = v.dview; a.out = o.dview; a.lse = lse.dview;
-      TileConfig cfg;
-      cfg.schedule = KernelSchedule::cooperative;
-      cfg.q_tile = gc.rank == 1 ? V{128} : (gc.rank == 2 ? V{16, 8} : V{4, 4, 8});
-      cfg.kv_tile = cfg.q_tile;
+      if (gc.additional_kv > 0) {
+        upload(gc.array("additional_keys"), ek);
+        upload(gc.array("additional_values"), ev);
+        a.additional_keys = ek.dview;
+        a.additional_values = ev.dview;
+        ++with_extra;
+      }
+      RunOptions ro;
+      ro.backend = "hopper-fna";
       try {
-        cuda::sm90::na_forward(a, cfg, nullptr);
+        na_forward(a, ro);
       } catch (const std::exception& e) {
         ADD_FAILURE() << gc.name << " " << dtype_name(dtype) << ": " << e.what();
         continue;
       }
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const HostTensor go = o.fetch(), gl = lse.fetch();
-      std::vector<float> got;
-      const int64_t rows = go.numel() / kD;
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < gc.head_dim_v; ++j) got.push_back(go.get(r * kD + j));
-      const golden::Comparison co = golden::compare(got, gc.array("out"), tol.out);
-      const golden::Comparison cl = golden::compare(gl.to_float(), gc.array("lse"), tol.lse);
+      const golden::Comparison co = golden::compare(o.fetch().to_float(), gc.array("out"), tol.out);
+      const golden::Comparison cl = golden::compare(lse.fetch().to_float(), gc.array("lse"), tol.lse);
       EXPECT_TRUE(co.passed()) << gc.name << " " << dtype_name(dtype) << " out: error " << co.max_error << " allowed "
                                << co.allowed;
       EXPECT_TRUE(cl.passed()) << gc.name << " " << dtype_name(dtype) << " lse: error " << cl.max_error << " allowed "
@@ -323,9 +353,9 @@ TEST_F(HopperFna, GoldenCasesPadded) {
       ++checked;
     }
   }
-  std::printf("  golden: %d case x dtype runs checked, %d skipped (additional KV), in %s\n", checked, skipped,
+  std::printf("  golden: %d case x dtype runs checked (%d with additional KV), in %s\n", checked, with_extra,
               dir.c_str());
-  if (checked == 0) GTEST_SKIP() << "no fp16/bf16 head dim 64 kernel compiled";
+  if (checked == 0) GTEST_SKIP() << "no fp16/bf16 kernel compiled";
 }
 
 // ---- host self-check of the kernel's tile walk (no GPU): for every CTA (group, Q tile), run
@@ -439,6 +469,52 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
   std::printf("  %d random problems checked\n", runs);
 }
 
+// Host only (no GPU): every golden case, as an fp16 / bf16 problem on an SM90 device, is accepted by
+// the registry for hopper-fna (what `nattn verify --backend hopper-fna` needs), has forward configs,
+// and the kernel's tile walk with the default config matches the brute force on its geometry.
+TEST(HopperFnaHost, GoldenCasesAccepted) {
+  bool built = false;
+  for (const BackendInfo& b : list_backends()) built = built || (b.name == "hopper-fna" && b.built);
+  if (!built) GTEST_SKIP() << "hopper-fna is not built into this library";
+  const char* env = std::getenv("NATTN_GOLDEN_DIR");
+  const std::string dir = env != nullptr ? env : NATTN_GOLDEN_DIR;
+  std::vector<std::string> paths;
+  try {
+    paths = golden::list_cases(dir);
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "no golden cases: " << e.what();
+  }
+  int accepted = 0;
+  for (const std::string& path : paths) {
+    const golden::Case gc = golden::load_case(path);
+    for (DType dtype : {DType::f16, DType::bf16}) {
+      NaProblem p;
+      p.batch = gc.batch;
+      p.spatial = gc.spatial;
+      p.heads = gc.heads;
+      p.heads_kv = gc.heads_kv;
+      p.head_dim = gc.head_dim;
+      p.head_dim_v = gc.head_dim_v;
+      p.additional_kv = gc.additional_kv;
+      p.dtype = dtype;
+      p.device = Device{DeviceKind::cuda, 0};
+      p.compute_capability = 90;
+      p.params = gc.na_params();
+      const std::string why = reject_reason("hopper-fna", p, Pass::forward);
+      EXPECT_EQ(why, "") << gc.name << " " << dtype_name(dtype);
+      const std::vector<TileConfig> cfgs = get_configs("hopper-fna", p);
+      ASSERT_FALSE(cfgs.empty()) << gc.name;
+      if (dtype == DType::f16) {
+        std::string walk_why;
+        EXPECT_EQ(walk_check(p.params, gc.spatial, cfgs.front(), &walk_why), 0) << gc.name << ": " << walk_why;
+      }
+      accepted += why.empty() ? 1 : 0;
+    }
+  }
+  std::printf("  %d of %d golden case x dtype problems accepted by hopper-fna\n", accepted,
+              2 * static_cast<int>(paths.size()));
+}
+
 // Unsupported or invalid arguments and configs raise; nothing aborts.
 TEST_F(HopperFna, RejectsUnsupported) {
   std::mt19937_64 rng(7);
@@ -482,8 +558,16 @@ TEST_F(HopperFna, RejectsUnsupported) {
   }
   {
     NaForwardArgs b = a;
-    b.additional_keys = ek.dview;
+    b.additional_keys = ek.dview;  // supported; only one of the two, or a wrong shape, is a ValueError
     b.additional_values = ev.dview;
+    EXPECT_EQ(cuda::sm90::na_forward_unsupported_reason(b, good), "");
+    b.additional_values.reset();
+    EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
+    b.additional_values = ek.dview;
+    b.additional_keys = q.dview;
+    EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
+    b = a;
+    b.sub_domain = SubDomain{};
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
     b = a;
     b.scale = -1.0;
@@ -492,7 +576,7 @@ TEST_F(HopperFna, RejectsUnsupported) {
     b.params = NaParams::uniform(2, 17);  // kernel > extent
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
   }
-  {  // fp32 and head dim 32
+  {  // fp32, head dims that are not multiples of 8 or above 128
     Dual q32, k32, v32, o32;
     q32.init(DType::f32, {1, 16, 16, 2, 64}, 0, &rng, false);
     k32.init(DType::f32, {1, 16, 16, 2, 64}, 0, &rng, false);
@@ -501,15 +585,58 @@ TEST_F(HopperFna, RejectsUnsupported) {
     NaForwardArgs b = a;
     b.query = q32.dview; b.key = k32.dview; b.value = v32.dview; b.out = o32.dview;
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
-    Dual qh, kh, vh, oh;
-    qh.init(DType::bf16, {1, 16, 16, 2, 32}, 0, &rng, false);
-    kh.init(DType::bf16, {1, 16, 16, 2, 32}, 0, &rng, false);
-    vh.init(DType::bf16, {1, 16, 16, 2, 32}, 0, &rng, false);
-    oh.init(DType::bf16, {1, 16, 16, 2, 32}, 0, nullptr, true);
-    b.query = qh.dview; b.key = kh.dview; b.value = vh.dview; b.out = oh.dview;
-    EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
+    for (int64_t hd : {12, 136}) {
+      Dual qh, kh, vh, oh;
+      qh.init(dt, {1, 16, 16, 2, hd}, 0, &rng, false);
+      kh.init(dt, {1, 16, 16, 2, hd}, 0, &rng, false);
+      vh.init(dt, {1, 16, 16, 2, hd}, 0, &rng, false);
+      oh.init(dt, {1, 16, 16, 2, hd}, 0, nullptr, true);
+      b.query = qh.dview; b.key = kh.dview; b.value = vh.dview; b.out = oh.dview;
+      EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError) << "head dim " << hd;
+    }
   }
   EXPECT_TRUE(cuda::sm90::na_forward_unsupported_reason(a, good).empty()) << cuda::sm90::na_forward_unsupported_reason(a, good);
+}
+
+// The registry (HopperFna::reject through reject_reason) and na_forward accept the same problems:
+// head dims D / Dv in {8, 12, 16, 40, 64, 72, 96, 128, 136} pairs, with and without additional KV.
+TEST_F(HopperFna, RegistryAgreesWithOp) {
+  std::mt19937_64 rng(8);
+  TileConfig good;
+  good.q_tile = good.kv_tile = {16, 8};
+  good.schedule = KernelSchedule::cooperative;
+  int agreed = 0, accepted = 0;
+  for (DType t : {DType::f16, DType::bf16})
+    for (int64_t d : {8, 12, 40, 64, 96, 136})
+      for (int64_t dv : {8, 16, 72, 128, 136})
+        for (int64_t extra : {0, 5}) {
+          Dual q, k, v, o, ek, ev;
+          q.init(t, {1, 16, 16, 2, d}, 0, &rng, false);
+          k.init(t, {1, 16, 16, 2, d}, 0, &rng, false);
+          v.init(t, {1, 16, 16, 2, dv}, 0, &rng, false);
+          o.init(t, {1, 16, 16, 2, dv}, 0, nullptr, true);
+          NaForwardArgs a;
+          a.params = NaParams::uniform(2, 5);
+          a.query = q.dview; a.key = k.dview; a.value = v.dview; a.out = o.dview;
+          if (extra > 0) {
+            ek.init(t, {1, extra, 2, d}, 0, &rng, false);
+            ev.init(t, {1, extra, 2, dv}, 0, &rng, false);
+            a.additional_keys = ek.dview;
+            a.additional_values = ev.dview;
+          }
+          const std::string op = cuda::sm90::na_forward_unsupported_reason(a, good);
+          NaProblem problem = describe(a);
+          problem.compute_capability = test::gpu_cc();  // as the op fills it in before selection
+          const std::string reg = reject_reason("hopper-fna", problem, Pass::forward);
+          EXPECT_EQ(op.empty(), reg.empty()) << dtype_name(t) << " D " << d << " Dv " << dv << " extra " << extra
+                                             << ": op '" << op << "', registry '" << reg << "'";
+          const bool want = d % 8 == 0 && dv % 8 == 0 && d <= 128 && dv <= 128 &&
+                            cuda::sm90::na_kernel_head_dim(t, d, dv) != 0;
+          EXPECT_EQ(op.empty(), want) << dtype_name(t) << " D " << d << " Dv " << dv << ": " << op;
+          agreed += op.empty() == reg.empty() ? 1 : 0;
+          accepted += op.empty() ? 1 : 0;
+        }
+  std::printf("  %d problems, registry and op agree on %d, %d accepted\n", 2 * 6 * 5 * 2, agreed, accepted);
 }
 
 }  // namespace

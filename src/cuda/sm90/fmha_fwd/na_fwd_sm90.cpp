@@ -1,10 +1,13 @@
 // Host side of the Hopper NA forward (hopper-fna): argument and config checks, token permutation of
-// Q/K/V into a stream-ordered workspace, the kernel (generated table sm90_na_fwd_table.inc), and
-// the unpermutation of O and LSE. See na_fwd_sm90.h and README.md.
+// Q/K/V into a stream-ordered workspace (head dims zero-padded to the kernel's), the kernel
+// (generated table sm90_na_fwd_table.inc), additional KV tokens as a dense hopper-fmha forward on
+// the permuted queries merged by LSE, and the unpermutation of O and LSE. See na_fwd_sm90.h and
+// README.md.
 #include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -15,6 +18,8 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "cuda/common/token_permute.h"
+#include "cuda/sm90/fmha_fwd/attn_merge.h"
+#include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
 #include "cuda/sm90/fmha_fwd/params.h"
 #include "nattn/errors.h"
 #include "nattn/semantics.h"
@@ -58,6 +63,38 @@ int log2_of(int64_t x) {
   int l = 0;
   while ((int64_t{1} << l) < x) ++l;
   return l;
+}
+
+constexpr int64_t kMaxHeadDim = 128;  // the largest kernel head dim; smaller head dims are zero-padded
+
+// The problem-level rules (no config, no tensors): shared by na_forward (check_args) and the
+// registry (na_forward_reject), so that both accept exactly the same problems.
+Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int64_t groups, int64_t n_extra,
+                  bool sub_domain) {
+  if (sub_domain) return fail(Verdict::not_implemented, "sub-domain NA is not supported (use cutlass-fna)");
+  if (dtype != DType::f16 && dtype != DType::bf16)
+    return fail(Verdict::not_implemented, std::string("dtype ") + dtype_name(dtype) + " (allowed: fp16, bf16)");
+  for (int64_t d : {D, Dv})
+    if (d < 8 || d > kMaxHeadDim || d % 8 != 0)
+      return fail(Verdict::not_implemented, "head dims " + std::to_string(D) + " (query/key) and " +
+                                                std::to_string(Dv) + " (value): each must be a multiple of 8 in [8, 128]");
+  const int dk = na_kernel_head_dim(dtype, D, Dv);
+  if (dk == 0)
+    return fail(Verdict::not_implemented, std::string("no kernel compiled for ") + dtype_name(dtype) + " head dim >= " +
+                                              std::to_string(std::max(D, Dv)) +
+                                              " (NATTN_CUDA_ARCHS needs 90; see NATTN_CUDA_DTYPES / HEAD_DIMS)");
+  if (n_extra > 0 && !fmha_forward_compiled(dtype, dk))
+    return fail(Verdict::not_implemented, std::string("additional KV tokens need the hopper-fmha kernel for ") +
+                                              dtype_name(dtype) + " head dim " + std::to_string(dk) +
+                                              ", not compiled into this build");
+  if (B * groups > 65535 || H > 65535)
+    return fail(Verdict::not_implemented, "batch * dilation groups and heads must be <= 65535, got " +
+                                              std::to_string(B * groups) + ", " + std::to_string(H));
+  return {};
+}
+
+double scale_of(const NaForwardArgs& a, int64_t D) {
+  return a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
 }
 
 // The permutation of one tile shape over the NA axes (rank = NA rank, flip = true).
@@ -109,15 +146,20 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
     if (t->dim() != nd)
       return fail(Verdict::value_error, "query/key/value/out must be " + std::to_string(nd) + "-D [B, *S, H, D], got " +
                                             t->describe());
-  if (a.additional_keys || a.additional_values)
-    return fail(Verdict::not_implemented, "additional keys/values are not supported yet (use cutlass-fna)");
   if (a.sub_domain) return fail(Verdict::not_implemented, "sub-domain NA is not supported (use cutlass-fna)");
-  for (const TensorView* t : {&q, &k, &v, &o})
+  if (a.additional_keys.has_value() != a.additional_values.has_value())
+    return fail(Verdict::value_error, "additional_keys and additional_values must be given together");
+  std::vector<const TensorView*> all = {&q, &k, &v, &o};
+  if (a.additional_keys) {
+    all.push_back(&*a.additional_keys);
+    all.push_back(&*a.additional_values);
+  }
+  for (const TensorView* t : all)
     if (t->device.kind != DeviceKind::cuda || t->device != q.device)
       return fail(Verdict::not_implemented, "every tensor must be on one CUDA device, got " + t->describe());
   if (q.dtype != DType::f16 && q.dtype != DType::bf16)
     return fail(Verdict::not_implemented, std::string("dtype ") + dtype_name(q.dtype) + " (allowed: fp16, bf16)");
-  for (const TensorView* t : {&k, &v, &o})
+  for (const TensorView* t : all)
     if (t->dtype != q.dtype)
       return fail(Verdict::value_error, std::string("key/value/out dtype must match query (") + dtype_name(q.dtype) +
                                             "), got " + dtype_name(t->dtype));
@@ -138,10 +180,17 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
                                           shape_string(o.shape));
   if (Hkv <= 0 || H % Hkv != 0)
     return fail(Verdict::value_error, "heads " + std::to_string(H) + " must be a multiple of kv heads " + std::to_string(Hkv));
-  if (Dv != D)
-    return fail(Verdict::not_implemented, "value head dim " + std::to_string(Dv) + " != query head dim " + std::to_string(D));
-  if (D != 64 && D != 128) return fail(Verdict::not_implemented, "head dim " + std::to_string(D) + " (allowed: 64, 128)");
-  for (const TensorView* t : {&q, &k, &v, &o})
+  int64_t n_extra = 0;
+  if (a.additional_keys) {
+    const TensorView &ek = *a.additional_keys, &ev = *a.additional_values;
+    n_extra = ek.dim() == 4 ? ek.shape[1] : -1;
+    const std::vector<int64_t> want_k = {B, n_extra, Hkv, D}, want_v = {B, n_extra, Hkv, Dv};
+    if (n_extra < 0 || ek.shape != want_k || ev.shape != want_v)
+      return fail(Verdict::value_error, "additional keys/values must be [B, N, Hkv, D] / [B, N, Hkv, Dv] = " +
+                                            shape_string(want_k) + " / " + shape_string(want_v) + ", got " +
+                                            ek.describe() + " / " + ev.describe());
+  }
+  for (const TensorView* t : all)
     if (t->strides.back() != 1) return fail(Verdict::value_error, "the head dim must be contiguous, got " + t->describe());
   if (a.lse) {
     const TensorView& l = *a.lse;
@@ -157,27 +206,30 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   } catch (const ValueError& e) {
     return {Verdict::value_error, e.what()};
   }
-  const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
+  int64_t groups = 1;
+  for (int i = 0; i < rank; ++i) groups *= a.params.dilation[static_cast<size_t>(i)];
+  Check c = shape_check(q.dtype, D, Dv, B, H, groups, n_extra, false);
+  if (c.verdict != Verdict::ok) return c;
+  const double scale = scale_of(a, D);
   if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
   if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
-  Check c = check_config(a, config);
+  c = check_config(a, config);
   if (c.verdict != Verdict::ok) return c;
   const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
-  const int64_t G = qp.num_groups();
-  if (B * G > 65535 || H > 65535)
-    return fail(Verdict::not_implemented, "batch * dilation groups and heads must be <= 65535, got " +
-                                              std::to_string(B * G) + ", " + std::to_string(H));
   if (qp.seq_len() > kMaxSeq || kvp.seq_len() > kMaxSeq)
     return fail(Verdict::not_implemented, "permuted sequence lengths must be < 2^31 - 128, got " +
                                               std::to_string(qp.seq_len()) + ", " + std::to_string(kvp.seq_len()));
+  // Additional KV: one dense FMHA over the permuted queries of each batch entry, [B, G * Pq, H, D].
+  if (n_extra > 0 && (qp.num_groups() * qp.seq_len() > kMaxSeq || n_extra > kMaxSeq))
+    return fail(Verdict::not_implemented, "with additional KV tokens, dilation groups x permuted query length and the "
+                                          "additional tokens must be < 2^31 - 128, got " +
+                                              std::to_string(qp.num_groups() * qp.seq_len()) + ", " +
+                                              std::to_string(n_extra));
   int64_t axis_tiles = 0;
   for (int i = 0; i < rank; ++i) axis_tiles += kvp.tiles(i);
   if (axis_tiles > kMaxAxisTiles)
     return fail(Verdict::not_implemented, "too many KV tiles along the axes: " + std::to_string(axis_tiles) +
                                               " (sum over axes; at most " + std::to_string(kMaxAxisTiles) + ")");
-  if (!na_forward_compiled(q.dtype, static_cast<int>(D)))
-    return fail(Verdict::not_implemented, std::string("no kernel compiled for ") + dtype_name(q.dtype) + " head dim " +
-                                              std::to_string(D) + " (NATTN_CUDA_ARCHS needs 90; see NATTN_CUDA_DTYPES / HEAD_DIMS)");
   return {};
 }
 
@@ -259,9 +311,11 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
 
 namespace {
 
-// The kernel on permuted tensors (contiguous, from token_permute with qp / kvp). Arguments checked.
-void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::Permutation& kvp, const void* q_perm,
-                const void* k_perm, const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream) {
+// The kernel on permuted tensors (contiguous, from token_permute with qp / kvp, head dim dk: the
+// kernel's, zero-padded). Arguments checked.
+void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::Permutation& kvp, int64_t dk,
+                const void* q_perm, const void* k_perm, const void* v_perm, void* o_perm, float* lse_perm,
+                cudaStream_t stream) {
   const int rank = a.params.rank;
   const TensorView &q = a.query, &k = a.key;
   const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
@@ -273,8 +327,8 @@ void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::P
   p.v = v_perm;
   p.o = o_perm;
   p.lse = lse_perm;
-  // Contiguous permuted tensors: [B * G, P, H, D] and LSE [B * G, Pq, H].
-  const int64_t qs[3] = {Pq * H * D, H * D, D}, ks[3] = {Pkv * Hkv * D, Hkv * D, D}, ls[3] = {Pq * H, H, 1};
+  // Contiguous permuted tensors: [B * G, P, H, dk] and LSE [B * G, Pq, H].
+  const int64_t qs[3] = {Pq * H * dk, H * dk, dk}, ks[3] = {Pkv * Hkv * dk, Hkv * dk, dk}, ls[3] = {Pq * H, H, 1};
   for (int i = 0; i < 3; ++i) {
     p.q_stride[i] = p.o_stride[i] = qs[i];
     p.k_stride[i] = p.v_stride[i] = ks[i];
@@ -285,8 +339,7 @@ void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::P
   p.seqlen_kv = static_cast<int>(Pkv);
   p.heads = static_cast<int>(H);
   p.heads_kv = static_cast<int>(Hkv);
-  const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
-  p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
+  p.scale_log2 = static_cast<float>(scale_of(a, D) * 1.4426950408889634);  // the real head dim's default
   p.causal = false;
 
   std::vector<int64_t> extent;
@@ -294,12 +347,38 @@ void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::P
   TileConfig config;
   config.q_tile.assign(qp.tile, qp.tile + rank);
   config.kv_tile.assign(kvp.tile, kvp.tile + rank);
-  find_kernel(q.dtype, static_cast<int>(D))(p, na_geometry(a.params, extent, config), stream);
+  find_kernel(q.dtype, static_cast<int>(dk))(p, na_geometry(a.params, extent, config), stream);
 }
+
+// Bump allocator over one workspace: 256-byte aligned pieces.
+struct Carve {
+  int64_t bytes = 0;
+  int64_t take(int64_t n) {
+    const int64_t at = bytes;
+    bytes += (n + 255) / 256 * 256;
+    return at;
+  }
+};
 
 }  // namespace
 
 bool na_forward_compiled(DType dtype, int head_dim) { return find_kernel(dtype, head_dim) != nullptr; }
+
+int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v) {
+  const int64_t need = std::max(head_dim, head_dim_v);
+  if (need < 1) return 0;
+  for (int dk : {64, 128})
+    if (dk >= need && na_forward_compiled(dtype, dk)) return dk;
+  return 0;
+}
+
+std::string na_forward_reject(const NaProblem& p) {
+  int64_t groups = 1;
+  for (int i = 0; i < p.rank(); ++i) groups *= p.params.dilation[static_cast<size_t>(i)];
+  return shape_check(p.dtype, p.head_dim, p.head_dim_v, p.batch, p.heads, groups, p.additional_kv,
+                     p.sub_domain.has_value())
+      .message;
+}
 
 std::string na_forward_unsupported_reason(const NaForwardArgs& args, const TileConfig& config) {
   Check c = check_args(args, config);
@@ -311,41 +390,84 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   raise(check_args(a, config));
   raise(check_device(a));
   const int rank = a.params.rank;
-  const TensorView &q = a.query, &k = a.key;
+  const TensorView &q = a.query, &k = a.key, &v = a.value;
   const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
-  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)];
+  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)], Dv = v.shape[static_cast<size_t>(rank + 2)];
   if (B == 0 || H == 0) return;
   const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
   const int64_t G = qp.num_groups(), Pq = qp.seq_len(), Pkv = kvp.seq_len();
   const int64_t es = dtype_size(q.dtype);
+  const int64_t dk = na_kernel_head_dim(q.dtype, D, Dv);  // D == Dv == dk: no padding
+  const int64_t n_extra = a.additional_keys ? a.additional_keys->shape[1] : 0;
 
-  // Workspace: Q', K', V', O' [B * G, P, H*, D] and LSE' [B * G, Pq, H] fp32, 256-byte aligned pieces.
-  auto align256 = [](int64_t x) { return (x + 255) / 256 * 256; };
-  const int64_t n_q = B * G * Pq * H * D, n_kv = B * G * Pkv * Hkv * D, n_l = B * G * Pq * H;
-  const int64_t off_k = align256(n_q * es), off_v = off_k + align256(n_kv * es), off_o = off_v + align256(n_kv * es);
-  const int64_t off_l = off_o + align256(n_q * es), bytes = off_l + align256(n_l * 4);
+  // Workspace: Q', K', V', O' [B * G, P, H*, dk] and LSE' [B * G, Pq, H] fp32; with additional KV
+  // also K'', V'' [B, N, Hkv, dk], the dense part's O'' [B, G * Pq, H, dk] and LSE'', and the
+  // merged LSE.
+  const int64_t n_q = B * G * Pq * H * dk, n_kv = B * G * Pkv * Hkv * dk, n_l = B * G * Pq * H;
+  const int64_t n_e = B * n_extra * Hkv * dk;
+  Carve ws_plan;
+  const int64_t off_q = ws_plan.take(n_q * es), off_k = ws_plan.take(n_kv * es), off_v = ws_plan.take(n_kv * es);
+  const int64_t off_o = ws_plan.take(n_q * es), off_l = ws_plan.take(n_l * 4);
+  int64_t off_ek = 0, off_ev = 0, off_o2 = 0, off_l2 = 0, off_lm = 0;
+  if (n_extra > 0) {
+    off_ek = ws_plan.take(n_e * es);
+    off_ev = ws_plan.take(n_e * es);
+    off_o2 = ws_plan.take(n_q * es);
+    off_l2 = ws_plan.take(n_l * 4);
+    off_lm = ws_plan.take(n_l * 4);
+  }
   DeviceGuard guard(q.device.index);
-  Workspace ws(static_cast<size_t>(bytes), stream);
+  Workspace ws(static_cast<size_t>(ws_plan.bytes), stream);
   char* base = static_cast<char*>(ws.ptr);
   const Device dev = q.device;
-  const TensorView qv(base, q.dtype, {B * G, Pq, H, D}, dev), kv(base + off_k, q.dtype, {B * G, Pkv, Hkv, D}, dev),
-      vv(base + off_v, q.dtype, {B * G, Pkv, Hkv, D}, dev), ov(base + off_o, q.dtype, {B * G, Pq, H, D}, dev),
-      lv(base + off_l, DType::f32, {B * G, Pq, H, 1}, dev);
+  const TensorView qv(base + off_q, q.dtype, {B * G, Pq, H, dk}, dev),
+      kv(base + off_k, q.dtype, {B * G, Pkv, Hkv, dk}, dev), vv(base + off_v, q.dtype, {B * G, Pkv, Hkv, dk}, dev),
+      ov(base + off_o, q.dtype, {B * G, Pq, H, dk}, dev);
+  float* lse_na = reinterpret_cast<float*>(base + off_l);
 
+  // Head dims below dk are zero-padded by the permutation (q.k and P.V unchanged, extra O columns 0).
   token_permute(a.query, qv, qp, stream);
   token_permute(a.key, kv, kvp, stream);
   token_permute(a.value, vv, kvp, stream);
 
-  run_kernel(a, qp, kvp, qv.data, kv.data, vv.data, ov.data, static_cast<float*>(lv.data), stream);
+  run_kernel(a, qp, kvp, dk, qv.data, kv.data, vv.data, ov.data, lse_na, stream);
 
-  token_unpermute(ov, a.out, qp, stream);
+  float* lse_final = lse_na;
+  if (n_extra > 0) {
+    // Every query also attends every additional key: a dense FMHA of the permuted queries (each batch
+    // entry's G groups are consecutive, so Q' is [B, G * Pq, H, dk]) against the additional keys
+    // (copied, zero-padded to dk, through the identity permutation), merged with the NA part by LSE.
+    // Padding query rows get finite garbage there and are dropped by the unpermute.
+    sem::Permutation ident;
+    ident.rank = 1;
+    ident.extent[0] = n_extra;
+    const TensorView ekv(base + off_ek, q.dtype, {B, n_extra, Hkv, dk}, dev),
+        evv(base + off_ev, q.dtype, {B, n_extra, Hkv, dk}, dev);
+    token_permute(*a.additional_keys, ekv, ident, stream);
+    token_permute(*a.additional_values, evv, ident, stream);
+    FmhaForwardArgs fa;
+    fa.query = TensorView(qv.data, q.dtype, {B, G * Pq, H, dk}, dev);
+    fa.key = ekv;
+    fa.value = evv;
+    fa.out = TensorView(base + off_o2, q.dtype, {B, G * Pq, H, dk}, dev);
+    fa.lse = TensorView(base + off_l2, DType::f32, {B, G * Pq, H}, dev);
+    fa.scale = scale_of(a, D);
+    fa.is_causal = false;
+    fmha_forward(fa, stream);
+    lse_final = reinterpret_cast<float*>(base + off_lm);
+    merge_attention_pair(q.dtype, B * G * Pq * H, dk, ov.data, lse_na, fa.out.data,
+                         reinterpret_cast<const float*>(base + off_l2), lse_final, stream);
+  }
+
+  token_unpermute(ov, a.out, qp, stream);  // drops padding rows and the padded head-dim columns
   if (a.lse) {
     // The LSE [B, *S, H] as [B, *S, H, 1]: one fp32 "head row" per head.
     const TensorView& l = *a.lse;
     std::vector<int64_t> shape = l.shape, strides = l.strides;
     shape.push_back(1);
     strides.push_back(1);
-    token_unpermute(lv, TensorView(l.data, DType::f32, shape, strides, l.device), qp, stream);
+    token_unpermute(TensorView(lse_final, DType::f32, {B * G, Pq, H, 1}, dev),
+                    TensorView(l.data, DType::f32, shape, strides, l.device), qp, stream);
   }
 }
 
@@ -353,10 +475,15 @@ void na_forward_permuted(const NaForwardArgs& a, const TileConfig& config, const
                          const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream) {
   raise(check_args(a, config));
   raise(check_device(a));
-  if (a.query.shape[0] == 0 || a.query.shape[static_cast<size_t>(a.params.rank + 1)] == 0) return;
+  if (a.additional_keys)
+    raise(fail(Verdict::not_implemented, "na_forward_permuted runs the kernel alone: no additional KV tokens"));
+  const int rank = a.params.rank;
+  if (a.query.shape[0] == 0 || a.query.shape[static_cast<size_t>(rank + 1)] == 0) return;
   DeviceGuard guard(a.query.device.index);
-  run_kernel(a, make_perm(a, config.q_tile), make_perm(a, config.kv_tile), q_perm, k_perm, v_perm, o_perm, lse_perm,
-             stream);
+  const int64_t dk = na_kernel_head_dim(a.query.dtype, a.query.shape[static_cast<size_t>(rank + 2)],
+                                        a.value.shape[static_cast<size_t>(rank + 2)]);
+  run_kernel(a, make_perm(a, config.q_tile), make_perm(a, config.kv_tile), dk, q_perm, k_perm, v_perm, o_perm,
+             lse_perm, stream);
 }
 
 }  // namespace nattn::cuda::sm90

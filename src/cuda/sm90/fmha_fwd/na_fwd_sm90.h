@@ -4,11 +4,15 @@
 // the LSE into the caller's heads-last tensors. Framework-free; asynchronous on `stream`
 // (workspace through cudaMallocAsync / cudaFreeAsync on that stream).
 //
-// Supported: rank 1-3, fp16 / bf16, head dim 64 or 128 (Dv == D), any kernel size / stride /
-// dilation / per-axis causality, GQA/MQA, optional LSE, any strides with the head dim contiguous;
-// config q_tile and kv_tile of the NA rank with volume 128 each (powers of two), schedule coop.
-// Not supported (NotImplementedError): additional KV tokens, sub-domain NA, scale <= 0, B * G or
-// H > 65535. Needs a compute capability 9.0 device.
+// Supported: rank 1-3, fp16 / bf16, head dims D (query/key) and Dv (value) multiples of 8 in
+// [8, 128], Dv may differ from D (both are zero-padded during the permutation to the kernel head
+// dim na_kernel_head_dim: 64, or 128 when max(D, Dv) > 64; the scale stays the caller's, default
+// D^-0.5 of the real D), any kernel size / stride / dilation / per-axis causality, GQA/MQA,
+// optional LSE, additional KV tokens (a dense hopper-fmha forward of the permuted queries against
+// them, merged exactly with the NA part by LSE), any strides with the head dim contiguous; config
+// q_tile and kv_tile of the NA rank with volume 128 each (powers of two), schedule coop.
+// Not supported (NotImplementedError): sub-domain NA, scale <= 0, B * G or H > 65535. Needs a
+// compute capability 9.0 device.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,6 +30,15 @@ namespace nattn::cuda::sm90 {
 // True when the kernel of (dtype, head_dim) was compiled into this build (same table as FMHA).
 bool na_forward_compiled(DType dtype, int head_dim);
 
+// The kernel head dim for (D, Dv): the smallest compiled one (64, 128) >= max(D, Dv); 0 when none.
+int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v);
+
+// "" when na_forward accepts the problem at the shape level (dtype, head dims, compiled kernels,
+// additional KV, batch x dilation groups, heads, sub-domain), else the reason: what the registry
+// (HopperFna::reject) reports. na_forward applies exactly these rules, plus the config, scale,
+// layout and sequence-length checks of na_forward_unsupported_reason.
+std::string na_forward_reject(const NaProblem& problem);
+
 // "" when na_forward can run these arguments with this config on the current device, else the
 // reason. Does not touch the device beyond querying its compute capability.
 std::string na_forward_unsupported_reason(const NaForwardArgs& args, const TileConfig& config);
@@ -38,9 +51,10 @@ void na_forward(const NaForwardArgs& args, const TileConfig& config, cudaStream_
 NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config);
 
 // The kernel alone (benchmarks): on tensors already permuted as token_permute does with the
-// config's tiles and flip = true, contiguous: q_perm / o_perm [B * G, Pq, H, D], k_perm / v_perm
-// [B * G, Pkv, Hkv, D], lse_perm [B * G, Pq, H] fp32 (required). `args` is checked as by na_forward
-// and gives the problem; its tensors are not touched.
+// config's tiles and flip = true, contiguous, head dim dk = na_kernel_head_dim(dtype, D, Dv)
+// (zero-padded where D or Dv < dk): q_perm / o_perm [B * G, Pq, H, dk], k_perm / v_perm
+// [B * G, Pkv, Hkv, dk], lse_perm [B * G, Pq, H] fp32 (required). `args` is checked as by na_forward
+// and gives the problem; its tensors are not touched. No additional KV (NotImplementedError).
 void na_forward_permuted(const NaForwardArgs& args, const TileConfig& config, const void* q_perm, const void* k_perm,
                          const void* v_perm, void* o_perm, float* lse_perm, cudaStream_t stream);
 
