@@ -14,6 +14,9 @@
 //                  S_{j+1} = Q K_{j+1}^T (wgmma SS, async)   O += P_j V_j (wgmma RS, async)
 //                  wait for S_{j+1}; mask; online softmax (overlaps P_j V_j on the tensor cores)
 //                  wait for P_j V_j; rescale O; P_{j+1} = convert(S_{j+1}) in registers.
+//                (That is the baseline, variant 0; the variants of Sm90Variant (params.h) change the
+//                mainloop (P double-buffered, ping-pong turns), the epilogue and the stage count:
+//                see "compile-time configuration" below.)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,16 +41,32 @@
 #include "cuda/sm90/fmha_fwd/na_tiles.cuh"
 #include "cuda/sm90/fmha_fwd/params.h"
 
+// The kernel's lambdas capture register fragments by reference: one that is not inlined (NVVM
+// declined the large mainloop steps of the NA instantiation) moves them to local memory.
+#define NATTN_SM90_INLINE __attribute__((always_inline))
+
 namespace nattn::cuda::sm90 {
 
 // ---- compile-time configuration -----------------------------------------------------------------
-// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (64 or 128).
-template <class T, int D>
+// Mainloop / epilogue variants (Sm90Variant in params.h, chosen with -DNATTN_SM90_VARIANT=N):
+//   kDbufP      P double-buffered in registers: the wait for P_j V_j is issued only after
+//               S_{j+2} = Q K_{j+2}^T, so softmax_{j+1} always overlaps P_j V_j (no wait that
+//               ptxas could hoist above the softmax).
+//   kPingPong   the two consumer warpgroups take turns issuing their GEMMs (named barriers), so
+//               one warpgroup's softmax runs while the other's GEMMs use the tensor cores.
+//   kSmemEpilogue  O is staged through the warpgroup's own (finished) Q shared memory and written
+//               with coalesced 16-byte stores (falls back to 4-byte stores if O is not 16-byte
+//               aligned).
+//   kThreeStages   3 K and 3 V stages for FMHA at head dim 128 (226 KB shared memory; NA keeps 2,
+//               its tables would not fit).
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (64 or 128); Stages: K and V ring depth
+// (0 = the default for D).
+template <class T, int D, int Stages = 0>
 struct FmhaFwdConfig {
   static_assert(D == 64 || D == 128, "head dim 64 or 128");
   static constexpr int kBlockM = kFmhaBlockM;  // queries per CTA (2 consumer warpgroups x 64)
   static constexpr int kBlockN = kFmhaBlockN;  // keys per KV tile
-  static constexpr int kStages = D <= 64 ? 3 : 2;  // K and V ring depth (each)
+  static constexpr int kStages = Stages > 0 ? Stages : (D <= 64 ? 3 : 2);  // K and V ring depth (each)
   static constexpr int kThreads = 384;
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
@@ -144,6 +163,49 @@ struct FmhaFwdKernelParams {
 // ---- device helpers -----------------------------------------------------------------------------
 namespace detail {
 
+// K/V ring depth of an instantiation (0 = FmhaFwdConfig's default).
+template <int D, bool kNa>
+constexpr int kernel_stages() {
+  return Sm90Variant::kThreeStages && !kNa && D == 128 ? 3 : 0;
+}
+
+// Named barriers (id 0 is __syncthreads): the ping-pong turn of consumer warpgroup w is barrier
+// kBarTurn + w (256 threads: the other warpgroup arrives, w syncs); the smem epilogue of consumer
+// warpgroup w uses kBarEpi + w (its 128 threads).
+constexpr int kBarTurn = 4;
+constexpr int kBarEpi = 6;
+__device__ __forceinline__ void named_bar_sync(int id, int nthreads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(nthreads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int nthreads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(nthreads) : "memory");
+}
+// Shared-memory accesses by 32-bit shared address (the kernel's aligned smem base goes through an
+// integer, so plain pointers would compile to generic LD/ST).
+__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+// 16-byte global store (the caller has checked the alignment; a plain uint4 store through the
+// element pointer compiled to four 4-byte stores).
+__device__ __forceinline__ void st_global_v4(void* ptr, const uint4& v) {
+  const size_t gaddr = __cvta_generic_to_global(ptr);
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(gaddr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ int ld_shared_s32(uint32_t addr) {
+  int v;
+  asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -229,7 +291,7 @@ template <class T, int D, bool kNa>
 __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_constant__ FmhaFwdKernelParams<T, D> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
-  using C = FmhaFwdConfig<T, D>;
+  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D, kNa>()>;
   using Storage = typename C::SharedStorage;
   using Pipeline = typename C::PipelineKV;
   constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
@@ -282,7 +344,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   // The KV walk, identical in the producer and the consumers: position t -> tile (index in the
   // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: the tile box, empty tiles skipped.
   const int n_walk = kNa ? nas.ctx.n_tiles : n_blocks;
-  auto next_tile = [&](int t, na::KvTile& tile) -> int {
+  auto next_tile = [&](int t, na::KvTile& tile) NATTN_SM90_INLINE -> int {
     if constexpr (kNa) {
       return na::next_tile(p.na, nas, t, tile);
     } else {
@@ -290,6 +352,17 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       tile.index = t;
       tile.masked = end > p.seqlen_kv || (p.causal && end - 1 > m_block * kBM);
       return t;
+    }
+  };
+
+  // The walk length inside the KV loops; NA: re-read from shared memory at each use (a volatile
+  // load), which keeps ptxas from holding it in a register across the loops (with kDbufP it spilled
+  // it in the consumers, and the 24-register producer spilled a value).
+  auto walk_end = [&]() NATTN_SM90_INLINE -> int {
+    if constexpr (kNa) {
+      return detail::ld_shared_s32(static_cast<uint32_t>(__cvta_generic_to_shared(&nas.ctx.n_tiles)));
+    } else {
+      return n_walk;
     }
   };
 
@@ -317,7 +390,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       auto k_state = cutlass::make_producer_start_state<Pipeline>();
       auto v_state = cutlass::make_producer_start_state<Pipeline>();
       na::KvTile tile;
-      for (int t = next_tile(0, tile); t < n_walk; t = next_tile(t + 1, tile)) {
+      for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
         const int j = tile.index;
         pipe_k.producer_acquire(k_state);
         copy(p.tma_k.with(*pipe_k.producer_get_barrier(k_state)), tKg(_, j), tKs(_, k_state.index()));
@@ -330,7 +403,9 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   } else {
     // ---------------------------------------------------------------- consumer warpgroups
     cutlass::arch::warpgroup_reg_alloc<C::kConsumerRegs>();
-    const int ctid = static_cast<int>(threadIdx.x) - 128;  // 0..255; warpgroup = ctid / 128
+    using V = Sm90Variant;
+    const int ctid = static_cast<int>(threadIdx.x) - 128;  // 0..255
+    const int cwg = ctid / 128;  // consumer warpgroup: CTA tile rows 64 * cwg .. 64 * cwg + 63
     typename C::MmaQK mma_qk;
     typename C::MmaPV mma_pv;
     auto thr_qk = mma_qk.get_thread_slice(ctid);
@@ -342,6 +417,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBM>, Int<kBN>>{});  // fp32 ((2,2,BN/8),1,1)
     Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<kBM>, Int<D>>{});    // fp32 ((2,2,D/8),1,1)
     Tensor tOrP = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<kBM>, Int<kBN>>{}));  // ((2,2,2),1,BN/16)
+    // kDbufP: the second P buffer (P_j and P_{j+1} alternate between tOrP and tOrP2).
+    Tensor tOrP2 = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<kBM>, Int<kBN>>{}));
     static_assert(decltype(size(tSrS))::value == decltype(size(tOrP))::value, "P = S element for element");
     static_assert(decltype(size<0>(tOrP))::value == 8 && decltype(size<2>(tOrP))::value == kBN / 16, "A layout");
     static_assert(decltype(size<1>(tSrS))::value == 1 && decltype(size<2>(tSrS))::value == 1, "one atom per WG");
@@ -356,9 +433,10 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(p.seqlen_kv, rows[r] + 1) : p.seqlen_kv;
     // NA: the in-group window of each of the thread's two rows per axis (padding keys lie outside
-    // every window, so the window test also masks them).
+    // every window, so the window test also masks them). Held in registers, except with kDbufP
+    // (the second P buffer leaves no room): then read from shared memory by each masked tile.
     int win_lo[2][3], win_hi[2][3];
-    if constexpr (kNa) {
+    auto load_windows = [&]() NATTN_SM90_INLINE {
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         CUTE_UNROLL
@@ -367,10 +445,12 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           win_hi[r][i] = nas.row_hi[i][get<0>(tScS(0)) + 8 * r];
         }
       }
-    }
+    };
+    if constexpr (kNa && !Sm90Variant::kDbufP) load_windows();
     // Element mask of a tile that needs one (tile.masked, warp-uniform).
-    auto apply_mask = [&](const na::KvTile& tile) {
+    auto apply_mask = [&](const na::KvTile& tile) NATTN_SM90_INLINE {
       if constexpr (kNa) {
+        if constexpr (Sm90Variant::kDbufP) load_windows();
         const int s0 = p.na.kv_shift[0], s1 = p.na.kv_shift[1], s2 = p.na.kv_shift[2];
         const int m0 = p.na.kv_mask[0], m1 = p.na.kv_mask[1], m2 = p.na.kv_mask[2];
         CUTE_UNROLL
@@ -392,15 +472,29 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         }
       }
     };
-    auto convert_p = [&]() {
-      Tensor p32 = recast<uint32_t>(tOrP);
+    // P = S converted to the element type, into the RS A fragment `dst`.
+    auto convert_p = [&](auto& dst) NATTN_SM90_INLINE {
+      Tensor p32 = recast<uint32_t>(dst);
       CUTE_UNROLL
       for (int i = 0; i < size(p32); ++i) p32(i) = detail::pack2<T>(tSrS(2 * i), tSrS(2 * i + 1));
     };
-    auto rescale_o = [&](const float (&alpha)[2]) {
+    auto rescale_o = [&](const float (&alpha)[2]) NATTN_SM90_INLINE {
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= alpha[detail::row_half(i)];
     };
+    // kPingPong: one "turn" = the GEMMs a warpgroup issues in one step; the two warpgroups' turns
+    // alternate (warpgroup 0 first: warpgroup 1 pre-arrives on its barrier). Both warpgroups take
+    // the same number of turns (they walk the same KV tiles); warpgroup 0 takes one extra sync at
+    // the end to consume warpgroup 1's last arrive.
+    auto turn_begin = [&]() NATTN_SM90_INLINE {
+      if constexpr (V::kPingPong) detail::named_bar_sync(detail::kBarTurn + cwg, 256);
+    };
+    auto turn_end = [&]() NATTN_SM90_INLINE {
+      if constexpr (V::kPingPong) detail::named_bar_arrive(detail::kBarTurn + (1 - cwg), 256);
+    };
+    if constexpr (V::kPingPong) {
+      if (cwg == 1) detail::named_bar_arrive(detail::kBarTurn + 0, 256);
+    }
 
     const float c = p.scale_log2;
     float row_max[2], row_sum[2], alpha[2];
@@ -417,44 +511,129 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     } else {
       // First tile: S_0, softmax, P_0.
       pipe_k.consumer_wait(k_state);
+      turn_begin();
       detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+      turn_end();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
       pipe_k.consumer_release(k_state);
       ++k_state;
       if (tile.masked) apply_mask(tile);
       detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
-      convert_p();
+      convert_p(tOrP);
 
-      // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product.
-      for (t = next_tile(t + 1, tile); t < n_walk; t = next_tile(t + 1, tile)) {
-        pipe_k.consumer_wait(k_state);
-        detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+      if constexpr (V::kDbufP) {
+        // Step j (P_j in p_cur, alpha = alpha_j, P_{j-1} V_{j-1} possibly in flight):
+        //   issue S_{j+1}; wait_group 1 (= P_{j-1} V_{j-1} done); O *= alpha_j; issue O += P_j V_j;
+        //   wait_group 1 (= S_{j+1} done); mask, softmax -> alpha_{j+1}; P_{j+1} into p_next.
+        // Every wait sits right after an issue, so ptxas cannot move it above the softmax, and
+        // softmax_{j+1} overlaps P_j V_j; the O rescale overlaps S_{j+1}. Rescale order: O holds
+        // sum_{i<j} P_i V_i relative to m_{j-1}; alpha_j = 2^(c (m_{j-1} - m_j)) brings it to m_j
+        // before P_j V_j (relative to m_j) is added.
+        // The O rescale is skipped when no row of the warp changed its max (alpha == 1 exactly:
+        // the product would leave O bit for bit unchanged), the usual case after the first tiles.
+        auto rescale_o_if_needed = [&](const float (&a)[2]) NATTN_SM90_INLINE {
+          if (__any_sync(0xffffffffu, a[0] != 1.f || a[1] != 1.f)) rescale_o(a);
+        };
+        bool pv_pending = false;  // P_{j-1} V_{j-1} issued, V_{j-1} not yet released
+        cutlass::PipelineState<C::kStages> v_release;
+        auto step = [&](auto& p_cur, auto& p_next, const na::KvTile& nxt) NATTN_SM90_INLINE {
+          pipe_k.consumer_wait(k_state);
+          turn_begin();
+          detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+          warpgroup_wait<1>();  // P_{j-1} V_{j-1} done (S_{j+1} may run)
+          warpgroup_fence_operand(tOrO);
+          warpgroup_fence_operand(p_next);  // P_{j-1}'s registers, rewritten below
+          if (pv_pending) {
+            pipe_v.consumer_release(v_release);
+            ++v_release;
+          }
+          rescale_o_if_needed(alpha);
+          pipe_v.consumer_wait(v_state);
+          detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
+          turn_end();
+          ++v_state;
+          pv_pending = true;
+          warpgroup_wait<1>();  // S_{j+1} done (P_j V_j may run)
+          warpgroup_fence_operand(tSrS);
+          pipe_k.consumer_release(k_state);
+          ++k_state;
+          if (nxt.masked) apply_mask(nxt);
+          detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+          convert_p(p_next);
+        };
+        auto last_step = [&](auto& p_cur) NATTN_SM90_INLINE {
+          warpgroup_wait<0>();  // P_{n-2} V_{n-2} done
+          warpgroup_fence_operand(tOrO);
+          if (pv_pending) {
+            pipe_v.consumer_release(v_release);
+            ++v_release;
+          }
+          rescale_o_if_needed(alpha);
+          pipe_v.consumer_wait(v_state);
+          turn_begin();
+          detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
+          turn_end();
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          pipe_v.consumer_release(v_state);
+        };
+        // Unrolled by two so that both P buffers are compile-time register arrays.
+        for (;;) {
+          na::KvTile nxt;
+          int tn = next_tile(t + 1, nxt);
+          if (tn >= walk_end()) {
+            last_step(tOrP);
+            break;
+          }
+          step(tOrP, tOrP2, nxt);
+          t = tn;
+          tn = next_tile(t + 1, nxt);
+          if (tn >= walk_end()) {
+            last_step(tOrP2);
+            break;
+          }
+          step(tOrP2, tOrP, nxt);
+          t = tn;
+        }
+      } else {
+        // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product.
+        for (t = next_tile(t + 1, tile); t < n_walk; t = next_tile(t + 1, tile)) {
+          pipe_k.consumer_wait(k_state);
+          turn_begin();
+          detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+          pipe_v.consumer_wait(v_state);
+          detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+          turn_end();
+          warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
+          warpgroup_fence_operand(tSrS);
+          pipe_k.consumer_release(k_state);
+          ++k_state;
+          if (tile.masked) apply_mask(tile);
+          detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+          // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
+          // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
+          // warpgroup does not happen (kDbufP avoids this).
+          warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
+          warpgroup_fence_operand(tOrO);
+          warpgroup_fence_operand(tOrP);
+          pipe_v.consumer_release(v_state);
+          ++v_state;
+          rescale_o(alpha);
+          convert_p(tOrP);
+        }
         pipe_v.consumer_wait(v_state);
+        turn_begin();
         detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-        warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
-        warpgroup_fence_operand(tSrS);
-        pipe_k.consumer_release(k_state);
-        ++k_state;
-        if (tile.masked) apply_mask(tile);
-        detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
-        // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
-        // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
-        // warpgroup does not happen yet; the two consumer warpgroups still overlap each other.
-        warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
+        turn_end();
+        warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
-        warpgroup_fence_operand(tOrP);
         pipe_v.consumer_release(v_state);
-        ++v_state;
-        rescale_o(alpha);
-        convert_p();
       }
-      pipe_v.consumer_wait(v_state);
-      detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
-      pipe_v.consumer_release(v_state);
     }  // t < n_walk
+    if constexpr (V::kPingPong) {
+      if (cwg == 0) detail::named_bar_sync(detail::kBarTurn + 0, 256);  // warpgroup 1's last arrive
+    }
 
     // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
     float inv[2], lse[2];
@@ -466,13 +645,55 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     }
     Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
     T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2];
-    CUTE_UNROLL
-    for (int i = 0; i < size(tOrO); i += 2) {
-      const int r = detail::row_half(i);
-      if (rows[r] < p.seqlen_q) {
-        const int col = get<1>(tOcO(i));
-        *reinterpret_cast<uint32_t*>(o_base + rows[r] * p.o_stride[1] + col) =
-            detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+    bool staged = false;
+    if constexpr (V::kSmemEpilogue) {
+      // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
+      // warpgroup's wgmmas read, all completed by now), then 16-byte coalesced stores. Needs O
+      // 16-byte aligned with a sequence stride multiple of 8 elements (CTA-uniform), else the
+      // direct stores below. Staging layout: 16-byte chunk ch (columns 8 ch..8 ch+7) of local row r
+      // (0..63) at byte (ch / 8) * kBM * 128 + cwg * 64 * 128 + r * 128 + ((ch % 8) ^ (r % 8)) * 16
+      // of sQ. These are exactly the bytes of SmemLayoutQ's rows 64 cwg..64 cwg+63 (K-major 128-byte
+      // swizzle: row r at r * 128 bytes inside each 64-column half of kBM * 128 bytes; the swizzle
+      // only permutes 16-byte chunks inside a row), so the other warpgroup's Q is never touched.
+      // The XOR makes both phases bank-conflict free (8 rows x 4 words per 32-bit store; 8 chunks of
+      // one row per quarter-warp 16-byte load).
+      staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (p.o_stride[1] & 7) == 0;
+      if (staged) {
+        const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + cwg * (64 * 128);
+        auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
+          return stage + (ch >> 3) * (kBM * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
+        };
+        detail::named_bar_sync(detail::kBarEpi + cwg, 128);  // all four warps past their last wgmma
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); i += 2) {
+          const int r = detail::row_half(i);
+          const int lrow = get<0>(tOcO(i)) - 64 * cwg;
+          const int col = get<1>(tOcO(i));
+          detail::st_shared_b32(chunk_at(lrow, col >> 3) + (col & 7) * 2,
+                                detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]));
+        }
+        detail::named_bar_sync(detail::kBarEpi + cwg, 128);
+        constexpr int kChunks = D / 8;  // 16-byte chunks per row
+        const int wtid = ctid & 127;
+        CUTE_UNROLL
+        for (int it = 0; it < 64 * kChunks / 128; ++it) {
+          const int idx = wtid + 128 * it;
+          const int r = idx / kChunks, ch = idx % kChunks;
+          const int grow = m_block * kBM + 64 * cwg + r;
+          const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
+          if (grow < p.seqlen_q) detail::st_global_v4(o_base + grow * p.o_stride[1] + ch * 8, v);
+        }
+      }
+    }
+    if (!staged) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int r = detail::row_half(i);
+        if (rows[r] < p.seqlen_q) {
+          const int col = get<1>(tOcO(i));
+          *reinterpret_cast<uint32_t*>(o_base + rows[r] * p.o_stride[1] + col) =
+              detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+        }
       }
     }
     if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
@@ -489,7 +710,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
 // na == nullptr: FMHA; else NA on permuted tensors (a describes them: batch = B * G, seqlen = P).
 template <class T, int D, bool kNa>
 void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t stream) {
-  using C = FmhaFwdConfig<T, D>;
+  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D, kNa>()>;
   FmhaFwdKernelParams<T, D> p{
       make_tma_q<T, D>(static_cast<const T*>(a.q), a.seqlen_q, a.heads, a.batch, a.q_stride[1], a.q_stride[2],
                        a.q_stride[0]),

@@ -17,6 +17,45 @@ namespace nattn::cuda::sm90 {
 constexpr int kFmhaBlockM = 128;
 constexpr int kFmhaBlockN = 128;
 
+// Kernel variants (performance experiments; every variant computes the same function). Chosen at
+// compile time with -DNATTN_SM90_VARIANT=N (default 0 = the verified baseline); each flag can also
+// be forced alone with -DNATTN_SM90_{DBUF_P,PINGPONG,SMEM_EPILOGUE,THREE_STAGES}=0|1.
+//   N | kDbufP | kPingPong | kSmemEpilogue | kThreeStages
+//   0 |   0    |     0     |       0       |      0        baseline
+//   1 |   1    |     0     |       0       |      0        intra-warpgroup overlap, P double-buffered
+//   2 |   1    |     1     |       0       |      0        + ping-pong of the consumer warpgroups
+//   3 |   0    |     1     |       0       |      0        ping-pong on the baseline mainloop
+//   4 |   1    |     1     |       1       |      0        + smem-staged coalesced O stores
+//   5 |   1    |     1     |       1       |      1        + 3 K/V stages (FMHA hd128 only)
+// See fmha_fwd_kernel.cuh for what each flag changes.
+#ifndef NATTN_SM90_VARIANT
+#define NATTN_SM90_VARIANT 0
+#endif
+struct Sm90Variant {
+  static constexpr int kId = NATTN_SM90_VARIANT;
+  static_assert(kId >= 0 && kId <= 5, "NATTN_SM90_VARIANT must be 0..5");
+#ifdef NATTN_SM90_DBUF_P
+  static constexpr bool kDbufP = NATTN_SM90_DBUF_P != 0;
+#else
+  static constexpr bool kDbufP = kId == 1 || kId == 2 || kId == 4 || kId == 5;
+#endif
+#ifdef NATTN_SM90_PINGPONG
+  static constexpr bool kPingPong = NATTN_SM90_PINGPONG != 0;
+#else
+  static constexpr bool kPingPong = kId == 2 || kId == 3 || kId == 4 || kId == 5;
+#endif
+#ifdef NATTN_SM90_SMEM_EPILOGUE
+  static constexpr bool kSmemEpilogue = NATTN_SM90_SMEM_EPILOGUE != 0;
+#else
+  static constexpr bool kSmemEpilogue = kId == 4 || kId == 5;
+#endif
+#ifdef NATTN_SM90_THREE_STAGES
+  static constexpr bool kThreeStages = NATTN_SM90_THREE_STAGES != 0;
+#else
+  static constexpr bool kThreeStages = kId == 5;
+#endif
+};
+
 struct FmhaFwdParams {
   const void* q = nullptr;  // [B, Sq, H, D], element strides below, last dim contiguous
   const void* k = nullptr;  // [B, Skv, Hkv, D]
