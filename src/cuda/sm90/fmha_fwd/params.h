@@ -18,7 +18,7 @@ constexpr int kFmhaBlockM = 128;
 constexpr int kFmhaBlockN = 128;
 
 // Kernel variants (performance experiments; every variant computes the same function). Chosen at
-// compile time with -DNATTN_SM90_VARIANT=N (default 0 = the verified baseline); each flag can also
+// compile time with -DNATTN_SM90_VARIANT=N (default 5: fastest on the H100, bench/RESULTS.md); each flag can also
 // be forced alone with -DNATTN_SM90_{DBUF_P,PINGPONG,SMEM_EPILOGUE,THREE_STAGES}=0|1.
 //   N | kDbufP | kPingPong | kSmemEpilogue | kThreeStages
 //   0 |   0    |     0     |       0       |      0        baseline
@@ -29,7 +29,7 @@ constexpr int kFmhaBlockN = 128;
 //   5 |   1    |     1     |       1       |      1        + 3 K/V stages (FMHA hd128 only)
 // See fmha_fwd_kernel.cuh for what each flag changes.
 #ifndef NATTN_SM90_VARIANT
-#define NATTN_SM90_VARIANT 0
+#define NATTN_SM90_VARIANT 5
 #endif
 struct Sm90Variant {
   static constexpr int kId = NATTN_SM90_VARIANT;
