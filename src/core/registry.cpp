@@ -129,6 +129,11 @@ TileConfig resolve_config_impl(const std::string& backend, const Problem& proble
   }
   for (const auto& c : list)
     if (c == want) return c;
+  // Tile shapes given without a schedule on a backend with schedules: the first listed entry of
+  // those shapes (its default schedule), as NATTEN does when kernel_schedule is left out.
+  if (want.schedule == KernelSchedule::none && !want.q_tile.empty())
+    for (const auto& c : list)
+      if (c.q_tile == want.q_tile && c.kv_tile == want.kv_tile) return c;
   std::ostringstream os;
   os << (pass == Pass::forward ? "forward" : "backward") << " tile config " << requested->describe()
      << " is not valid for backend '" << backend << "' on this problem; use " << finder

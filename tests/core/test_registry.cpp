@@ -564,6 +564,17 @@ TEST(Finders, ResolveConfigChecksTheList) {
   }
 }
 
+TEST(Finders, ShapesWithoutAScheduleTakeTheListedSchedule) {
+  NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
+  p.head_dim = p.head_dim_v = 64;
+  if (!built("hopper-fna") || get_configs("hopper-fna", p).empty())
+    GTEST_SKIP() << "hopper-fna (bf16, head dim 64) is not built";
+  const TileConfig got = resolve_config("hopper-fna", p, Pass::forward, TileConfig{{8, 16}, {8, 16}, KernelSchedule::none});
+  EXPECT_EQ(got, (TileConfig{{8, 16}, {8, 16}, KernelSchedule::cooperative}));
+  EXPECT_THROW(resolve_config("hopper-fna", p, Pass::forward, TileConfig{{8, 8}, {8, 8}, KernelSchedule::none}),
+               ValueError);  // volume 64: not listed with any schedule
+}
+
 TEST(Selection, NamedBackendMustExistAndFit) {
   const NaProblem p = na_problem({16, 16});
   EXPECT_EQ(resolve_backend("reference", p, Pass::backward), "reference");
