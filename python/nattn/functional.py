@@ -26,6 +26,17 @@ def _torch_ops():
 # ---- neighborhood attention ----------------------------------------------------------------------
 
 
+def _fmha_runs(backend, query, key, value, batch, heads, is_causal):
+    """Whether FMHA backend `backend` runs the self-attention of these NA inputs (its finder lists a
+    forward config for the flattened problem)."""
+    from ._lib import require_lib
+    from .configs import fmha_problem
+
+    tokens = _prod(query.shape[1:-2])
+    flat = [t.reshape(batch, tokens, t.shape[-2], t.shape[-1]) for t in (query, key, value)]
+    return bool(require_lib().get_configs(backend, fmha_problem(*flat, is_causal=is_causal)))
+
+
 def neighborhood_attention_generic(
     query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
     additional_keys=None, additional_values=None, attention_kwargs=None, backend=None,
@@ -73,10 +84,13 @@ def neighborhood_attention_generic(
 
     # 6. self-attention fast path: the window is the whole token layout (NATTEN §1.4).
     full = all(k == x for k, x in zip(ks, spatial))
+    akw = dict(attention_kwargs or {})  # a copy: the caller's dict is never changed
+    if "backend" not in akw and backend:
+        akw["backend"] = _args.fmha_backend_for(backend)
+    if full and akw.get("backend") and akw["backend"] != backend and not _fmha_runs(
+            akw["backend"], query, key, value, batch, heads, causal[0]):
+        full = False  # e.g. hopper-fmha lacks this head dim: the named NA backend runs the full window
     if (na_dim == 1 and n_extra == 0 and full) or (full and not any(causal)):
-        akw = dict(attention_kwargs or {})  # a copy: the caller's dict is never changed
-        if "backend" not in akw and backend:
-            akw["backend"] = _args.fmha_backend_for(backend)
         akw.setdefault("torch_compile", torch_compile)
         tokens = _prod(spatial)
         qf = query.reshape(batch, tokens, heads, head_dim)
