@@ -52,6 +52,7 @@ struct Ctx {
   int64_t nrows = 0;        // FMHA / extra keys: stationary rows count (sequence length)
   int64_t qbase = 0, kvbase = 0, sq = 0, skv = 0;  // FMHA
   int extra = 0;            // dkdv: this CTA owns additional keys
+  int64_t k_origin_off = 0, v_origin_off = 0;  // dq: element offsets of the sub-domain's kv_origin in K / V
   bool any_row = false;
 };
 
@@ -140,6 +141,10 @@ __device__ __forceinline__ void make_ctx(const BwdParams& p, Ctx& c) {
     if (c.olo[i] >= c.ohi[i]) c.any_row = false;
   }
   if (!c.any_row) return;
+  for (int i = 0; i < 3; ++i) {
+    c.k_origin_off += p.kv_origin[i] * p.ks[1 + i];
+    c.v_origin_off += p.kv_origin[i] * p.vs[1 + i];
+  }
   c.nA = 1;
   for (int i = 0; i < 3; ++i) {
     const sem::Range r{c.olo[i], c.ohi[i]};
@@ -362,13 +367,15 @@ __device__ __forceinline__ bool walked_row(const BwdParams& p, const Ctx& c, con
     int a[3];
     int64_t y[3], tok = 0;
     delin_pow2(kk, kDkdv ? p.q_shift : p.kv_shift, a);
-    const int64_t* origin = kDkdv ? p.q_origin : p.kv_origin;
     bool valid = true;
     for (int i = 0; i < 3; ++i) {
       const int64_t ci = tile.c[i] + a[i];
       valid = valid && ci < c.bhi[i];
-      y[i] = c.g[i] + p.dilation[i] * ci - origin[i];  // local coordinate
-      tok = tok * p.q_extent[i] + y[i];               // dkdv: local query token
+      // dkdv: the local coordinate of the query and its local token; dq: the global coordinate of
+      // the key (the origin is subtracted once per CTA below: a per-row subtraction here made the
+      // hd128 dq kernel spill)
+      y[i] = c.g[i] + p.dilation[i] * ci - (kDkdv ? p.q_origin[i] : 0);
+      if (kDkdv) tok = tok * p.q_extent[i] + y[i];
       if (kDkdv) {
         if (kInfo && ci < c.bhi[i]) {
           const sem::Range w = sem::window(ci, c.lg[i], c.ax[i]);
@@ -386,8 +393,8 @@ __device__ __forceinline__ bool walked_row(const BwdParams& p, const Ctx& c, con
       ad.tok = tok;
       ad.lsoff = offset5(p.ls, c.b, y, tile.head);
     } else {
-      ad.b1 = offset5(p.ks, c.b, y, c.hk);
-      ad.b2 = offset5(p.vs, c.b, y, c.hk);
+      ad.b1 = offset5(p.ks, c.b, y, c.hk) - c.k_origin_off;
+      ad.b2 = offset5(p.vs, c.b, y, c.hk) - c.v_origin_off;
     }
     return valid;
   }
