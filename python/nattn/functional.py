@@ -4,6 +4,7 @@ Each accepts torch tensors (autograd, torch.compile; any device a built backend 
 NumPy arrays (CPU backends, no autograd), and returns the same kind."""
 
 import math
+import sys
 
 import numpy as np
 
@@ -26,12 +27,20 @@ def _torch_ops():
 # ---- neighborhood attention ----------------------------------------------------------------------
 
 
+def _compiling():
+    torch = sys.modules.get("torch")  # not imported: nothing can be compiling
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
 def _fmha_runs(backend, query, key, value, batch, heads, is_causal):
     """Whether FMHA backend `backend` runs the self-attention of these NA inputs (its finder lists a
     forward config for the flattened problem)."""
     from ._lib import require_lib
     from .configs import fmha_problem
 
+    if _compiling():  # no library call while Dynamo traces (a graph break): keep the fast path
+        return True
     tokens = _prod(query.shape[1:-2])
     flat = [t.reshape(batch, tokens, t.shape[-2], t.shape[-1]) for t in (query, key, value)]
     return bool(require_lib().get_configs(backend, fmha_problem(*flat, is_causal=is_causal)))
