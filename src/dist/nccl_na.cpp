@@ -10,6 +10,7 @@
 
 #include "core/backend.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
 #include "dist/halo_kernels.h"
 #include "nattn/backends.h"
 #include "nattn/distributed.h"
@@ -34,24 +35,6 @@ void nccl_check(ncclResult_t r, ncclComm_t comm, const char* call, int line) {
   throw RuntimeError(msg);
 }
 #define NATTN_NCCL_CHECK(comm, call) nccl_check((call), (comm), #call, __LINE__)
-
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int index) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&old_));
-    if (old_ != index) NATTN_CUDA_CHECK(cudaSetDevice(index));
-    changed_ = old_ != index;
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(old_);  // best effort in a destructor
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int old_ = 0;
-  bool changed_ = false;
-};
 
 // Device buffers, stream-ordered (cudaMallocAsync); all freed on `main` when destroyed, which
 // happens after the StreamPair below has joined the streams.
@@ -412,7 +395,7 @@ void gather_halo(const TensorView& key, const TensorView& value, const TensorVie
   opt.value_halo = value_halo;
   check_halo_buffers(op, plan, rank, opt, key, value);
   check_comm(op, plan, rank, comm, key.device);
-  DeviceGuard guard(key.device.index);
+  cuda::DeviceGuard guard(key.device.index);
   Buffers bufs(stream);
   gather_impl(Rank(plan, rank), key, value, &key_halo, &value_halo, comm, stream, bufs);
 }
@@ -431,7 +414,7 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   check_whole(op, rank, whole, opt.run, Pass::forward);
   check_comm(op, plan, rank, comm, args.query.device);
 
-  DeviceGuard guard(args.query.device.index);
+  cuda::DeviceGuard guard(args.query.device.index);
   Buffers bufs(stream);
   const bool need_halo = opt.key_halo.has_value() || !rp.recv.empty();
   const bool communicates = !rp.recv.empty() || !rp.send.empty();
@@ -494,7 +477,7 @@ void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int r
   check_whole(op, rank, whole, opt.run, Pass::backward);
   check_comm(op, plan, rank, comm, args.query.device);
 
-  DeviceGuard guard(args.query.device.index);
+  cuda::DeviceGuard guard(args.query.device.index);
   Buffers bufs(stream);
   const bool given_halo = opt.key_halo.has_value();
   const bool gather = !given_halo && (!rp.recv.empty() || !rp.send.empty());

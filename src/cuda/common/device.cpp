@@ -33,6 +33,16 @@ const DeviceProps& device_props(int index) {
   return cache.emplace(index, p).first->second;
 }
 
+DeviceGuard::DeviceGuard(int index) {
+  NATTN_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (previous_ != index) NATTN_CUDA_CHECK(cudaSetDevice(index));
+  changed_ = previous_ != index;
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (changed_) cudaSetDevice(previous_);  // best effort: a destructor does not throw
+}
+
 int current_device() {
   int d = 0;
   NATTN_CUDA_CHECK(cudaGetDevice(&d));

@@ -19,6 +19,20 @@ const DeviceProps& device_props(int index);
 // The device the calling thread works on (cudaGetDevice).
 int current_device();
 
+// Makes `index` the calling thread's current device for the guard's lifetime and restores the
+// previous one afterwards (best effort in the destructor). Throws RuntimeError if switching fails.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool changed_ = false;
+};
+
 // Shared memory per block (opt-in) by compute capability, for selection before any device is
 // touched: 75: 64 KiB, 80: 163 KiB, 86/89: 99 KiB, 90: 227 KiB; others: 48 KiB.
 int smem_optin_for_cc(int cc);

@@ -267,16 +267,6 @@ int device_of(const TensorView& t) {
   return dev;
 }
 
-// Runs on the tensors' device, restoring the caller's current device afterwards.
-struct DeviceGuard {
-  int previous = 0;
-  explicit DeviceGuard(int dev) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&previous));
-    if (previous != dev) NATTN_CUDA_CHECK(cudaSetDevice(dev));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous); }
-};
-
 }  // namespace
 
 void token_permute(const TensorView& input, const TensorView& output, const sem::Permutation& perm, void* stream) {

@@ -56,22 +56,6 @@ int64_t smem_bytes(const std::string& kind, DType dtype, int hd, int stages) {
   return 4 * kTileM * (hd + (es == 4 ? 1 : 2)) * es;
 }
 
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int index) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&old_));
-    if (old_ != index) NATTN_CUDA_CHECK(cudaSetDevice(index));
-    changed_ = old_ != index;
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(old_);  // best effort in a destructor
-  }
-
- private:
-  int old_ = 0;
-  bool changed_ = false;
-};
-
 // fp32 workspace on the stream (stream-ordered allocation; freed on the stream when done).
 class Workspace {
  public:

@@ -60,22 +60,6 @@ int64_t smem_bytes(const std::string& kind, DType dtype, int hd, int bm) {
 // bound: the tensor-core kernel at 128 queries per CTA uses about 5.7 KB.
 constexpr int64_t kStaticSmem = 8192;
 
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int index) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&old_));
-    if (old_ != index) NATTN_CUDA_CHECK(cudaSetDevice(index));
-    changed_ = old_ != index;
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(old_);  // best effort in a destructor
-  }
-
- private:
-  int old_ = 0;
-  bool changed_ = false;
-};
-
 bool aligned16(const void* ptr, const std::vector<int64_t>& strides, int64_t esize) {
   if (ptr == nullptr) return true;
   if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;

@@ -135,17 +135,6 @@ void raise(const Check& c) {
   if (c.verdict == Verdict::not_implemented) throw NotImplementedError(c.message);
 }
 
-struct DeviceGuard {
-  int previous = 0;
-  explicit DeviceGuard(int dev) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&previous));
-    if (previous != dev) NATTN_CUDA_CHECK(cudaSetDevice(dev));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-};
-
 // The stride of axis i for TMA / the kernel: any 16-byte multiple where the axis has size 1.
 int64_t axis_stride(const TensorView& t, int i) {
   return t.shape[static_cast<size_t>(i)] <= 1 ? t.shape[3] : t.strides[static_cast<size_t>(i)];

@@ -246,17 +246,6 @@ void raise(const Check& c) {
   if (c.verdict == Verdict::not_implemented) throw NotImplementedError(c.message);
 }
 
-struct DeviceGuard {
-  int previous = 0;
-  explicit DeviceGuard(int dev) {
-    NATTN_CUDA_CHECK(cudaGetDevice(&previous));
-    if (previous != dev) NATTN_CUDA_CHECK(cudaSetDevice(dev));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-};
-
 // Stream-ordered workspace, freed on the stream when the scope ends (also on exceptions).
 struct Workspace {
   void* ptr = nullptr;
