@@ -19,65 +19,18 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/half.h"
 #include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
 #include "nattn/ops.h"
 
 using namespace nattn;
 
-#define CHECK(call)                                                     \
-  do {                                                                  \
-    cudaError_t e_ = (call);                                            \
-    if (e_ != cudaSuccess) {                                            \
-      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));  \
-      std::exit(1);                                                     \
-    }                                                                   \
-  } while (0)
+#define CHECK(call) NATTN_BENCH_CHECK(call)
 
 namespace {
 
-void* random_device(int64_t n, DType dtype, uint64_t seed, std::vector<uint16_t>* keep = nullptr) {
-  std::vector<uint16_t> h(static_cast<size_t>(n));
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
-  for (auto& x : h) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    const float f = static_cast<float>((s >> 40) & 0xFFFF) / 32768.f - 1.f;
-    x = dtype == DType::bf16 ? detail::float_to_bf16(f) : detail::float_to_fp16(f);
-  }
-  void* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
-  CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
-  if (keep != nullptr) *keep = std::move(h);
-  return d;
-}
-
-struct Timing {
-  double median = 0, min = 0, max = 0;
-};
-
-template <class F>
-Timing time_ms(F&& f, int reps) {
-  cudaEvent_t a, b;
-  CHECK(cudaEventCreate(&a));
-  CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) f();
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(a));
-    f();
-    CHECK(cudaEventRecord(b));
-    CHECK(cudaEventSynchronize(b));
-    float ms = 0.f;
-    CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CHECK(cudaEventDestroy(a));
-  CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  const size_t n = t.size();
-  return Timing{n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t.front(), t.back()};
-}
+using bench::Timing;
 
 // fp64 reference of `rows` sampled (head, query) rows of O and LSE ([1, S, H, D] layout, no
 // causal mask unless `causal`); returns the worst relative L2 error of an O row and the worst
@@ -153,9 +106,9 @@ int main(int argc, char** argv) {
   const int64_t n = S * H * D;
   const Device gpu{DeviceKind::cuda, 0};
   std::vector<uint16_t> hq, hk, hv;
-  void* q = random_device(n, dtype, 1, check > 0 ? &hq : nullptr);
-  void* k = random_device(n, dtype, 2, check > 0 ? &hk : nullptr);
-  void* v = random_device(n, dtype, 3, check > 0 ? &hv : nullptr);
+  void* q = bench::random_device(n, dtype, 1, check > 0 ? &hq : nullptr);
+  void* k = bench::random_device(n, dtype, 2, check > 0 ? &hk : nullptr);
+  void* v = bench::random_device(n, dtype, 3, check > 0 ? &hv : nullptr);
   void* o = nullptr;
   float* lse = nullptr;
   CHECK(cudaMalloc(&o, static_cast<size_t>(n) * 2));
@@ -178,7 +131,7 @@ int main(int argc, char** argv) {
     // Poison O (NaN bit pattern) so that an unwritten output cannot pass the check.
     CHECK(cudaMemset(o, 0xFF, static_cast<size_t>(n) * 2));
     CHECK(cudaMemset(lse, 0xFF, static_cast<size_t>(S * H) * sizeof(float)));
-    tm = time_ms([&] { cuda::sm90::fmha_forward(args, nullptr); }, reps);
+    tm = bench::timing_ms([&] { cuda::sm90::fmha_forward(args, nullptr); }, 3, reps);
     CHECK(cudaGetLastError());
     CHECK(cudaDeviceSynchronize());
     std::printf("  hopper-fmha (sm90a)  %9.3f ms  %7.1f TFLOP/s  (min %.3f max %.3f ms, %d reps)\n", tm.median,
@@ -207,7 +160,7 @@ int main(int argc, char** argv) {
     try {
       RunOptions opt;
       opt.backend = "cutlass-fmha";
-      const double ms = time_ms([&] { fmha_forward(args, opt); }, reps).median;
+      const double ms = bench::timing_ms([&] { fmha_forward(args, opt); }, 3, reps).median;
       std::printf("  cutlass-fmha (sm80)  %9.3f ms  %7.1f TFLOP/s\n", ms, flops / (ms * 1e-3) / 1e12);
     } catch (const std::exception& e) {
       std::printf("  cutlass-fmha (sm80)  not run: %s\n", e.what());

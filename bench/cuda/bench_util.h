@@ -24,8 +24,10 @@
 
 namespace nattn::bench {
 
-// n fp16 / bf16 values uniform in [-1, 1) from a fixed generator, on the current device.
-inline void* random_device(int64_t n, DType dtype = DType::bf16, uint64_t seed = 1) {
+// n fp16 / bf16 values uniform in [-1, 1) from a fixed generator, on the current device; `keep`
+// (optional) receives the host copy of the bits.
+inline void* random_device(int64_t n, DType dtype = DType::bf16, uint64_t seed = 1,
+                           std::vector<uint16_t>* keep = nullptr) {
   std::vector<uint16_t> h(static_cast<size_t>(n));
   uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
   for (auto& x : h) {
@@ -36,6 +38,7 @@ inline void* random_device(int64_t n, DType dtype = DType::bf16, uint64_t seed =
   void* d = nullptr;
   NATTN_BENCH_CHECK(cudaMalloc(&d, static_cast<size_t>(n) * 2));
   NATTN_BENCH_CHECK(cudaMemcpy(d, h.data(), static_cast<size_t>(n) * 2, cudaMemcpyHostToDevice));
+  if (keep != nullptr) *keep = std::move(h);
   return d;
 }
 
@@ -47,10 +50,14 @@ inline void* device_buffer(int64_t bytes) {
   return d;
 }
 
-// Median time of `iters` calls of f (each timed alone with CUDA events on the default stream)
-// after `warmup` untimed calls.
+struct Timing {
+  double median = 0, min = 0, max = 0;  // ms
+};
+
+// Times of `iters` calls of f (each timed alone with CUDA events on the default stream) after
+// `warmup` untimed calls.
 template <class F>
-double median_ms(F&& f, int warmup = 3, int iters = 10) {
+Timing timing_ms(F&& f, int warmup = 3, int iters = 10) {
   cudaEvent_t a, b;
   NATTN_BENCH_CHECK(cudaEventCreate(&a));
   NATTN_BENCH_CHECK(cudaEventCreate(&b));
@@ -70,7 +77,13 @@ double median_ms(F&& f, int warmup = 3, int iters = 10) {
   NATTN_BENCH_CHECK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   const size_t m = t.size() / 2;
-  return t.size() % 2 ? t[m] : (t[m - 1] + t[m]) / 2;
+  return Timing{t.size() % 2 ? t[m] : (t[m - 1] + t[m]) / 2, t.front(), t.back()};
+}
+
+// Median of timing_ms.
+template <class F>
+double median_ms(F&& f, int warmup = 3, int iters = 10) {
+  return timing_ms(f, warmup, iters).median;
 }
 
 }  // namespace nattn::bench
