@@ -93,4 +93,28 @@ inline std::vector<double> gather(const HostTensor& t, const TensorView& v) {
   return out;
 }
 
+// Output and LSE errors of a forward run: relative L2 of the output, max |LSE difference|, and the
+// count of non-finite values in either (an unwritten, poisoned output shows up here).
+struct Errors {
+  double out_rel_l2 = 0, lse_max_abs = 0;
+  int64_t nan = 0;
+};
+
+inline Errors compare(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& glse,
+                      const std::vector<double>& rlse) {
+  Errors e;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) ++e.nan;
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  e.out_rel_l2 = std::sqrt(num / (den > 0 ? den : 1));
+  for (size_t i = 0; i < rlse.size(); ++i) {
+    if (!std::isfinite(glse[i])) ++e.nan;
+    e.lse_max_abs = std::fmax(e.lse_max_abs, std::fabs(glse[i] - rlse[i]));
+  }
+  return e;
+}
+
 }  // namespace nattn::test

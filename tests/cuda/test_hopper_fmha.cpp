@@ -50,27 +50,8 @@ struct Case {
   }
 };
 
-struct Errors {
-  double out_rel_l2 = 0, lse_max_abs = 0;
-  int64_t nan = 0;
-};
-
-Errors compare(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& glse,
-               const std::vector<double>& rlse) {
-  Errors e;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(got[i])) ++e.nan;
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  e.out_rel_l2 = std::sqrt(num / (den > 0 ? den : 1));
-  for (size_t i = 0; i < rlse.size(); ++i) {
-    if (std::isnan(glse[i])) ++e.nan;
-    e.lse_max_abs = std::fmax(e.lse_max_abs, std::fabs(glse[i] - rlse[i]));
-  }
-  return e;
-}
+using test::compare;
+using test::Errors;
 
 // Runs one case on the GPU and on the reference; returns false (and reports) when the kernel of
 // this (dtype, head dim) is not compiled into this build.

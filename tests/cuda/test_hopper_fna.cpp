@@ -102,27 +102,8 @@ V shape_of(const Case& c, int64_t heads, int64_t d) {
   return s;
 }
 
-struct Errors {
-  double out_rel_l2 = 0, lse_max_abs = 0;
-  int64_t nan = 0;
-};
-
-Errors compare(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& glse,
-               const std::vector<double>& rlse) {
-  Errors e;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(got[i])) ++e.nan;
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  e.out_rel_l2 = std::sqrt(num / (den > 0 ? den : 1));
-  for (size_t i = 0; i < rlse.size(); ++i) {
-    if (!std::isfinite(glse[i])) ++e.nan;
-    e.lse_max_abs = std::fmax(e.lse_max_abs, std::fabs(glse[i] - rlse[i]));
-  }
-  return e;
-}
+using test::compare;
+using test::Errors;
 
 bool run_case(const Case& c, DType dtype, uint64_t seed) {
   if (cuda::sm90::na_kernel_head_dim(dtype, c.d, c.d_v()) == 0) {
