@@ -1,10 +1,11 @@
 // Timing of the Hopper (sm_90a) NA forward (hopper-fna, src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp),
-// called directly: the whole op (permute Q/K/V + kernel + unpermute O/LSE, workspace included) and
-// the kernel alone on pre-permuted tensors; compared with cutlass-fna (registry) in the same
+// called directly: the direct mode (no permutation) with the first four configs the finder lists
+// for the problem (the first is the default), and the permuted mode (NATTN_HOPPER_FNA_PERMUTED=1,
+// tile (4,4,8)) as the whole op and as the kernel alone on pre-permuted tensors; compared with
+// cutlass-fna (registry) and, for the stride-16x8x8 case, a dense hopper-fmha run, in the same
 // process. Median of 10 timed calls after 3 warm-ups, CUDA events.
-// Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8, tile
-// shapes (2,8,8), (4,4,8), (8,4,4) (q_tile == kv_tile). Effective FLOPs = 4 * tokens *
-// prod(window) * D * heads.
+// Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8.
+// Effective FLOPs = 4 * tokens * prod(window) * D * heads.
 // Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare]
 #include <cuda_runtime.h>
 
@@ -19,6 +20,7 @@
 #include "core/half.h"
 #include "cuda/common/token_permute.h"
 #include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
+#include "nattn/backends.h"
 #include "nattn/ops.h"
 #include "nattn/semantics.h"
 
@@ -73,6 +75,32 @@ int main(int argc, char** argv) {
                        static_cast<double>(D) * static_cast<double>(H);
   auto tf = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
   int rc = 0;
+  // hopper-fmha on a dense problem of the same heads and head dim (the throughput the stride-16x8x8
+  // case is compared with): B=1, 16384 queries x 16384 keys.
+  double fmha_tf = 0.0;
+  {
+    const int64_t L = 16384, nf = L * H * D;
+    void* fq = bench::random_device(nf, dtype, 4);
+    void* fk = bench::random_device(nf, dtype, 5);
+    void* fv = bench::random_device(nf, dtype, 6);
+    void* fo = bench::device_buffer(nf * 2);
+    FmhaForwardArgs fa;
+    fa.query = TensorView(fq, dtype, {1, L, H, D}, gpu);
+    fa.key = TensorView(fk, dtype, {1, L, H, D}, gpu);
+    fa.value = TensorView(fv, dtype, {1, L, H, D}, gpu);
+    fa.out = TensorView(fo, dtype, {1, L, H, D}, gpu);
+    try {
+      RunOptions opt;
+      opt.backend = "hopper-fmha";
+      const double ms = bench::median_ms([&] { fmha_forward(fa, opt); });
+      fmha_tf = 4.0 * double(L) * double(L) * double(D) * double(H) / (ms * 1e-3) / 1e12;
+      std::printf("hopper-fmha dense B=1 S=%lld H=%lld D=%lld: %8.3f ms %7.1f TFLOP/s\n", static_cast<long long>(L),
+                  static_cast<long long>(H), static_cast<long long>(D), ms, fmha_tf);
+    } catch (const std::exception& e) {
+      std::printf("hopper-fmha dense not run: %s\n", e.what());
+    }
+    for (void* p : {fq, fk, fv, fo}) CHECK(cudaFree(p));
+  }
   for (const std::vector<int64_t>& stride : {std::vector<int64_t>{1, 1, 1}, std::vector<int64_t>{16, 8, 8}}) {
     args.params.rank = 3;
     for (int i = 0; i < 3; ++i) {
@@ -84,41 +112,64 @@ int main(int argc, char** argv) {
     std::printf("NA forward 3-D B=1 S=%s window=%s stride=%s H=%lld D=%lld %s (effective FLOPs %.3g)\n",
                 tup(S).c_str(), tup(window).c_str(), tup(stride).c_str(), static_cast<long long>(H),
                 static_cast<long long>(D), dtype_name(dtype), flops);
-    for (const std::vector<int64_t>& tile :
-         {std::vector<int64_t>{2, 8, 8}, std::vector<int64_t>{4, 4, 8}, std::vector<int64_t>{8, 4, 4}}) {
-      TileConfig cfg;
-      cfg.q_tile = cfg.kv_tile = tile;
-      cfg.schedule = KernelSchedule::cooperative;
+    NaProblem prob;
+    prob.batch = 1;
+    prob.spatial = S;
+    prob.heads = prob.heads_kv = H;
+    prob.head_dim = prob.head_dim_v = D;
+    prob.dtype = dtype;
+    prob.device = gpu;
+    prob.compute_capability = 90;
+    prob.params = args.params;
+    const std::vector<TileConfig> listed = get_configs("hopper-fna", prob);
+    // Direct mode: the first four listed configs (the first is the default); then the permuted mode
+    // (NATTN_HOPPER_FNA_PERMUTED=1) with NATTN's default shape, op and kernel alone.
+    std::vector<std::pair<TileConfig, bool>> runs;
+    for (size_t i = 0; i < listed.size() && i < 4; ++i) runs.push_back({listed[i], true});
+    TileConfig natten_def;
+    natten_def.q_tile = natten_def.kv_tile = {4, 4, 8};
+    natten_def.schedule = KernelSchedule::cooperative;
+    runs.push_back({natten_def, false});
+    for (const auto& [cfg, direct] : runs) {
+      const std::string name = "q" + tup(cfg.q_tile) + " kv" + tup(cfg.kv_tile);
       try {
+        if (!direct) setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+        const std::string blocker = cuda::sm90::na_forward_direct_blocker(args);
         const double ms = bench::median_ms([&] { cuda::sm90::na_forward(args, cfg, nullptr); });
         CHECK(cudaGetLastError());
-        // The kernel alone on permuted copies (the same permutation the op uses).
-        sem::Permutation perm;
-        perm.rank = 3;
-        perm.flip = true;
-        for (int i = 0; i < 3; ++i) {
-          perm.extent[i] = S[static_cast<size_t>(i)];
-          perm.tile[i] = tile[static_cast<size_t>(i)];
+        unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+        std::printf("  hopper-fna %-8s %-26s op %8.3f ms %7.1f TFLOP/s", blocker.empty() ? "direct" : "permuted",
+                    name.c_str(), ms, tf(ms));
+        if (stride[0] > 1 && fmha_tf > 0) std::printf(" (%.2fx hopper-fmha)", tf(ms) / fmha_tf);
+        if (!direct) {
+          // The kernel alone on permuted copies (the same permutation the op uses).
+          sem::Permutation perm;
+          perm.rank = 3;
+          perm.flip = true;
+          for (int i = 0; i < 3; ++i) {
+            perm.extent[i] = S[static_cast<size_t>(i)];
+            perm.tile[i] = cfg.q_tile[static_cast<size_t>(i)];
+          }
+          const int64_t P = perm.seq_len();
+          void* qp = bench::device_buffer(P * H * D * 2);
+          void* kp = bench::device_buffer(P * H * D * 2);
+          void* vp = bench::device_buffer(P * H * D * 2);
+          void* op = bench::device_buffer(P * H * D * 2);
+          float* lp = static_cast<float*>(bench::device_buffer(P * H * 4));
+          cuda::token_permute(args.query, TensorView(qp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+          cuda::token_permute(args.key, TensorView(kp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+          cuda::token_permute(args.value, TensorView(vp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+          CHECK(cudaDeviceSynchronize());
+          const double kms =
+              bench::median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });
+          CHECK(cudaGetLastError());
+          std::printf(" | kernel %8.3f ms %7.1f TFLOP/s | permutes %.1f%%", kms, tf(kms), 100.0 * (ms - kms) / ms);
+          for (void* p : {qp, kp, vp, op, static_cast<void*>(lp)}) CHECK(cudaFree(p));
         }
-        const int64_t P = perm.seq_len();
-        void* qp = bench::device_buffer(P * H * D * 2);
-        void* kp = bench::device_buffer(P * H * D * 2);
-        void* vp = bench::device_buffer(P * H * D * 2);
-        void* op = bench::device_buffer(P * H * D * 2);
-        float* lp = static_cast<float*>(bench::device_buffer(P * H * 4));
-        cuda::token_permute(args.query, TensorView(qp, dtype, {1, P, H, D}, gpu), perm, nullptr);
-        cuda::token_permute(args.key, TensorView(kp, dtype, {1, P, H, D}, gpu), perm, nullptr);
-        cuda::token_permute(args.value, TensorView(vp, dtype, {1, P, H, D}, gpu), perm, nullptr);
-        CHECK(cudaDeviceSynchronize());
-        const double kms =
-            bench::median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });
-        CHECK(cudaGetLastError());
-        std::printf("  hopper-fna tile %-8s  op %8.3f ms %7.1f TFLOP/s | kernel %8.3f ms %7.1f TFLOP/s | "
-                    "permute+unpermute %.3f ms\n",
-                    tup(tile).c_str(), ms, tf(ms), kms, tf(kms), ms - kms);
-        for (void* p : {qp, kp, vp, op, static_cast<void*>(lp)}) CHECK(cudaFree(p));
+        std::printf("\n");
       } catch (const std::exception& e) {
-        std::printf("  hopper-fna tile %-8s  failed: %s\n", tup(tile).c_str(), e.what());
+        unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+        std::printf("  hopper-fna %-26s failed: %s\n", name.c_str(), e.what());
         rc = 1;
       }
     }

@@ -5,8 +5,11 @@
 // the blackwell tables are NATTEN's lists until our own kernels land, the flex ones are NATTEN's.
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <mutex>
 
 #include "core/tables.h"
+#include "nattn/semantics.h"
 
 namespace nattn::detail {
 namespace {
@@ -191,18 +194,126 @@ Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
   return runnable(default_first(out, cutlass_default(rank)), rank, Pass::backward);
 }
 
-// hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): token-permuted Q and KV tiles of 128 tokens
-// each (every power-of-two shape of the rank with axes >= 2; the same shape for Q and KV here), two
-// consumer warpgroups on one Q tile (cooperative), head dims 64 and 128. Default first: NATTEN's
-// Hopper default shape for the rank.
-Configs hopper_fna_forward(int rank) {
+// hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): Q and KV tiles of 128 tokens each, any
+// power-of-two shape of the rank (sizes 1 allowed, Q and KV shapes independent), two consumer
+// warpgroups on one Q tile (cooperative), head dims 64 and 128.
+
+// All shapes of `rank` axes, each a power of two >= 1, with the given volume.
+std::vector<Shape> pow2_shapes_from_1(int rank, int64_t volume) {
+  std::vector<Shape> out;
+  if (rank == 1) return {Shape{volume}};
+  for (int64_t t = 1; t <= volume; t *= 2)
+    for (Shape rest : pow2_shapes_from_1(rank - 1, volume / t)) {
+      rest.insert(rest.begin(), t);
+      out.push_back(rest);
+    }
+  return out;
+}
+
+// Whether na_forward runs this problem in direct mode (mirrors the problem-level part of
+// direct_blocker in na_fwd_sm90.cpp; the tensors' strides can still send it to the permuted path).
+bool hopper_fna_direct(const NaProblem& p) {
+  for (int i = 0; i < p.rank(); ++i)
+    if (p.params.dilation[static_cast<size_t>(i)] != 1) return false;
+  return p.head_dim == p.head_dim_v && (p.head_dim == 64 || p.head_dim == 128) && p.additional_kv == 0;
+}
+
+// Along one axis: the KV tiles of size kt the kernel walks for all Q tiles of size qt, summed over
+// the Q tiles and dilation groups (na_tiles.cuh make_ctx: direct mode tiles the KV box from its
+// first key, the permuted mode uses the global tile grid of the group).
+int64_t hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
+  const size_t i = static_cast<size_t>(axis);
+  const sem::Axis a{p.spatial[i], p.params.kernel_size[i], p.params.stride[i], p.params.dilation[i],
+                    p.params.is_causal[i]};
+  int64_t n = 0;
+  for (int64_t g = 0; g < a.dilation; ++g) {
+    const int64_t lg = sem::group_extent(a.extent, a.dilation, g);
+    for (int64_t q0 = 0; q0 < lg; q0 += qt) {
+      const sem::Range box = sem::kv_box(sem::Range{q0, std::min(q0 + qt, lg)}, lg, a);
+      n += direct ? sem::ceil_div(box.end - box.start, kt) : sem::ceil_div(box.end, kt) - box.start / kt;
+    }
+  }
+  return n;
+}
+
+// The list holds the same pairs for every problem of a rank (so that a config listed for one
+// problem is accepted for another, as NATTEN users pass them around): Q tile = every shape with
+// axes >= 2 (NATTEN's Hopper shapes), KV tile = every shape with axes >= 1 (1-D: 1 pair, 2-D: 48,
+// 3-D: 540). The order depends on the problem: fewest 128x128 tiles walked first (the first is the
+// default); ties keep NATTEN's order (its default shape as q == kv first, then q == kv pairs, then
+// the rest).
+Configs hopper_fna_forward_uncached(const NaProblem& p) {
+  const int rank = p.rank();
   const auto coop = KernelSchedule::cooperative;
+  std::vector<Shape> q_shapes = pow2_shapes(rank, 128);
+  std::sort(q_shapes.begin(), q_shapes.end(), std::greater<Shape>());
+  const Shape natten_def = rank == 1 ? Shape{128} : rank == 2 ? Shape{16, 8} : Shape{4, 4, 8};
+  auto it = std::find(q_shapes.begin(), q_shapes.end(), natten_def);
+  if (it != q_shapes.end()) std::rotate(q_shapes.begin(), it, it + 1);
+  std::vector<Shape> kv_shapes = pow2_shapes_from_1(rank, 128);
+  std::sort(kv_shapes.begin(), kv_shapes.end(), std::greater<Shape>());
   Configs out;
-  for (const auto& t : pow2_shapes(rank, 128)) out.push_back(pair(t, t, coop));
-  std::sort(out.begin(), out.end(), desc);
-  const TileConfig def = rank == 1 ? pair({128}, {128}, coop)
-                                   : rank == 2 ? pair({16, 8}, {16, 8}, coop) : pair({4, 4, 8}, {4, 4, 8}, coop);
-  return default_first(out, def);
+  for (const Shape& q : q_shapes) out.push_back(pair(q, q, coop));
+  for (const Shape& q : q_shapes)
+    for (const Shape& kv : kv_shapes)
+      if (kv != q) out.push_back(pair(q, kv, coop));
+  bool known = rank >= 1 && rank <= 3;
+  for (int i = 0; known && i < rank; ++i) {
+    const size_t s = static_cast<size_t>(i);
+    known = p.spatial[s] >= 1 && p.params.kernel_size[s] >= 1 && p.params.stride[s] >= 1 &&
+            p.params.stride[s] <= p.params.kernel_size[s] && p.params.dilation[s] >= 1 &&
+            p.params.kernel_size[s] * p.params.dilation[s] <= p.spatial[s];
+  }
+  if (!known) return out;  // invalid parameters (validation reports them): NATTEN's order
+  const bool direct = hopper_fna_direct(p);
+  // Per axis, Q tile size and KV tile size (powers of two up to 128, indexed by log2): tiles walked.
+  std::vector<std::vector<std::vector<int64_t>>> axis_tiles(
+      static_cast<size_t>(rank), std::vector<std::vector<int64_t>>(8, std::vector<int64_t>(8, -1)));
+  auto lg2 = [](int64_t x) {
+    size_t l = 0;
+    while ((int64_t{1} << l) < x) ++l;
+    return l;
+  };
+  auto cost = [&](const TileConfig& c) {
+    double total = 1.0;
+    for (int i = 0; i < rank; ++i) {
+      const size_t s = static_cast<size_t>(i);
+      int64_t& n = axis_tiles[s][lg2(c.q_tile[s])][lg2(c.kv_tile[s])];
+      if (n < 0) n = hopper_fna_axis_tiles(p, i, c.q_tile[s], c.kv_tile[s], direct);
+      total *= static_cast<double>(n);
+    }
+    return total;
+  };
+  std::vector<std::pair<double, size_t>> order;
+  for (size_t i = 0; i < out.size(); ++i) order.push_back({cost(out[i]), i});
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  Configs ranked;
+  for (const auto& o : order) ranked.push_back(out[o.second]);
+  return ranked;
+}
+
+// The ranking costs ~0.2 ms (540 pairs in 3-D) and every forward call resolves its config: the
+// lists of the last problems seen are kept, keyed by what the order depends on.
+ConfigList hopper_fna_forward(const NaProblem& p) {
+  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0};
+  for (int i = 0; i < p.rank(); ++i) {
+    const size_t s = static_cast<size_t>(i);
+    key.insert(key.end(), {p.spatial[s], p.params.kernel_size[s], p.params.stride[s], p.params.dilation[s],
+                           p.params.is_causal[s] ? 1 : 0});
+  }
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, ConfigList> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  ConfigList list = std::make_shared<const Configs>(hopper_fna_forward_uncached(p));
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 64) cache.clear();
+  cache.emplace(key, list);
+  return list;
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
@@ -243,7 +354,9 @@ Configs cpu_blocks(int rank) {
 
 }  // namespace
 
-std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& p, Pass pass) {
+namespace {
+
+std::vector<TileConfig> config_list(const BackendSpec& spec, const NaProblem& p, Pass pass) {
   const std::string name = spec.name;
   const int rank = p.rank();
   const bool fwd = pass == Pass::forward;
@@ -252,14 +365,14 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& p
   if (name == "cutlass-fna")
     return fwd ? cutlass_forward(rank, p.compute_capability, p.dtype)
                : cutlass_backward(rank, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
-  if (name == "hopper-fna") return fwd ? hopper_fna_forward(rank) : Configs{};
+  if (name == "hopper-fna") return Configs{};  // forward: config_table (cached ranking)
   if (name == "blackwell-fna") return fwd ? blackwell_forward(rank) : blackwell_backward(rank);
   if (name == "flex-fna") return fwd ? flex_forward(rank) : Configs{TileConfig{}};
   return {};
 }
 
 // FMHA lists are the 1-D NA lists (tile sizes as 1-element shapes).
-std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem& p, Pass pass) {
+std::vector<TileConfig> config_list(const BackendSpec& spec, const FmhaProblem& p, Pass pass) {
   const std::string name = spec.name;
   const bool fwd = pass == Pass::forward;
   if (name == "reference") return {TileConfig{}};
@@ -271,6 +384,17 @@ std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem&
   if (name == "blackwell-fmha") return fwd ? blackwell_forward(1) : blackwell_backward(1);
   if (name == "flex-fmha") return fwd ? flex_forward(1) : Configs{TileConfig{}};
   return {};
+}
+
+}  // namespace
+
+ConfigList config_table(const BackendSpec& spec, const NaProblem& p, Pass pass) {
+  if (std::string(spec.name) == "hopper-fna" && pass == Pass::forward) return hopper_fna_forward(p);
+  return std::make_shared<const Configs>(config_list(spec, p, pass));
+}
+
+ConfigList config_table(const BackendSpec& spec, const FmhaProblem& p, Pass pass) {
+  return std::make_shared<const Configs>(config_list(spec, p, pass));
 }
 
 }  // namespace nattn::detail

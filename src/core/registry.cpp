@@ -103,20 +103,26 @@ std::string resolve_impl(const std::string& requested, const Problem& problem, P
 }
 
 template <typename Problem>
-std::vector<TileConfig> configs_impl(const std::string& backend, const Problem& problem, Pass pass) {
+detail::ConfigList config_list_impl(const std::string& backend, const Problem& problem, Pass pass) {
   const BackendSpec& spec = spec_or_throw(backend);
   // A Python-only backend is never built here, but its finders serve the Python package: only its
   // capability table decides.
   const std::string reason =
       spec.python_only ? detail::capability_reject(spec, problem, pass) : reject_impl(spec, problem, pass);
-  if (!reason.empty()) return {};
+  if (!reason.empty()) return std::make_shared<const std::vector<TileConfig>>();
   return detail::config_table(spec, problem, pass);
+}
+
+template <typename Problem>
+std::vector<TileConfig> configs_impl(const std::string& backend, const Problem& problem, Pass pass) {
+  return *config_list_impl(backend, problem, pass);
 }
 
 template <typename Problem>
 TileConfig resolve_config_impl(const std::string& backend, const Problem& problem, Pass pass,
                                const std::optional<TileConfig>& requested, const char* finder) {
-  const std::vector<TileConfig> list = configs_impl(backend, problem, pass);
+  const detail::ConfigList shared = config_list_impl(backend, problem, pass);
+  const std::vector<TileConfig>& list = *shared;
   if (list.empty())
     throw NotImplementedError("backend '" + backend + "' has no " +
                               (pass == Pass::forward ? "forward" : "backward") + " configuration for this problem");

@@ -2,6 +2,8 @@
 // dispatcher, the config finders, the CLI and the docs.
 #pragma once
 
+#include <memory>
+
 #include <string>
 #include <vector>
 
@@ -28,8 +30,11 @@ const BackendSpec* find_spec(const std::string& name);
 std::string capability_reject(const BackendSpec& spec, const NaProblem& problem, Pass pass);
 std::string capability_reject(const BackendSpec& spec, const FmhaProblem& problem, Pass pass);
 
-// Tile configurations, default first. Only meaningful when capability_reject(...) is "".
-std::vector<TileConfig> config_table(const BackendSpec& spec, const NaProblem& problem, Pass pass);
-std::vector<TileConfig> config_table(const BackendSpec& spec, const FmhaProblem& problem, Pass pass);
+// Tile configurations, default first. Only meaningful when capability_reject(...) is "". Shared and
+// immutable: a list may be cached (hopper-fna ranks its pairs per problem) and every forward call
+// resolves its config from it without copying it.
+using ConfigList = std::shared_ptr<const std::vector<TileConfig>>;
+ConfigList config_table(const BackendSpec& spec, const NaProblem& problem, Pass pass);
+ConfigList config_table(const BackendSpec& spec, const FmhaProblem& problem, Pass pass);
 
 }  // namespace nattn::detail

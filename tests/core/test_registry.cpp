@@ -161,6 +161,12 @@ TEST(Registry, CapabilityRules) {
 using Shape = std::vector<int64_t>;
 using Configs = std::vector<TileConfig>;
 
+// The tables as plain lists (detail::config_table shares one immutable list).
+template <typename Problem>
+Configs table(const detail::BackendSpec& spec, const Problem& p, Pass pass) {
+  return *detail::config_table(spec, p, pass);
+}
+
 TileConfig tc(Shape q, Shape kv) { return TileConfig{std::move(q), std::move(kv), KernelSchedule::none}; }
 
 int64_t volume(const Shape& s) {
@@ -378,14 +384,14 @@ TEST(Finders, CutlassListsOnlyShapesTheKernelsRun) {
           const std::string where = "rank " + std::to_string(rank) + " cc " + std::to_string(cc) + " " +
                                     dtype_name(dtype) + " hd " + std::to_string(hd);
           for (Pass pass : {Pass::forward, Pass::backward}) {
-            const Configs na = detail::config_table(fna, p, pass);
+            const Configs na = table(fna, p, pass);
             ASSERT_FALSE(na.empty()) << where;
             for (size_t i = 0; i < na.size(); ++i) {
               EXPECT_TRUE(kernels_take(na[i], rank, pass)) << where << ": " << na[i].describe();
               for (size_t j = i + 1; j < na.size(); ++j) EXPECT_FALSE(na[i] == na[j]) << where << na[i].describe();
             }
             if (rank == 1) {  // FMHA lists are the 1-D NA lists
-              const Configs fm = detail::config_table(fmha, f, pass);
+              const Configs fm = table(fmha, f, pass);
               EXPECT_EQ(fm, na) << where;
               for (const auto& c : fm) EXPECT_TRUE(kernels_take(c, 1, pass)) << where << ": " << c.describe();
             }
@@ -402,9 +408,9 @@ TEST(Finders, CutlassListsAreNattensRunnableEntries) {
           const NaProblem p = cuda_problem(rank, cc, dtype, hd);
           const std::string where = "rank " + std::to_string(rank) + " cc " + std::to_string(cc) + " " +
                                     dtype_name(dtype) + " hd " + std::to_string(hd);
-          const Configs fwd = detail::config_table(fna, p, Pass::forward);
+          const Configs fwd = table(fna, p, Pass::forward);
           EXPECT_EQ(fwd, expected_forward(rank, cc, dtype)) << where;
-          EXPECT_EQ(detail::config_table(fna, p, Pass::backward), expected_backward(rank, cc, dtype, hd)) << where;
+          EXPECT_EQ(table(fna, p, Pass::backward), expected_backward(rank, cc, dtype, hd)) << where;
           // Every entry is NATTEN's, except our 128-query tiles on SM90+.
           const Configs natten = natten_forward(rank, cc);
           for (const auto& c : fwd)
@@ -417,27 +423,27 @@ TEST(Finders, CutlassListsAreNattensRunnableEntries) {
   const size_t fwd80[4] = {0, 2, 15, 40}, fwd86[4] = {0, 1, 5, 10}, fwd90[4] = {0, 3, 25, 70};
   const size_t bwd[4] = {0, 1, 25, 100};
   for (int rank = 1; rank <= 3; ++rank) {
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 80, DType::f16), Pass::forward).size(), fwd80[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 75, DType::f32), Pass::forward).size(), fwd80[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 86, DType::f16), Pass::forward).size(), fwd86[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 89, DType::bf16), Pass::forward).size(), fwd86[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 90, DType::bf16), Pass::forward).size(), fwd90[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 90, DType::f32), Pass::forward).size(), fwd90[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 80, DType::f16), Pass::backward).size(), bwd[rank]);
-    EXPECT_EQ(detail::config_table(fna, cuda_problem(rank, 80, DType::f32), Pass::backward).size(), bwd[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 80, DType::f16), Pass::forward).size(), fwd80[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 75, DType::f32), Pass::forward).size(), fwd80[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 86, DType::f16), Pass::forward).size(), fwd86[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 89, DType::bf16), Pass::forward).size(), fwd86[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 90, DType::bf16), Pass::forward).size(), fwd90[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 90, DType::f32), Pass::forward).size(), fwd90[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 80, DType::f16), Pass::backward).size(), bwd[rank]);
+    EXPECT_EQ(table(fna, cuda_problem(rank, 80, DType::f32), Pass::backward).size(), bwd[rank]);
   }
   // NATTEN's shapes the kernels do not take are gone; the familiar runnable ones stay.
-  const Configs f2 = detail::config_table(fna, cuda_problem(2, 80, DType::f16), Pass::forward);
+  const Configs f2 = table(fna, cuda_problem(2, 80, DType::f16), Pass::forward);
   EXPECT_EQ(std::find(f2.begin(), f2.end(), tc({16, 2}, {64, 2})), f2.end());
   EXPECT_EQ(std::find(f2.begin(), f2.end(), tc({4, 8}, {8, 16})), f2.end());
   EXPECT_NE(std::find(f2.begin(), f2.end(), tc({8, 8}, {16, 8})), f2.end());
   EXPECT_NE(std::find(f2.begin(), f2.end(), tc({4, 16}, {4, 16})), f2.end());
-  const Configs b2 = detail::config_table(fna, cuda_problem(2, 80, DType::f16), Pass::backward);
+  const Configs b2 = table(fna, cuda_problem(2, 80, DType::f16), Pass::backward);
   EXPECT_EQ(std::find(b2.begin(), b2.end(), tc({8, 16}, {8, 16})), b2.end());
   EXPECT_NE(std::find(b2.begin(), b2.end(), tc({2, 32}, {16, 4})), b2.end());
-  EXPECT_EQ((detail::config_table(fna, cuda_problem(1, 80, DType::f16), Pass::forward)),
+  EXPECT_EQ((table(fna, cuda_problem(1, 80, DType::f16), Pass::forward)),
             (Configs{tc({64}, {64}), tc({64}, {128})}));
-  EXPECT_EQ((detail::config_table(fna, cuda_problem(1, 90, DType::f16), Pass::forward)),
+  EXPECT_EQ((table(fna, cuda_problem(1, 90, DType::f16), Pass::forward)),
             (Configs{tc({128}, {64}), tc({64}, {64}), tc({64}, {128})}));
 }
 
@@ -450,12 +456,12 @@ TEST(Finders, CutlassDefaultsComeFirst) {
       for (DType dtype : kDtypes) {
         const NaProblem p = cuda_problem(rank, cc, dtype);
         const TileConfig fwd_def = cc >= 90 && is16(dtype) ? q128_default(rank) : rank_default(rank);
-        EXPECT_EQ(detail::config_table(fna, p, Pass::forward).front(), fwd_def) << rank << " " << cc;
-        EXPECT_EQ(detail::config_table(fna, p, Pass::backward).front(), rank_default(rank)) << rank << " " << cc;
+        EXPECT_EQ(table(fna, p, Pass::forward).front(), fwd_def) << rank << " " << cc;
+        EXPECT_EQ(table(fna, p, Pass::backward).front(), rank_default(rank)) << rank << " " << cc;
         if (rank == 1) {
           const FmhaProblem f = fmha_problem(kCuda, cc, dtype);
-          EXPECT_EQ(detail::config_table(fmha, f, Pass::forward).front(), fwd_def) << cc;
-          EXPECT_EQ(detail::config_table(fmha, f, Pass::backward).front(), rank_default(1)) << cc;
+          EXPECT_EQ(table(fmha, f, Pass::forward).front(), fwd_def) << cc;
+          EXPECT_EQ(table(fmha, f, Pass::backward).front(), rank_default(1)) << cc;
         }
       }
 }
@@ -496,34 +502,51 @@ TEST(Finders, CutlassResolveConfigRejectsUnlistedShapes) {
 TEST(Finders, HopperBlackwellFlexTables) {
   NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
   p.head_dim = p.head_dim_v = 128;
-  // hopper-fna: every power-of-two shape of volume 128 (axes >= 2) as Q and KV tile, cooperative.
-  const auto h = detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h.size(), 6u);  // (2,64) (4,32) (8,16) (16,8) (32,4) (64,2)
-  EXPECT_EQ(h[0], (TileConfig{{16, 8}, {16, 8}, KernelSchedule::cooperative}));
+  // hopper-fna: Q tile = every power-of-two shape of volume 128 with axes >= 2, KV tile = every one
+  // with axes >= 1, cooperative; the same pairs for every problem of a rank, fewest walked tiles first.
+  const auto h = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  ASSERT_EQ(h.size(), 48u);  // 6 Q shapes (2,64) .. (64,2) x 8 KV shapes (1,128) .. (128,1)
   for (const TileConfig& c : h) {
-    EXPECT_EQ(c.q_tile, c.kv_tile);
     EXPECT_EQ(c.q_tile[0] * c.q_tile[1], 128);
+    EXPECT_GE(std::min(c.q_tile[0], c.q_tile[1]), 2);
+    EXPECT_EQ(c.kv_tile[0] * c.kv_tile[1], 128);
     EXPECT_EQ(c.schedule, KernelSchedule::cooperative);
   }
-  EXPECT_TRUE(detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::backward).empty());
+  EXPECT_TRUE(table(*detail::find_spec("hopper-fna"), p, Pass::backward).empty());
   p.spatial = {8, 16, 16};
   p.params = NaParams::uniform(3, 3);
   p.head_dim = p.head_dim_v = 64;
-  const auto h3 = detail::config_table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h3.size(), 15u);  // exponents >= 1 summing to 7 over 3 axes: C(6, 2)
-  EXPECT_EQ(h3[0], (TileConfig{{4, 4, 8}, {4, 4, 8}, KernelSchedule::cooperative}));
+  auto h3 = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  ASSERT_EQ(h3.size(), 540u);  // Q: exponents >= 1 summing to 7 over 3 axes, C(6, 2) = 15; KV: C(9, 2) = 36
+  // The 3-D video problem (anchors.md): stride 1 walks fewest tiles with one-plane KV tiles; the
+  // block-sparse stride 16x8x8 with KV tiles (2, 8, 8), which tile its 18x24x24 windows exactly.
+  p.spatial = {30, 48, 80};
+  p.params.kernel_size = {18, 24, 24};
+  p.head_dim = p.head_dim_v = 128;
+  auto video = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  EXPECT_EQ(video[0], (TileConfig{{2, 8, 8}, {1, 4, 32}, KernelSchedule::cooperative}));
+  p.params.stride = {16, 8, 8};
+  auto sparse = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  EXPECT_EQ(sparse[0].kv_tile, (std::vector<int64_t>{2, 8, 8}));
+  // Same pairs whatever the problem, only the order differs.
+  for (auto* list : {&h3, &video, &sparse}) std::sort(list->begin(), list->end(), [](const TileConfig& a, const TileConfig& b) {
+      return a.describe() < b.describe();
+    });
+  EXPECT_EQ(h3, video);
+  EXPECT_EQ(h3, sparse);
+  p.params = NaParams::uniform(3, 3);
   const FmhaProblem hf = fmha_problem(kCuda, 90, DType::bf16);
-  const auto hfl = detail::config_table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);
+  const auto hfl = table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);
   ASSERT_EQ(hfl.size(), 1u);
   EXPECT_EQ(hfl[0], (TileConfig{{128}, {128}, KernelSchedule::cooperative}));
-  const auto b3 = detail::config_table(*detail::find_spec("blackwell-fna"), p, Pass::forward);
+  const auto b3 = table(*detail::find_spec("blackwell-fna"), p, Pass::forward);
   EXPECT_EQ(b3.size(), 7u);
   EXPECT_EQ(b3[0], (TileConfig{{8, 4, 8}, {4, 4, 8}, KernelSchedule::none}));
-  EXPECT_EQ(detail::config_table(*detail::find_spec("blackwell-fna"), p, Pass::backward).size(), 9u);
-  const auto fx = detail::config_table(*detail::find_spec("flex-fna"), p, Pass::forward);
+  EXPECT_EQ(table(*detail::find_spec("blackwell-fna"), p, Pass::backward).size(), 9u);
+  const auto fx = table(*detail::find_spec("flex-fna"), p, Pass::forward);
   EXPECT_EQ(fx.size(), 3u);
   const FmhaProblem f = fmha_problem(kCuda, 80, DType::f16);
-  const auto cf = detail::config_table(*detail::find_spec("cutlass-fmha"), f, Pass::forward);
+  const auto cf = table(*detail::find_spec("cutlass-fmha"), f, Pass::forward);
   ASSERT_EQ(cf.size(), 2u);  // NATTEN's (32, 128) is not run by the kernels
   EXPECT_EQ(cf[0], (TileConfig{{64}, {64}, KernelSchedule::none}));
 }

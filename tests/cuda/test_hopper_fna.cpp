@@ -56,6 +56,7 @@ struct Case {
   int64_t dv = 0;     // value head dim; 0: same as d
   int64_t extra = 0;  // additional KV tokens
   bool with_lse = true;
+  bool want_direct = false;  // the direct mode must run (no permutation)
   std::optional<double> scale;
   int rank() const { return static_cast<int>(extent.size()); }
   int64_t d_v() const { return dv ? dv : d; }
@@ -139,6 +140,11 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
     ha.additional_values = ev.hview;
   }
 
+  const std::string blocker = cuda::sm90::na_forward_direct_blocker(da);
+  const char* mode = blocker.empty() ? "direct" : "permuted";
+  if (c.want_direct) {
+    EXPECT_EQ(blocker, "") << c.name() << ": expected the direct mode";
+  }
   cudaStream_t stream = nullptr;
   test::check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
   try {
@@ -157,8 +163,8 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
   const HostTensor go = o.fetch(), gl = lse.fetch();
   const std::vector<double> g_lse = c.with_lse ? gather(gl, lse.hview) : gather(ref_l, lse.hview);
   const Errors e = compare(gather(go, o.hview), gather(ref_o, o.hview), g_lse, gather(ref_l, lse.hview));
-  std::printf("  %-70s %-5s out rel L2 %.3g  lse max abs %.3g\n", c.name().c_str(), dtype_name(dtype), e.out_rel_l2,
-              e.lse_max_abs);
+  std::printf("  %-70s %-5s %-8s out rel L2 %.3g  lse max abs %.3g\n", c.name().c_str(), dtype_name(dtype), mode,
+              e.out_rel_l2, e.lse_max_abs);
   EXPECT_EQ(e.nan, 0) << c.name() << " " << dtype_name(dtype) << ": non-finite outputs";
   EXPECT_LE(e.out_rel_l2, out_tol(dtype)) << c.name() << " " << dtype_name(dtype);
   EXPECT_LE(e.lse_max_abs, kLseTol) << c.name() << " " << dtype_name(dtype);
@@ -246,6 +252,32 @@ TEST_F(HopperFna, ThreeD) {
     c.heads = 4; c.heads_kv = 1; cs.push_back(c); }
   { Case c = mk({8, 16, 24}, {8, 8, 8}, {4, 4, 8}); c.stride = {4, 4, 8}; c.batch = 2; c.pad = 8; cs.push_back(c); }
   run_all(cs, 300);
+}
+
+// Direct mode (no permutation; rank-5 TMA boxes of the caller's tensors, KV tiles from the KV box
+// start): dilation-1 problems at head dims 64 / 128 with contiguous heads. Tile shapes with size-1
+// axes, Q and KV shapes that differ, odd extents (boxes past the grid end read zeros), stride,
+// causality, GQA, batch 2, no LSE. Then the same cases forced through the permuted path
+// (NATTN_HOPPER_FNA_PERMUTED=1), which the other tests reach only through dilation, padding,
+// additional KV or padded layouts.
+TEST_F(HopperFna, DirectMode) {
+  std::vector<Case> cs;
+  cs.push_back(mk({1000}, {65}, {128}));
+  { Case c = mk({777}, {129}, {128}); c.stride = {16}; c.causal = {true}; c.batch = 2; cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {1, 128}); c.stride = {2, 3}; cs.push_back(c); }
+  { Case c = mk({30, 50}, {11, 19}, {4, 32}, {8, 16}); c.causal = {true, false}; c.heads = 6; c.heads_kv = 2;
+    cs.push_back(c); }
+  { Case c = mk({19, 23, 41}, {9, 11, 13}, {4, 4, 8}, {1, 4, 32}); c.batch = 2; cs.push_back(c); }
+  { Case c = mk({11, 26, 35}, {6, 10, 24}, {2, 8, 8}, {1, 2, 64}); c.stride = {3, 5, 8}; c.causal = {false, true, true};
+    c.heads = 4; c.heads_kv = 1; c.with_lse = false; cs.push_back(c); }
+  { Case c = mk({16, 16, 32}, {16, 8, 8}, {4, 4, 8}, {2, 8, 8}); c.stride = {16, 8, 8}; cs.push_back(c); }  // block-sparse
+  { Case c = mk({9, 12, 10}, {9, 12, 10}, {8, 4, 4}, {128, 1, 1}); cs.push_back(c); }  // full window
+  for (Case& c : cs) c.want_direct = true;
+  run_all(cs, 800);
+  for (Case& c : cs) c.want_direct = false;
+  setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+  run_all(cs, 900);
+  unsetenv("NATTN_HOPPER_FNA_PERMUTED");
 }
 
 // Head dims below the kernel's (zero-padded to 64, or 128 when max(D, Dv) > 64 by the permutation)
@@ -340,13 +372,15 @@ TEST_F(HopperFna, GoldenCases) {
 }
 
 // ---- host self-check of the kernel's tile walk (no GPU): for every CTA (group, Q tile), run
-// make_ctx / fill_tables / next_tile and the kernel's element-mask formula on the CPU and check that
+// make_ctx / fill_tables / tile_at and the kernel's element-mask formula on the CPU and check that
 // each real query sees exactly the keys of sem::attends (every axis), each once, and never a
 // padding key; also that tiles marked unmasked have every key visible to every real query.
-int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, std::string* why) {
+// direct: the direct mode's geometry (no dilation): rows and keys are grid coordinates decoded from
+// the tile origins as the TMA boxes lay them out, keys past the grid end are out-of-grid zeros.
+int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, std::string* why, bool direct = false) {
   using namespace cuda::sm90;
   const int rank = params.rank;
-  const NaGeom g = na_geometry(params, extent, cfg);
+  const NaGeom g = na_geometry(params, extent, cfg, direct);
   const sem::Permutation& qp = g.qp;
   const sem::Permutation& kvp = g.kvp;
   sem::Axis ax[3];
@@ -368,7 +402,16 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
       bool any_real = false;
       for (int r = 0; r < 128; ++r) {
         int64_t x[3] = {0, 0, 0};
-        real[static_cast<size_t>(r)] = qp.inverse(pb, mb * 128 + r, x);
+        if (direct) {
+          bool in = true;
+          for (int i = 0; i < 3; ++i) {
+            x[i] = sh->ctx.q0[i] + ((r >> g.q_shift[i]) & g.q_mask[i]);
+            in = in && x[i] < ax[i].extent;
+          }
+          real[static_cast<size_t>(r)] = in && sh->ctx.valid;
+        } else {
+          real[static_cast<size_t>(r)] = qp.inverse(pb, mb * 128 + r, x);
+        }
         any_real = any_real || real[static_cast<size_t>(r)];
         for (int i = 0; i < 3; ++i) xq[static_cast<size_t>(r)][static_cast<size_t>(i)] = x[i];
       }
@@ -378,7 +421,8 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
       }
       na::fill_tables(g, *sh, 0, 1);
       na::KvTile tile;
-      for (int t = na::next_tile(g, *sh, 0, tile); t < sh->ctx.n_tiles; t = na::next_tile(g, *sh, t + 1, tile)) {
+      for (int t = 0; t < sh->ctx.n_tiles; ++t) {
+        na::tile_at(g, *sh, t, tile);
         for (int r = 0; r < 128; ++r) {
           if (!real[static_cast<size_t>(r)]) continue;
           for (int col = 0; col < 128; ++col) {
@@ -386,11 +430,20 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
             if (tile.masked) {
               for (int i = 0; i < 3; ++i) {
                 const int kk = tile.org[i] + ((col >> g.kv_shift[i]) & g.kv_mask[i]);
-                vis = vis && sh->row_lo[i][r] <= kk && kk < sh->row_hi[i][r];
+                const int e = na::win_index(g, i, r);
+                vis = vis && sh->win_lo[e] <= kk && kk < sh->win_hi[e];
               }
             }
             int64_t y[3] = {0, 0, 0};
-            const bool key_real = kvp.inverse(pb, static_cast<int64_t>(tile.index) * 128 + col, y);
+            bool key_real = true;
+            if (direct) {
+              for (int i = 0; i < 3; ++i) {
+                y[i] = tile.org[i] + ((col >> g.kv_shift[i]) & g.kv_mask[i]);
+                key_real = key_real && y[i] < ax[i].extent;
+              }
+            } else {
+              key_real = kvp.inverse(pb, static_cast<int64_t>(tile.index) * 128 + col, y);
+            }
             if (!vis) continue;
             if (!key_real) {
               err("padding key visible (tile " + std::to_string(tile.index) + (tile.masked ? " masked" : " unmasked") + ")");
@@ -418,8 +471,10 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
 TEST(HopperFnaWalk, MatchesBruteForce) {
   std::mt19937_64 rng(12345);
   const std::vector<std::vector<V>> tiles = {
-      {{128}}, {{16, 8}, {8, 16}, {128, 1}, {1, 128}, {32, 4}}, {{4, 4, 8}, {2, 8, 8}, {8, 4, 4}, {1, 16, 8}, {8, 8, 2}}};
-  int runs = 0;
+      {{128}},
+      {{16, 8}, {8, 16}, {128, 1}, {1, 128}, {32, 4}, {4, 32}},
+      {{4, 4, 8}, {2, 8, 8}, {8, 4, 4}, {1, 16, 8}, {8, 8, 2}, {1, 4, 32}, {1, 2, 64}, {2, 2, 32}}};
+  int runs = 0, runs_direct = 0;
   for (int it = 0; it < 600; ++it) {
     const int rank = 1 + it % 3;
     V extent;
@@ -446,8 +501,14 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
     EXPECT_EQ(bad, 0) << "extent " << shape_string(extent) << " " << p.describe() << " " << cfg.describe() << ": "
                       << why;
     ++runs;
+    // The direct mode's walk on the same problem without dilation.
+    for (int i = 0; i < rank; ++i) p.dilation[static_cast<size_t>(i)] = 1;
+    const int bad_direct = walk_check(p, extent, cfg, &why, true);
+    EXPECT_EQ(bad_direct, 0) << "direct: extent " << shape_string(extent) << " " << p.describe() << " "
+                             << cfg.describe() << ": " << why;
+    ++runs_direct;
   }
-  std::printf("  %d random problems checked\n", runs);
+  std::printf("  %d random problems checked (permuted mode), %d without dilation in direct mode\n", runs, runs_direct);
 }
 
 // Host only (no GPU): every golden case, as an fp16 / bf16 problem on an SM90 device, is accepted by
@@ -488,6 +549,12 @@ TEST(HopperFnaHost, GoldenCasesAccepted) {
       if (dtype == DType::f16) {
         std::string walk_why;
         EXPECT_EQ(walk_check(p.params, gc.spatial, cfgs.front(), &walk_why), 0) << gc.name << ": " << walk_why;
+        bool undilated = true;
+        for (int i = 0; i < p.rank(); ++i) undilated = undilated && p.params.dilation[static_cast<size_t>(i)] == 1;
+        if (undilated) {
+          EXPECT_EQ(walk_check(p.params, gc.spatial, cfgs.front(), &walk_why, true), 0)
+              << gc.name << " (direct): " << walk_why;
+        }
       }
       accepted += why.empty() ? 1 : 0;
     }

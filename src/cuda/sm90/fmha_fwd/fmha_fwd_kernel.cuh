@@ -36,6 +36,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/sm90/fmha_fwd/na_tiles.cuh"
@@ -57,8 +58,8 @@ namespace nattn::cuda::sm90 {
 //   kSmemEpilogue  O is staged through the warpgroup's own (finished) Q shared memory and written
 //               with coalesced 16-byte stores (falls back to 4-byte stores if O is not 16-byte
 //               aligned).
-//   kThreeStages   3 K and 3 V stages for FMHA at head dim 128 (226 KB shared memory; NA keeps 2,
-//               its tables would not fit).
+//   kThreeStages   3 K and 3 V stages at head dim 128, FMHA and NA (227 KB shared memory with the
+//               NA tables, the most a CTA can have).
 // T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (64 or 128); Stages: K and V ring depth
 // (0 = the default for D).
 template <class T, int D, int Stages = 0>
@@ -78,12 +79,17 @@ struct FmhaFwdConfig {
   // Shared-memory layouts (128-byte swizzle, the canonical wgmma operand layouts).
   // Q (BM, D) and K (BN, D) are K-major (the head dim is contiguous); V is read by the PV product
   // as its B operand (N = D, K = BN), whose N is the contiguous dim: MN-major, (D, BN) per stage.
+  // All three hold, per stage, D/64 blocks of [rows][64 elements] (128-byte rows, swizzled in
+  // 1024-byte groups): the V atoms are repeated along the keys first (Step<_2, _1, _3>), so that
+  // one TMA box of 64 head-dim elements x 128 tokens fills one block, the image the direct NA mode
+  // writes with its rank-5 boxes (fmha_fwd_kernel.cuh, producer).
   using SmemLayoutQ = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
                                                    cute::Shape<BM, HD>{}));
   using SmemLayoutK = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
                                                    cute::Shape<BN, HD, cute::Int<kStages>>{}));
   using SmemLayoutV = decltype(cute::tile_to_shape(cute::GMMA::Layout_MN_SW128_Atom<T>{},
-                                                   cute::Shape<HD, BN, cute::Int<kStages>>{}));
+                                                   cute::Shape<HD, BN, cute::Int<kStages>>{},
+                                                   cute::Step<cute::_2, cute::_1, cute::_3>{}));
 
   // wgmma: two warpgroups tiled along M, each 64 rows.
   using MmaQK = decltype(cute::make_tiled_mma(
@@ -103,9 +109,11 @@ struct FmhaFwdConfig {
     typename PipelineKV::SharedStorage pipe_k;
     typename PipelineKV::SharedStorage pipe_v;
     alignas(8) uint64_t q_barrier;
+    na::Shared na;  // NA tiling context and row windows (unused by FMHA; fits the struct's padding)
   };
   // +1024: the kernel aligns the dynamic shared memory base up to 1024 bytes (128-byte swizzle).
   static constexpr int kSmemBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;
+  static_assert(kSmemBytes <= 232448, "more than the 227 KB of shared memory a CTA can have on SM90");
 
   static constexpr uint32_t kBytesQ = kBlockM * D * sizeof(T);
   static constexpr uint32_t kBytesKV = kBlockN * D * sizeof(T);  // one K or V stage
@@ -141,6 +149,40 @@ auto make_tma_v(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int6
                              cute::Shape<typename C::HD, typename C::BN>{}, cute::_1{});
 }
 
+// Direct NA mode: a rank-5 TMA descriptor over a heads-last tensor [B, *S, H, D] whose head stride
+// is D (heads and head dim merge into one contiguous dim of H * D elements): dims (H * D, S_0, S_1,
+// S_2, B) with S in NaGeom's (reversed) axis order, box (64, tile_0, tile_1, tile_2, 1), 128-byte
+// swizzle. Box coordinates outside the grid read zeros. The host (na_fwd_sm90.cpp) checked the
+// alignment and strides (16-byte multiples below 2^40 bytes).
+template <class T>
+CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, const int64_t (&extent)[3],
+                               const int64_t (&stride)[3], int batch, int64_t batch_stride, const int64_t (&tile)[3]) {
+  CUtensorMap map;
+  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(heads) * static_cast<cuuint64_t>(head_dim),
+                              static_cast<cuuint64_t>(extent[0]), static_cast<cuuint64_t>(extent[1]),
+                              static_cast<cuuint64_t>(extent[2]), static_cast<cuuint64_t>(batch)};
+  // Strides of dims 1..4 in bytes; an extent-1 dim takes a valid placeholder (its stride is never used).
+  const cuuint64_t fallback = static_cast<cuuint64_t>(heads) * static_cast<cuuint64_t>(head_dim) * sizeof(T);
+  auto bytes = [&](int64_t n, int64_t s) -> cuuint64_t {
+    return n > 1 ? static_cast<cuuint64_t>(s) * sizeof(T) : fallback;
+  };
+  const cuuint64_t strides[4] = {bytes(extent[0], stride[0]), bytes(extent[1], stride[1]),
+                                 bytes(extent[2], stride[2]), bytes(batch, batch_stride)};
+  const cuuint32_t box[5] = {64, static_cast<cuuint32_t>(tile[0]), static_cast<cuuint32_t>(tile[1]),
+                             static_cast<cuuint32_t>(tile[2]), 1};
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType dtype =
+      cute::is_same_v<T, cutlass::bfloat16_t> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUresult r = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
+      &map, dtype, 5, const_cast<T*>(ptr), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw RuntimeError("hopper-fna: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(static_cast<int>(r)) +
+                       ") for a rank-5 box over a [" + std::to_string(batch) + ", ..., " + std::to_string(heads) + ", " +
+                       std::to_string(head_dim) + "] tensor");
+  return map;
+}
+
 template <class T, int D>
 struct FmhaFwdKernelParams {
   using TmaQ = decltype(make_tma_q<T, D>(nullptr, 1, 1, 1, 0, 0, 0));
@@ -158,6 +200,9 @@ struct FmhaFwdKernelParams {
   float scale_log2;
   int causal;
   NaGeom na;  // kNa only
+  // Direct NA mode (na.direct): rank-5 TMA descriptors over the caller's Q / K / V, dims
+  // (heads * D, S_0, S_1, S_2, B) in NaGeom's axis order, box (64, tile_0, tile_1, tile_2, 1).
+  CUtensorMap dq, dk, dv;
 };
 
 // ---- device helpers -----------------------------------------------------------------------------
@@ -166,7 +211,7 @@ namespace detail {
 // K/V ring depth of an instantiation (0 = FmhaFwdConfig's default).
 template <int D, bool kNa>
 constexpr int kernel_stages() {
-  return Sm90Variant::kThreeStages && !kNa && D == 128 ? 3 : 0;
+  return Sm90Variant::kThreeStages && D == 128 ? 3 : 0;
 }
 
 // Named barriers (id 0 is __syncthreads): the ping-pong turn of consumer warpgroup w is barrier
@@ -312,14 +357,21 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   const int kv_end = p.causal ? min(p.seqlen_kv, (m_block + 1) * kBM) : p.seqlen_kv;
   const int n_blocks = (kv_end + kBN - 1) / kBN;  // >= 1 (seqlen_kv >= 1)
 
+  // NA direct mode: Q/K/V/O/LSE in the caller's layout (NaGeom::direct), CTA-uniform.
+  const bool direct = kNa && p.na.direct;
   if (is_producer_thread) {
-    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
-    cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
-    cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+    if (direct) {
+      cute::prefetch_tma_descriptor(reinterpret_cast<const cute::TmaDescriptor*>(&p.dq));
+      cute::prefetch_tma_descriptor(reinterpret_cast<const cute::TmaDescriptor*>(&p.dk));
+      cute::prefetch_tma_descriptor(reinterpret_cast<const cute::TmaDescriptor*>(&p.dv));
+    } else {
+      cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+    }
     cutlass::arch::ClusterTransactionBarrier::init(&ss.q_barrier, 1);
   }
-  // NA: tiling context and tables right after the storage (sizeof(Storage) is a multiple of 1024).
-  na::Shared& nas = *reinterpret_cast<na::Shared*>(reinterpret_cast<char*>(&ss) + sizeof(Storage));
+  na::Shared& nas = ss.na;  // NA tiling context and row windows
   if constexpr (kNa) {
     if (threadIdx.x == 0) na::make_ctx(p.na, m_block, batch, nas.ctx);
   }
@@ -342,11 +394,12 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   }
 
   // The KV walk, identical in the producer and the consumers: position t -> tile (index in the
-  // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: the tile box, empty tiles skipped.
+  // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: every tile of the KV tile box.
   const int n_walk = kNa ? nas.ctx.n_tiles : n_blocks;
   auto next_tile = [&](int t, na::KvTile& tile) NATTN_SM90_INLINE -> int {
     if constexpr (kNa) {
-      return na::next_tile(p.na, nas, t, tile);
+      na::tile_at(p.na, nas, t, tile);  // every position is a tile (garbage past the end, unused)
+      return t;
     } else {
       const int end = (t + 1) * kBN;
       tile.index = t;
@@ -373,7 +426,46 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   if (wg_idx == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<C::kProducerRegs>();
-    if (is_producer_thread) {
+    if (is_producer_thread && direct) {
+      // Rank-5 boxes (64 head-dim elements, tile_0, tile_1, tile_2, 1) straight from the caller's
+      // tensors: each fills one [128 tokens][64] block of a Q / K / V stage (see SmemLayoutV), in the
+      // token order of the tile decode (axis 0 fastest). Out-of-grid tokens read as zeros.
+      constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+      const na::Ctx& cx = nas.ctx;
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
+      CUTE_UNROLL
+      for (int h = 0; h < D / 64; ++h)
+        cute::SM90_TMA_LOAD_5D::copy(&p.dq, &ss.q_barrier, kHint, ss.q + h * (kBM * 64), head * D + 64 * h,
+                                     static_cast<int>(cx.q0[0]), static_cast<int>(cx.q0[1]),
+                                     static_cast<int>(cx.q0[2]), batch);
+      auto k_state = cutlass::make_producer_start_state<Pipeline>();
+      auto v_state = cutlass::make_producer_start_state<Pipeline>();
+      const int c0 = head_kv * D;
+      // Head-dim coordinate of block h, computed where it is used: as a loop invariant it was one
+      // value too many for the producer's 24 registers (a 4-byte spill).
+      auto c0_of = [&](int h) NATTN_SM90_INLINE {
+        int c;
+        asm volatile("add.s32 %0, %1, %2;" : "=r"(c) : "r"(c0), "r"(64 * h));
+        return c;
+      };
+      na::KvTile tile;
+      for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
+        pipe_k.producer_acquire(k_state);
+        CUTE_UNROLL
+        for (int h = 0; h < D / 64; ++h)
+          cute::SM90_TMA_LOAD_5D::copy(&p.dk, pipe_k.producer_get_barrier(k_state), kHint,
+                                       ss.k + k_state.index() * (kBN * D) + h * (kBN * 64), c0_of(h), tile.org[0],
+                                       tile.org[1], tile.org[2], batch);
+        ++k_state;
+        pipe_v.producer_acquire(v_state);
+        CUTE_UNROLL
+        for (int h = 0; h < D / 64; ++h)
+          cute::SM90_TMA_LOAD_5D::copy(&p.dv, pipe_v.producer_get_barrier(v_state), kHint,
+                                       ss.v + v_state.index() * (kBN * D) + h * (kBN * 64), c0_of(h), tile.org[0],
+                                       tile.org[1], tile.org[2], batch);
+        ++v_state;
+      }
+    } else if (is_producer_thread) {
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.seqlen_q, int(D), p.heads, p.batch));
       Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.seqlen_kv, int(D), p.heads_kv, p.batch));
       Tensor mV = p.tma_v.get_tma_tensor(make_shape(int(D), p.seqlen_kv, p.heads_kv, p.batch));
@@ -441,8 +533,9 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       for (int r = 0; r < 2; ++r) {
         CUTE_UNROLL
         for (int i = 0; i < 3; ++i) {
-          win_lo[r][i] = nas.row_lo[i][get<0>(tScS(0)) + 8 * r];
-          win_hi[r][i] = nas.row_hi[i][get<0>(tScS(0)) + 8 * r];
+          const int e = na::win_index(p.na, i, get<0>(tScS(0)) + 8 * r);
+          win_lo[r][i] = nas.win_lo[e];
+          win_hi[r][i] = nas.win_hi[e];
         }
       }
     };
@@ -645,6 +738,27 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     }
     Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
     T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2];
+    // Where CTA tile row `lrow` (0..127) goes: false for padding rows; else the element offsets of
+    // its O row (from o_base) and of its LSE (from the (batch, head) base). Sequence layout: row
+    // m_block * 128 + lrow; direct NA: the row's grid coordinate, decoded as the TMA box laid it out.
+    auto row_dest = [&](int lrow, int64_t& o_off, int64_t& l_off) NATTN_SM90_INLINE -> bool {
+      if (direct) {
+        o_off = l_off = 0;
+        bool real = true;
+        CUTE_UNROLL
+        for (int i = 0; i < 3; ++i) {
+          const int64_t x = nas.ctx.q0[i] + ((lrow >> p.na.q_shift[i]) & p.na.q_mask[i]);
+          real = real && x < nas.ctx.qhi[i];
+          o_off += x * p.na.o_sp[i];
+          l_off += x * p.na.lse_sp[i];
+        }
+        return real;
+      }
+      const int grow = m_block * kBM + lrow;
+      o_off = static_cast<int64_t>(grow) * p.o_stride[1];
+      l_off = static_cast<int64_t>(grow) * p.lse_stride[1];
+      return grow < p.seqlen_q;
+    };
     bool staged = false;
     if constexpr (V::kSmemEpilogue) {
       // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
@@ -657,7 +771,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       // only permutes 16-byte chunks inside a row), so the other warpgroup's Q is never touched.
       // The XOR makes both phases bank-conflict free (8 rows x 4 words per 32-bit store; 8 chunks of
       // one row per quarter-warp 16-byte load).
-      staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (p.o_stride[1] & 7) == 0;
+      const int64_t row_strides = direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1];
+      staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (row_strides & 7) == 0;
       if (staged) {
         const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + cwg * (64 * 128);
         auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
@@ -679,9 +794,9 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         for (int it = 0; it < 64 * kChunks / 128; ++it) {
           const int idx = wtid + 128 * it;
           const int r = idx / kChunks, ch = idx % kChunks;
-          const int grow = m_block * kBM + 64 * cwg + r;
           const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
-          if (grow < p.seqlen_q) detail::st_global_v4(o_base + grow * p.o_stride[1] + ch * 8, v);
+          int64_t o_off, l_off;
+          if (row_dest(64 * cwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
         }
       }
     }
@@ -689,18 +804,20 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); i += 2) {
         const int r = detail::row_half(i);
-        if (rows[r] < p.seqlen_q) {
+        int64_t o_off, l_off;
+        if (row_dest(rows[r] - m_block * kBM, o_off, l_off)) {
           const int col = get<1>(tOcO(i));
-          *reinterpret_cast<uint32_t*>(o_base + rows[r] * p.o_stride[1] + col) =
-              detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+          *reinterpret_cast<uint32_t*>(o_base + o_off + col) = detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
         }
       }
     }
     if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
       CUTE_UNROLL
-      for (int r = 0; r < 2; ++r)
-        if (rows[r] < p.seqlen_q)
-          p.lse[batch * p.lse_stride[0] + rows[r] * p.lse_stride[1] + head * p.lse_stride[2]] = lse[r];
+      for (int r = 0; r < 2; ++r) {
+        int64_t o_off, l_off;
+        if (row_dest(rows[r] - m_block * kBM, o_off, l_off))
+          p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + l_off] = lse[r];
+      }
     }
   }
 #endif
@@ -711,13 +828,18 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
 template <class T, int D, bool kNa>
 void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t stream) {
   using C = FmhaFwdConfig<T, D, detail::kernel_stages<D, kNa>()>;
+  // Direct NA mode: the sequence-view descriptors are unused (placeholders over one row) and the
+  // rank-5 ones are built instead.
+  const bool direct = na != nullptr && na->direct;
+  const int sq = direct ? 1 : a.seqlen_q, skv = direct ? 1 : a.seqlen_kv;
+  const int hq = direct ? 1 : a.heads, hkv = direct ? 1 : a.heads_kv, nb = direct ? 1 : a.batch;
+  auto st = [&](int64_t s) { return direct ? int64_t{D} : s; };
   FmhaFwdKernelParams<T, D> p{
-      make_tma_q<T, D>(static_cast<const T*>(a.q), a.seqlen_q, a.heads, a.batch, a.q_stride[1], a.q_stride[2],
-                       a.q_stride[0]),
-      make_tma_k<T, D>(static_cast<const T*>(a.k), a.seqlen_kv, a.heads_kv, a.batch, a.k_stride[1],
-                       a.k_stride[2], a.k_stride[0]),
-      make_tma_v<T, D>(static_cast<const T*>(a.v), a.seqlen_kv, a.heads_kv, a.batch, a.v_stride[1],
-                       a.v_stride[2], a.v_stride[0]),
+      make_tma_q<T, D>(static_cast<const T*>(a.q), sq, hq, nb, st(a.q_stride[1]), st(a.q_stride[2]), st(a.q_stride[0])),
+      make_tma_k<T, D>(static_cast<const T*>(a.k), skv, hkv, nb, st(a.k_stride[1]), st(a.k_stride[2]),
+                       st(a.k_stride[0])),
+      make_tma_v<T, D>(static_cast<const T*>(a.v), skv, hkv, nb, st(a.v_stride[1]), st(a.v_stride[2]),
+                       st(a.v_stride[0])),
       static_cast<T*>(a.o),
       a.lse,
       {a.o_stride[0], a.o_stride[1], a.o_stride[2]},
@@ -731,9 +853,25 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       (a.seqlen_q + C::kBlockM - 1) / C::kBlockM,
       a.scale_log2,
       a.causal ? 1 : 0,
-      na != nullptr ? *na : NaGeom{}};
+      na != nullptr ? *na : NaGeom{},
+      {},
+      {},
+      {}};
+  if (direct) {
+    int64_t extent[3], q_tile[3], kv_tile[3];
+    for (int i = 0; i < 3; ++i) {
+      extent[i] = na->ax[i].extent;
+      q_tile[i] = na->qp.tile[i];
+      kv_tile[i] = na->kvp.tile[i];
+    }
+    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, extent, na->q_sp, a.batch, a.q_stride[0], q_tile);
+    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, extent, na->k_sp, a.batch, a.k_stride[0],
+                              kv_tile);
+    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, extent, na->v_sp, a.batch, a.v_stride[0],
+                              kv_tile);
+  }
   auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
-  const int smem = C::kSmemBytes + (kNa ? static_cast<int>(sizeof(na::Shared)) : 0);
+  const int smem = C::kSmemBytes;
   NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
                   static_cast<unsigned>(a.batch));

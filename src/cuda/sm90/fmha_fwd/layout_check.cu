@@ -1,6 +1,7 @@
 // Host-only check (no GPU needed) of the fragment-layout assumptions of fmha_fwd_kernel.cuh: for
 // every consumer thread, S and the P A-fragment hold the same (row, col) element by element, element
-// i lies in row half (i >> 1) & 1, and O elements 2k, 2k+1 are adjacent columns. Not built by CMake;
+// i lies in row half (i >> 1) & 1, and O elements 2k, 2k+1 are adjacent columns; and that the Q / K /
+// V shared-memory layouts equal the image the direct NA mode's TMA boxes write. Not built by CMake;
 // run: nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -I include
 //        -I src -I "$(scripts/cutlass_include.sh)" src/cuda/sm90/fmha_fwd/layout_check.cu -o /tmp/lc && /tmp/lc
 #include "cuda/sm90/fmha_fwd/fmha_fwd_kernel.cuh"
@@ -34,6 +35,26 @@ template <class T, int D> int check() {
       if ((i & 1) == 0 && (get<1>(cO(i + 1)) != get<1>(cO(i)) + 1 || get<1>(cO(i)) % 2 != 0)) ++bad;
     }
   }
+  // The TMA image of the direct NA mode (one box of 64 head-dim elements x 128 tokens per block):
+  // element (token r, head-dim d) of stage s at element s * 128 * D + (d / 64) * 128 * 64 + r * 64 +
+  // d % 64 before the 128-byte swizzle, which TMA and wgmma both apply to the byte address (bases
+  // 1024-aligned), so the layouts' unswizzled parts (layout_b) must equal it. Q / K (token, d),
+  // V (d, token).
+  auto tma_image = [](int s, int r, int d) { return s * 128 * D + (d / 64) * 128 * 64 + r * 64 + d % 64; };
+  auto lq = typename C::SmemLayoutQ{}.layout_b();
+  auto lk = typename C::SmemLayoutK{}.layout_b();
+  auto lv = typename C::SmemLayoutV{}.layout_b();
+  int bad_image = 0;
+  for (int r = 0; r < 128; ++r)
+    for (int d = 0; d < D; ++d) {
+      if (int(lq(r, d)) != tma_image(0, r, d)) ++bad_image;
+      for (int s = 0; s < C::kStages; ++s) {
+        if (int(lk(r, d, s)) != tma_image(s, r, d)) ++bad_image;
+        if (int(lv(d, r, s)) != tma_image(s, r, d)) ++bad_image;
+      }
+    }
+  printf("  TMA box image of Q/K/V: %d mismatches\n", bad_image);
+  bad += bad_image;
   printf("D=%d sizeof T=%d: %d mismatches; smem %d bytes, stages %d\n", D, int(sizeof(T)), bad, C::kSmemBytes, C::kStages);
   if (D == 128) { print(shape(partition_shape_A(mma_pv, Shape<Int<128>, Int<128>>{}))); printf("\n"); }
   return bad;

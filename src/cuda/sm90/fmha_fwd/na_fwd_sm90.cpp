@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -225,11 +226,6 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
                                           "additional tokens must be < 2^31 - 128, got " +
                                               std::to_string(qp.num_groups() * qp.seq_len()) + ", " +
                                               std::to_string(n_extra));
-  int64_t axis_tiles = 0;
-  for (int i = 0; i < rank; ++i) axis_tiles += kvp.tiles(i);
-  if (axis_tiles > kMaxAxisTiles)
-    return fail(Verdict::not_implemented, "too many KV tiles along the axes: " + std::to_string(axis_tiles) +
-                                              " (sum over axes; at most " + std::to_string(kMaxAxisTiles) + ")");
   return {};
 }
 
@@ -270,13 +266,18 @@ void decode(const sem::Permutation& p3, int* shift, int* mask) {
 
 }  // namespace
 
-NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config) {
+NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config,
+                   bool direct) {
   const int rank = params.rank;
+  // Direct mode: NaGeom axis i is NA axis rank - 1 - i (the innermost spatial axis first, the
+  // fastest inside a TMA box); permuted mode: the NA axes in order (flip = true makes axis 0 the
+  // fastest inside a permuted tile).
+  auto src = [&](int i) { return static_cast<size_t>(direct ? rank - 1 - i : i); };
   sem::Permutation qp, kvp;
   qp.rank = kvp.rank = rank;
   qp.flip = kvp.flip = true;
   for (int i = 0; i < rank; ++i) {
-    const size_t s = static_cast<size_t>(i);
+    const size_t s = src(i);
     qp.extent[i] = kvp.extent[i] = extent[s];
     qp.dilation[i] = kvp.dilation[i] = params.dilation[s];
     qp.tile[i] = config.q_tile[s];
@@ -286,7 +287,7 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   g.qp = rank3(qp);
   g.kvp = rank3(kvp);
   for (int i = 0; i < 3; ++i) {
-    const size_t s = static_cast<size_t>(i);
+    const size_t s = i < rank ? src(i) : 0;
     if (i < rank)
       g.ax[i] = sem::Axis{extent[s], params.kernel_size[s], params.stride[s], params.dilation[s], params.is_causal[s]};
     else
@@ -295,6 +296,9 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   decode(g.qp, g.q_shift, g.q_mask);
   decode(g.kvp, g.kv_shift, g.kv_mask);
   for (int i = 0; i < 3; ++i) g.kv_tiles[i] = static_cast<int>(g.kvp.tiles(i));
+  g.win_off[1] = static_cast<int>(g.qp.tile[0]);
+  g.win_off[2] = static_cast<int>(g.qp.tile[0] + g.qp.tile[1]);
+  g.direct = direct ? 1 : 0;
   return g;
 }
 
@@ -339,6 +343,88 @@ void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::P
   find_kernel(q.dtype, static_cast<int>(dk))(p, na_geometry(a.params, extent, config), stream);
 }
 
+// Direct mode (no permutation): "" when the kernel can read Q/K/V and write O/LSE in the caller's
+// tensors, else why not (then the permuted path runs). Needs dilation 1 (no groups to fold), head
+// dims D == Dv == the kernel's (no padding), no additional KV, and TMA-compatible Q/K/V: base
+// 16-byte aligned, head stride D (heads and head dim merge into one dim), batch and spatial strides
+// 16-byte multiples below 2^40 bytes; O 4-byte aligned with even strides (pairs of elements).
+std::string direct_blocker(const NaForwardArgs& a, int64_t dk) {
+  const char* forced = std::getenv("NATTN_HOPPER_FNA_PERMUTED");  // read per call: tests switch it
+  if (forced != nullptr && std::string(forced) == "1") return "NATTN_HOPPER_FNA_PERMUTED=1";
+  const int rank = a.params.rank;
+  for (int i = 0; i < rank; ++i)
+    if (a.params.dilation[static_cast<size_t>(i)] != 1) return "dilation";
+  const int64_t D = a.query.shape[static_cast<size_t>(rank + 2)], Dv = a.value.shape[static_cast<size_t>(rank + 2)];
+  if (D != dk || Dv != dk) return "head dim padding";
+  if (a.additional_keys) return "additional KV";
+  const int64_t es = dtype_size(a.query.dtype);
+  constexpr int64_t kMaxStrideBytes = int64_t{1} << 40;
+  for (const TensorView* t : {&a.query, &a.key, &a.value}) {
+    if (reinterpret_cast<uintptr_t>(t->data) % 16 != 0) return "unaligned input";
+    if (t->shape[static_cast<size_t>(rank + 1)] > 1 && t->strides[static_cast<size_t>(rank + 1)] != D)
+      return "head stride != head dim";
+    for (int d = 0; d <= rank; ++d) {
+      const size_t s = static_cast<size_t>(d);
+      if (t->shape[s] > 1 && ((t->strides[s] * es) % 16 != 0 || t->strides[s] <= 0 || t->strides[s] * es >= kMaxStrideBytes))
+        return "input strides";
+    }
+  }
+  const TensorView& o = a.out;
+  if (reinterpret_cast<uintptr_t>(o.data) % 4 != 0) return "unaligned output";
+  for (int d = 0; d <= rank + 1; ++d)
+    if (o.shape[static_cast<size_t>(d)] > 1 && o.strides[static_cast<size_t>(d)] % 2 != 0) return "output strides";
+  return "";
+}
+
+// The kernel in direct mode on the caller's tensors (arguments checked, direct_blocker == "").
+void run_direct(const NaForwardArgs& a, const TileConfig& config, cudaStream_t stream) {
+  const int rank = a.params.rank;
+  const TensorView &q = a.query, &k = a.key, &v = a.value, &o = a.out;
+  const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
+  const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)];
+  std::vector<int64_t> extent;
+  for (int i = 0; i < rank; ++i) extent.push_back(q.shape[static_cast<size_t>(i + 1)]);
+  NaGeom g = na_geometry(a.params, extent, config, true);
+  // NaGeom axis i = NA axis rank - 1 - i = tensor dim rank - i; padded axes keep stride 0.
+  for (int i = 0; i < rank; ++i) {
+    const size_t d = static_cast<size_t>(rank - i);
+    g.q_sp[i] = q.strides[d];
+    g.k_sp[i] = k.strides[d];
+    g.v_sp[i] = v.strides[d];
+    g.o_sp[i] = o.strides[d];
+    g.lse_sp[i] = a.lse ? a.lse->strides[d] : 0;
+  }
+  FmhaFwdParams p;
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.o = o.data;
+  p.lse = a.lse ? static_cast<float*>(a.lse->data) : nullptr;
+  const size_t hd = static_cast<size_t>(rank + 1);
+  // {batch, sequence (unused in direct mode), head}
+  const int64_t qs[3] = {q.strides[0], 0, q.strides[hd]}, ks[3] = {k.strides[0], 0, k.strides[hd]},
+                vs[3] = {v.strides[0], 0, v.strides[hd]}, os[3] = {o.strides[0], 0, o.strides[hd]};
+  for (int i = 0; i < 3; ++i) {
+    p.q_stride[i] = qs[i];
+    p.k_stride[i] = ks[i];
+    p.v_stride[i] = vs[i];
+    p.o_stride[i] = os[i];
+    p.lse_stride[i] = 0;
+  }
+  if (a.lse) {
+    p.lse_stride[0] = a.lse->strides[0];
+    p.lse_stride[2] = a.lse->strides[hd];
+  }
+  p.batch = static_cast<int>(B);
+  p.seqlen_q = static_cast<int>(g.qp.seq_len());  // Q tiles x 128: the grid
+  p.seqlen_kv = static_cast<int>(g.kvp.seq_len());
+  p.heads = static_cast<int>(H);
+  p.heads_kv = static_cast<int>(Hkv);
+  p.scale_log2 = static_cast<float>(scale_of(a, D) * 1.4426950408889634);
+  p.causal = false;
+  find_kernel(q.dtype, static_cast<int>(D))(p, g, stream);
+}
+
 // Bump allocator over one workspace: 256-byte aligned pieces.
 struct Carve {
   int64_t bytes = 0;
@@ -375,6 +461,12 @@ std::string na_forward_unsupported_reason(const NaForwardArgs& args, const TileC
   return c.message;
 }
 
+std::string na_forward_direct_blocker(const NaForwardArgs& args) {
+  const int rank = args.params.rank;
+  return direct_blocker(args, na_kernel_head_dim(args.query.dtype, args.query.shape[static_cast<size_t>(rank + 2)],
+                                                 args.value.shape[static_cast<size_t>(rank + 2)]));
+}
+
 void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t stream) {
   raise(check_args(a, config));
   raise(check_device(a));
@@ -383,10 +475,15 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
   const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)], Dv = v.shape[static_cast<size_t>(rank + 2)];
   if (B == 0 || H == 0) return;
+  const int64_t dk = na_kernel_head_dim(q.dtype, D, Dv);  // D == Dv == dk: no padding
+  if (direct_blocker(a, dk).empty()) {
+    DeviceGuard guard(q.device.index);
+    run_direct(a, config, stream);
+    return;
+  }
   const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
   const int64_t G = qp.num_groups(), Pq = qp.seq_len(), Pkv = kvp.seq_len();
   const int64_t es = dtype_size(q.dtype);
-  const int64_t dk = na_kernel_head_dim(q.dtype, D, Dv);  // D == Dv == dk: no padding
   const int64_t n_extra = a.additional_keys ? a.additional_keys->shape[1] : 0;
 
   // Workspace: Q', K', V', O' [B * G, P, H*, dk] and LSE' [B * G, Pq, H] fp32; with additional KV

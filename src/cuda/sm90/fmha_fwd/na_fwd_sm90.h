@@ -1,7 +1,9 @@
-// Host entry of the Hopper (sm_90a) NA forward (registry name `hopper-fna`): token-permutes Q, K, V
-// (dilation groups folded into the batch), runs the shared warp-specialised TMA + wgmma kernel of
-// fmha_fwd_kernel.cuh on the permuted tensors with per-KV-tile mask classes, and unpermutes O and
-// the LSE into the caller's heads-last tensors. Framework-free; asynchronous on `stream`
+// Host entry of the Hopper (sm_90a) NA forward (registry name `hopper-fna`). Direct mode where it
+// can (na_forward_direct_blocker): the shared warp-specialised TMA + wgmma kernel of
+// fmha_fwd_kernel.cuh reads rank-5 boxes of the caller's heads-last tensors and writes O and LSE in
+// place. Otherwise it token-permutes Q, K, V (dilation groups folded into the batch, head dims
+// zero-padded), runs the kernel on the permuted tensors with per-KV-tile mask classes, and
+// unpermutes O and the LSE into the caller's tensors. Framework-free; asynchronous on `stream`
 // (workspace through cudaMallocAsync / cudaFreeAsync on that stream).
 //
 // Supported: rank 1-3, fp16 / bf16, head dims D (query/key) and Dv (value) multiples of 8 in
@@ -48,7 +50,16 @@ void na_forward(const NaForwardArgs& args, const TileConfig& config, cudaStream_
 
 // The kernel's NA geometry (rank-3 permutations with flip = true, per-axis parameters, in-tile
 // decode) for parameters already checked; exposed for the host self-check of the tile walk.
-NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config);
+// direct: the geometry of the direct mode (axes reversed, KV tiles from the KV box start; the
+// caller fills the strides), else of the permuted mode.
+NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config,
+                   bool direct = false);
+
+// "" when na_forward runs these (valid) arguments in direct mode: no permutation, the kernel reads
+// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 64 or 128, no additional KV,
+// TMA-compatible strides: head stride D, 16-byte aligned bases and strides); else why it permutes.
+// NATTN_HOPPER_FNA_PERMUTED=1 in the environment forces the permuted path (benchmarks).
+std::string na_forward_direct_blocker(const NaForwardArgs& args);
 
 // The kernel alone (benchmarks): on tensors already permuted as token_permute does with the
 // config's tiles and flip = true, contiguous, head dim dk = na_kernel_head_dim(dtype, D, Dv)

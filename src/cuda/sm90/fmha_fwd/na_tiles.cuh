@@ -3,11 +3,11 @@
 // sem::kv_box of its Q tile box), and how each is classified (empty / no mask / element mask) with
 // sem::classify + sem::combine. All window math goes through nattn/semantics.h.
 //
-// Set-up per CTA (shared memory, na::Shared): one thread computes the context (make_ctx); then every
-// thread of the CTA fills, in parallel, the per-axis class of each KV tile of the box and the
-// per-axis window of each of the 128 query rows (fill_tables). The walk itself (tile_at, run by the
-// producer thread and by every consumer thread in the same order) is then division-free int32
-// work plus three shared-memory byte reads per tile.
+// Set-up per CTA (shared memory, na::Shared): one thread computes the context (make_ctx: the Q
+// tile box, the KV box, and per axis the keys every real query sees); then every thread of the CTA
+// fills, in parallel, the per-axis windows of the Q tile's rows (fill_tables). The walk itself
+// (tile_at, run by the producer thread and by every consumer thread in the same order) is int32
+// work on the context: per axis, the tile's interval against the all-seen and the visible keys.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -43,16 +43,26 @@ struct Ctx {
   int64_t q0[3];           // in-group origin of the Q tile box
   int64_t qlo[3], qhi[3];  // its real (non-padding) queries: [q0, min(q0 + Tq, lg))
   int tlo[3], tn[3];       // KV tile box: first KV tile coordinate and tile count per axis
+  int kvo[3];              // in-group coordinate of the box's first key per axis: tlo * tile
+                           // (permuted mode, tiles on the global grid) or the KV box start (direct)
+  // Per axis, from the windows of the first and last real query (windows are intervals that move
+  // forward with the query): keys [in_lo, in_hi) are seen by every real query, so a KV tile inside
+  // them on every axis needs no mask (sem::classify's interior rule).
+  int in_lo[3], in_hi[3];
   int n_tiles;             // prod(tn): the walk length
   int valid;               // 0: the whole Q tile is padding (the CTA exits)
 };
 
-// Per-axis tables (shared memory): cls[off(i) + m] for KV tile tlo[i] + m of axis i, off(0) = 0,
-// off(1) = tn[0], off(2) = tn[0] + tn[1]; row windows per axis and query row.
+// Row windows: a row's window on axis i depends only on its offset along that axis inside the Q
+// tile, so one entry per (axis, offset): win_*[g.win_off[i] + offset], sum of the Q tile sizes
+// entries (<= 128 + 1 + 1 for power-of-two sizes of volume 128).
+constexpr int kWinEntries = 132;
+
+// Per-CTA tables (shared memory, inside the kernel's SharedStorage; small enough that the NA
+// kernel keeps the FMHA's three K/V stages at head dim 128).
 struct Shared {
   Ctx ctx;
-  int row_lo[3][kRows], row_hi[3][kRows];
-  uint8_t cls[kMaxAxisTiles];  // sem::TileClass; boundary also for tiles holding padding keys
+  int win_lo[kWinEntries], win_hi[kWinEntries];
 };
 
 // m_block: linear Q tile index in the permuted sequence; pb: permuted batch index b * G + group.
@@ -74,67 +84,67 @@ NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
   }
   if (!c.valid) return;
   for (int i = 0; i < 3; ++i) {
-    const sem::Range box = sem::kv_box(sem::Range{c.qlo[i], c.qhi[i]}, c.lg[i], g.ax[i]);
+    const sem::Range first = sem::window(c.qlo[i], c.lg[i], g.ax[i]);
+    const sem::Range last = sem::window(c.qhi[i] - 1, c.lg[i], g.ax[i]);
+    c.in_lo[i] = static_cast<int>(last.start);
+    c.in_hi[i] = static_cast<int>(first.end);
+    const sem::Range box{first.start, last.end};  // sem::kv_box
     const int64_t t = kvp.tile[i];
-    c.tlo[i] = static_cast<int>(box.start / t);
-    c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
+    if (g.direct) {  // tiles of the box itself: the first starts at the box's first key
+      c.tlo[i] = 0;
+      c.kvo[i] = static_cast<int>(box.start);
+      c.tn[i] = static_cast<int>(sem::ceil_div(box.end - box.start, t));
+    } else {  // tiles of the global tile grid of the permuted sequence
+      c.tlo[i] = static_cast<int>(box.start / t);
+      c.kvo[i] = static_cast<int>(c.tlo[i] * t);
+      c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
+    }
     c.n_tiles *= c.tn[i];
   }
 }
 
+// Index into Shared::win_* of the window of Q tile row `row` (0..127) on axis i.
+NATTN_NA_HD int win_index(const NaGeom& g, int i, int row) { return g.win_off[i] + ((row >> g.q_shift[i]) & g.q_mask[i]); }
+
 // Every thread of the CTA (tid of nthreads) after make_ctx and a barrier; a barrier must follow.
 NATTN_NA_HD void fill_tables(const NaGeom& g, Shared& s, int tid, int nthreads) {
   const Ctx& c = s.ctx;
-  const int n_cls = c.tn[0] + c.tn[1] + c.tn[2];
-  for (int e = tid; e < n_cls + 3 * kRows; e += nthreads) {
-    if (e < n_cls) {
-      const int i = e < c.tn[0] ? 0 : (e < c.tn[0] + c.tn[1] ? 1 : 2);
-      const int m = e - (i == 0 ? 0 : (i == 1 ? c.tn[0] : c.tn[0] + c.tn[1]));
-      const int64_t T = g.kvp.tile[i];
-      const int64_t lo = (c.tlo[i] + m) * T;
-      const int64_t hi = sem::min64(lo + T, c.lg[i]);
-      sem::TileClass cls = sem::classify(sem::Range{c.qlo[i], c.qhi[i]}, sem::Range{lo, hi}, c.lg[i], g.ax[i]);
-      if (cls == sem::TileClass::interior && lo + T > c.lg[i]) cls = sem::TileClass::boundary;  // padding keys
-      s.cls[e] = static_cast<uint8_t>(cls);
-    } else {
-      const int i = (e - n_cls) / kRows, row = (e - n_cls) % kRows;
-      // Padding rows take the window of the last real query of the axis (finite, inside the box).
-      const int64_t j = sem::min64(c.q0[i] + ((row >> g.q_shift[i]) & g.q_mask[i]), c.qhi[i] - 1);
-      const sem::Range w = sem::window(j, c.lg[i], g.ax[i]);
-      s.row_lo[i][row] = static_cast<int>(w.start);
-      s.row_hi[i][row] = static_cast<int>(w.end);
-    }
+  const int n = g.win_off[2] + static_cast<int>(g.qp.tile[2]);
+  for (int e = tid; e < n; e += nthreads) {
+    const int i = e < g.win_off[1] ? 0 : (e < g.win_off[2] ? 1 : 2);
+    // Padding rows take the window of the last real query of the axis (finite, inside the box).
+    const int64_t j = sem::min64(c.q0[i] + (e - g.win_off[i]), c.qhi[i] - 1);
+    const sem::Range w = sem::window(j, c.lg[i], g.ax[i]);
+    s.win_lo[e] = static_cast<int>(w.start);
+    s.win_hi[e] = static_cast<int>(w.end);
   }
 }
 
 // One KV tile of the walk.
 struct KvTile {
-  int index;    // linear tile index in the permuted K/V sequence (TMA tile coordinate)
-  int org[3];   // in-group coordinate of its first key per axis
-  bool masked;  // needs the element mask (boundary class on some axis, or padding keys)
+  int index;    // linear tile index in the permuted K/V sequence (TMA tile coordinate; permuted mode)
+  int org[3];   // in-group coordinate of its first key per axis (the TMA box origin in direct mode)
+  bool masked;  // needs the element mask (not inside the all-seen keys on some axis, or padding keys)
 };
 
-// Walk position t (0 <= t < n_tiles, axis 0 fastest) -> tile; false when no query sees any key.
-NATTN_NA_HD bool tile_at(const NaGeom& g, const Shared& s, int t, KvTile& k) {
+// Walk position t (0 <= t < n_tiles, axis 0 fastest) -> tile. No tile of the box is empty (each
+// intersects the union of the windows on every axis), so producer and consumers walk every
+// position; a tile outside the all-seen keys on some axis (or holding padding keys, which lie past
+// in_hi) gets the element mask.
+NATTN_NA_HD void tile_at(const NaGeom& g, const Shared& s, int t, KvTile& k) {
   const Ctx& c = s.ctx;
   const int m0 = t % c.tn[0], rest = t / c.tn[0];
-  const int m1 = rest % c.tn[1], m2 = rest / c.tn[1];
-  const sem::TileClass cls = sem::combine(
-      sem::combine(static_cast<sem::TileClass>(s.cls[m0]), static_cast<sem::TileClass>(s.cls[c.tn[0] + m1])),
-      static_cast<sem::TileClass>(s.cls[c.tn[0] + c.tn[1] + m2]));
-  if (cls == sem::TileClass::empty) return false;
-  const int tc[3] = {c.tlo[0] + m0, c.tlo[1] + m1, c.tlo[2] + m2};
-  for (int i = 0; i < 3; ++i) k.org[i] = tc[i] * static_cast<int>(g.kvp.tile[i]);
-  // kvp.linear(tc, tiles) for a rank-3 flipped permutation: axis 0 fastest.
-  k.index = tc[0] + g.kv_tiles[0] * (tc[1] + g.kv_tiles[1] * tc[2]);
-  k.masked = cls != sem::TileClass::interior;
-  return true;
-}
-
-// First non-empty walk position >= t (n_tiles when none); fills `k` for it.
-NATTN_NA_HD int next_tile(const NaGeom& g, const Shared& s, int t, KvTile& k) {
-  while (t < s.ctx.n_tiles && !tile_at(g, s, t, k)) ++t;
-  return t;
+  const int m[3] = {m0, rest % c.tn[1], rest / c.tn[1]};
+  bool interior = true;
+  for (int i = 0; i < 3; ++i) {
+    const int lo = c.kvo[i] + m[i] * static_cast<int>(g.kvp.tile[i]);
+    interior = interior && c.in_lo[i] <= lo && lo + static_cast<int>(g.kvp.tile[i]) <= c.in_hi[i];
+    k.org[i] = lo;
+  }
+  // Permuted mode: kvp.linear(tile coordinate, tiles) for a rank-3 flipped permutation, axis 0
+  // fastest. Direct mode: unused (the TMA coordinates are org).
+  k.index = (c.tlo[0] + m[0]) + g.kv_tiles[0] * ((c.tlo[1] + m[1]) + g.kv_tiles[1] * (c.tlo[2] + m[2]));
+  k.masked = !interior;
 }
 
 }  // namespace nattn::cuda::sm90::na

@@ -26,7 +26,7 @@ constexpr int kFmhaBlockN = 128;
 //   2 |   1    |     1     |       0       |      0        + ping-pong of the consumer warpgroups
 //   3 |   0    |     1     |       0       |      0        ping-pong on the baseline mainloop
 //   4 |   1    |     1     |       1       |      0        + smem-staged coalesced O stores
-//   5 |   1    |     1     |       1       |      1        + 3 K/V stages (FMHA hd128 only)
+//   5 |   1    |     1     |       1       |      1        + 3 K/V stages (hd128; hd64 always has 3)
 // See fmha_fwd_kernel.cuh for what each flag changes.
 #ifndef NATTN_SM90_VARIANT
 #define NATTN_SM90_VARIANT 5
@@ -83,10 +83,18 @@ struct NaGeom {
   int q_shift[3] = {0, 0, 0}, q_mask[3] = {0, 0, 0};
   int kv_shift[3] = {0, 0, 0}, kv_mask[3] = {0, 0, 0};
   int kv_tiles[3] = {1, 1, 1};  // kvp.tiles(i): the KV tile grid (tile index = kvp.linear)
+  int win_off[3] = {0, 0, 0};   // row-window table offset of each axis: sum of the Q tile sizes before it
+
+  // Direct mode (direct = 1): no permutation. The kernel reads Q/K/V and writes O/LSE in the
+  // caller's heads-last tensors [B, *S, H, D] through rank-5 TMA boxes; KV tiles start at the
+  // first key of the Q tile's KV box (not on a global tile grid). Needs dilation 1, so G = 1 and
+  // the in-group coordinates are the grid coordinates. The axes of this struct are then the NA axes
+  // in reverse order (axis 0 = the innermost spatial axis, the fastest inside a TMA box), padded
+  // to 3 with extent-1 axes; the strides below follow that order.
+  int direct = 0;
+  int64_t q_sp[3] = {0, 0, 0}, k_sp[3] = {0, 0, 0}, v_sp[3] = {0, 0, 0};  // element strides per axis
+  int64_t o_sp[3] = {0, 0, 0}, lse_sp[3] = {0, 0, 0};
 };
 
-// Bound on the per-CTA table of per-axis KV tile classes: sum over axes of kvp.tiles(i) (checked
-// by the host; every CTA's KV box has at most that many tiles per axis).
-constexpr int kMaxAxisTiles = 4096;
 
 }  // namespace nattn::cuda::sm90
