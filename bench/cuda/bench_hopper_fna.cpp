@@ -6,7 +6,9 @@
 // process. Median of 10 timed calls after 3 warm-ups, CUDA events.
 // Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8.
 // Effective FLOPs = 4 * tokens * prod(window) * D * heads.
-// Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare]
+// Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare] [--diag]
+// --diag adds dense attention on 10240 tokens three ways (hopper-fmha, hopper-fna 1-D and 3-D with
+// full windows) to separate the NA code's cost from the 3-D boxes'.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -44,15 +46,16 @@ std::string tup(const std::vector<int64_t>& v) {
 int main(int argc, char** argv) {
   int64_t H = 24, D = 128;
   DType dtype = DType::bf16;
-  bool compare = true;
+  bool compare = true, diag = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--heads" && i + 1 < argc) H = std::atoll(argv[++i]);
     else if (a == "--hd" && i + 1 < argc) D = std::atoll(argv[++i]);
     else if (a == "--fp16") dtype = DType::f16;
     else if (a == "--no-compare") compare = false;
+    else if (a == "--diag") diag = true;
     else {
-      std::fprintf(stderr, "usage: %s [--fp16] [--hd 64|128] [--heads N] [--no-compare]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--fp16] [--hd 64|128] [--heads N] [--no-compare] [--diag]\n", argv[0]);
       return 2;
     }
   }
@@ -75,31 +78,75 @@ int main(int argc, char** argv) {
                        static_cast<double>(D) * static_cast<double>(H);
   auto tf = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
   int rc = 0;
-  // hopper-fmha on a dense problem of the same heads and head dim (the throughput the stride-16x8x8
-  // case is compared with): B=1, 16384 queries x 16384 keys.
+  // hopper-fmha on dense problems of the same heads and head dim: 16384 queries x 16384 keys (the
+  // throughput the stride-16x8x8 case is compared with), and x 10368 keys (81 KV tiles per CTA, as
+  // the stride-16x8x8 NA walks: the same per-CTA work, to separate the per-CTA fixed costs).
   double fmha_tf = 0.0;
-  {
-    const int64_t L = 16384, nf = L * H * D;
-    void* fq = bench::random_device(nf, dtype, 4);
-    void* fk = bench::random_device(nf, dtype, 5);
-    void* fv = bench::random_device(nf, dtype, 6);
-    void* fo = bench::device_buffer(nf * 2);
+  for (const int64_t Lkv : {int64_t{16384}, int64_t{10368}}) {
+    const int64_t L = 16384, nq = L * H * D, nkv = Lkv * H * D;
+    void* fq = bench::random_device(nq, dtype, 4);
+    void* fk = bench::random_device(nkv, dtype, 5);
+    void* fv = bench::random_device(nkv, dtype, 6);
+    void* fo = bench::device_buffer(nq * 2);
     FmhaForwardArgs fa;
     fa.query = TensorView(fq, dtype, {1, L, H, D}, gpu);
-    fa.key = TensorView(fk, dtype, {1, L, H, D}, gpu);
-    fa.value = TensorView(fv, dtype, {1, L, H, D}, gpu);
+    fa.key = TensorView(fk, dtype, {1, Lkv, H, D}, gpu);
+    fa.value = TensorView(fv, dtype, {1, Lkv, H, D}, gpu);
     fa.out = TensorView(fo, dtype, {1, L, H, D}, gpu);
     try {
       RunOptions opt;
       opt.backend = "hopper-fmha";
       const double ms = bench::median_ms([&] { fmha_forward(fa, opt); });
-      fmha_tf = 4.0 * double(L) * double(L) * double(D) * double(H) / (ms * 1e-3) / 1e12;
-      std::printf("hopper-fmha dense B=1 S=%lld H=%lld D=%lld: %8.3f ms %7.1f TFLOP/s\n", static_cast<long long>(L),
-                  static_cast<long long>(H), static_cast<long long>(D), ms, fmha_tf);
+      const double t = 4.0 * double(L) * double(Lkv) * double(D) * double(H) / (ms * 1e-3) / 1e12;
+      if (Lkv == L) fmha_tf = t;
+      std::printf("hopper-fmha dense B=1 Sq=%lld Skv=%lld H=%lld D=%lld: %8.3f ms %7.1f TFLOP/s\n",
+                  static_cast<long long>(L), static_cast<long long>(Lkv), static_cast<long long>(H),
+                  static_cast<long long>(D), ms, t);
     } catch (const std::exception& e) {
       std::printf("hopper-fmha dense not run: %s\n", e.what());
     }
     for (void* p : {fq, fk, fv, fo}) CHECK(cudaFree(p));
+  }
+  if (diag) {
+    // Dense attention three ways on 10240 tokens (24 heads, D 128): hopper-fmha, hopper-fna 1-D
+    // with a full window (the NA kernel on 1-D boxes), hopper-fna 3-D 16x16x40 with a full window
+    // (3-D boxes (2,8,8)): the same 128x128 tiles, so differences are the NA code and the boxes.
+    const int64_t L = 10240, nd = L * H * D;
+    void* dq = bench::random_device(nd, dtype, 7);
+    void* dk = bench::random_device(nd, dtype, 8);
+    void* dv = bench::random_device(nd, dtype, 9);
+    void* dout = bench::device_buffer(nd * 2);
+    const double dense = 4.0 * double(L) * double(L) * double(D) * double(H);
+    auto report = [&](const char* what, double ms) {
+      std::printf("diag %-44s %8.3f ms %7.1f TFLOP/s\n", what, ms, dense / (ms * 1e-3) / 1e12);
+    };
+    FmhaForwardArgs fa;
+    fa.query = TensorView(dq, dtype, {1, L, H, D}, gpu);
+    fa.key = TensorView(dk, dtype, {1, L, H, D}, gpu);
+    fa.value = TensorView(dv, dtype, {1, L, H, D}, gpu);
+    fa.out = TensorView(dout, dtype, {1, L, H, D}, gpu);
+    RunOptions opt;
+    opt.backend = "hopper-fmha";
+    report("hopper-fmha 10240", bench::median_ms([&] { fmha_forward(fa, opt); }));
+    for (const std::vector<int64_t>& grid : {std::vector<int64_t>{L}, std::vector<int64_t>{16, 16, 40}}) {
+      NaForwardArgs na;
+      std::vector<int64_t> shape = {1};
+      shape.insert(shape.end(), grid.begin(), grid.end());
+      shape.push_back(H);
+      shape.push_back(D);
+      na.query = TensorView(dq, dtype, shape, gpu);
+      na.key = TensorView(dk, dtype, shape, gpu);
+      na.value = TensorView(dv, dtype, shape, gpu);
+      na.out = TensorView(dout, dtype, shape, gpu);
+      na.params.rank = static_cast<int>(grid.size());
+      for (size_t i = 0; i < grid.size(); ++i) na.params.kernel_size[i] = grid[i];
+      TileConfig cfg;
+      cfg.q_tile = cfg.kv_tile = grid.size() == 1 ? std::vector<int64_t>{128} : std::vector<int64_t>{2, 8, 8};
+      cfg.schedule = KernelSchedule::cooperative;
+      const double ms = bench::median_ms([&] { cuda::sm90::na_forward(na, cfg, nullptr); });
+      report(grid.size() == 1 ? "hopper-fna 1-D 10240 full window" : "hopper-fna 3-D 16x16x40 full window (2,8,8)", ms);
+    }
+    for (void* p : {dq, dk, dv, dout}) CHECK(cudaFree(p));
   }
   for (const std::vector<int64_t>& stride : {std::vector<int64_t>{1, 1, 1}, std::vector<int64_t>{16, 8, 8}}) {
     args.params.rank = 3;

@@ -372,7 +372,7 @@ TEST_F(HopperFna, GoldenCases) {
 }
 
 // ---- host self-check of the kernel's tile walk (no GPU): for every CTA (group, Q tile), run
-// make_ctx / fill_tables / tile_at and the kernel's element-mask formula on the CPU and check that
+// make_ctx / fill_tables / the cursor walk (tile_of, advance) and the kernel's element-mask formula on the CPU and check that
 // each real query sees exactly the keys of sem::attends (every axis), each once, and never a
 // padding key; also that tiles marked unmasked have every key visible to every real query.
 // direct: the direct mode's geometry (no dilation): rows and keys are grid coordinates decoded from
@@ -421,18 +421,23 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
       }
       na::fill_tables(g, *sh, 0, 1);
       na::KvTile tile;
-      for (int t = 0; t < sh->ctx.n_tiles; ++t) {
-        na::tile_at(g, *sh, t, tile);
+      na::Cursor cursor;  // the kernel's walk: the cursor advanced once per tile
+      for (int t = 0; t < sh->ctx.n_tiles; ++t, na::advance(sh->ctx, cursor)) {
+        na::tile_of(g, sh->ctx, cursor, tile);
         for (int r = 0; r < 128; ++r) {
           if (!real[static_cast<size_t>(r)]) continue;
           for (int col = 0; col < 128; ++col) {
             bool vis = true;
-            if (tile.masked) {
+            if (tile.masked) {  // the kernel's mask: na::row_mask of the row's windows
+              int lo[3], hi[3];
               for (int i = 0; i < 3; ++i) {
-                const int kk = tile.org[i] + ((col >> g.kv_shift[i]) & g.kv_mask[i]);
                 const int e = na::win_index(g, i, r);
-                vis = vis && sh->win_lo[e] <= kk && kk < sh->win_hi[e];
+                lo[i] = sh->win_lo[e];
+                hi[i] = sh->win_hi[e];
               }
+              uint32_t w[4];
+              na::row_mask(g, tile, lo, hi, w);
+              vis = ((w[col >> 5] >> (col & 31)) & 1u) != 0;
             }
             int64_t y[3] = {0, 0, 0};
             bool key_real = true;

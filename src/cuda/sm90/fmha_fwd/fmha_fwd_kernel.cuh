@@ -342,7 +342,10 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
 
   extern __shared__ char smem_raw[];
-  Storage& ss = *reinterpret_cast<Storage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  // Aligned up to 1024 bytes as an offset from smem_raw, so that the compiler still knows the
+  // storage is shared memory (shared loads, not generic ones).
+  const uint32_t smem_misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023u;
+  Storage& ss = *reinterpret_cast<Storage*>(smem_raw + ((1024u - smem_misalign) & 1023u));
 
   const int warp_idx = cutlass::canonical_warp_idx_sync();
   const int wg_idx = cutlass::canonical_warp_group_idx();
@@ -396,9 +399,16 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   // The KV walk, identical in the producer and the consumers: position t -> tile (index in the
   // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: every tile of the KV tile box.
   const int n_walk = kNa ? nas.ctx.n_tiles : n_blocks;
+  // Called with t = 0, 1, 2, ... in order by each thread: NA advances the thread's cursor
+  // (na::Cursor, no divisions) instead of decoding t. Past the end the tile is garbage, unused.
+  na::Cursor cursor;
   auto next_tile = [&](int t, na::KvTile& tile) NATTN_SM90_INLINE -> int {
     if constexpr (kNa) {
-      na::tile_at(p.na, nas, t, tile);  // every position is a tile (garbage past the end, unused)
+      if (t == 0)
+        cursor = na::Cursor{};
+      else
+        na::advance(nas.ctx, cursor);
+      na::tile_of(p.na, nas.ctx, cursor, tile);
       return t;
     } else {
       const int end = (t + 1) * kBN;
@@ -541,22 +551,24 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     };
     if constexpr (kNa && !Sm90Variant::kDbufP) load_windows();
     // Element mask of a tile that needs one (tile.masked, warp-uniform).
+    // NA: per row, the 128-bit mask of its visible key columns (na::row_mask, shared with the host
+    // self-check), shifted right by the thread's column offset 2 (lane % 4) so that element i
+    // (column 8 (i >> 2) + 2 (lane % 4) + (i & 1), layout_check.cu) tests the constant bit
+    // 8 ((i >> 2) & 3) + (i & 1) of word i >> 4.
     auto apply_mask = [&](const na::KvTile& tile) NATTN_SM90_INLINE {
       if constexpr (kNa) {
         if constexpr (Sm90Variant::kDbufP) load_windows();
-        const int s0 = p.na.kv_shift[0], s1 = p.na.kv_shift[1], s2 = p.na.kv_shift[2];
-        const int m0 = p.na.kv_mask[0], m1 = p.na.kv_mask[1], m2 = p.na.kv_mask[2];
+        uint32_t w[2][4];
+        const int q2 = 2 * (ctid & 3);
         CUTE_UNROLL
-        for (int i = 0; i < size(tSrS); ++i) {
-          const int col = get<1>(tScS(i));
-          const int k0 = tile.org[0] + ((col >> s0) & m0);
-          const int k1 = tile.org[1] + ((col >> s1) & m1);
-          const int k2 = tile.org[2] + ((col >> s2) & m2);
-          const int* lo = win_lo[detail::row_half(i)];
-          const int* hi = win_hi[detail::row_half(i)];
-          const bool seen = lo[0] <= k0 && k0 < hi[0] && lo[1] <= k1 && k1 < hi[1] && lo[2] <= k2 && k2 < hi[2];
-          if (!seen) tSrS(i) = -INFINITY;
+        for (int r = 0; r < 2; ++r) {
+          na::row_mask(p.na, tile, win_lo[r], win_hi[r], w[r]);
+          CUTE_UNROLL
+          for (int k = 0; k < 4; ++k) w[r][k] >>= q2;
         }
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i)
+          if (((w[detail::row_half(i)][i >> 4] >> (8 * ((i >> 2) & 3) + (i & 1))) & 1u) == 0u) tSrS(i) = -INFINITY;
       } else {
         CUTE_UNROLL
         for (int i = 0; i < size(tSrS); ++i) {
@@ -630,7 +642,10 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         };
         bool pv_pending = false;  // P_{j-1} V_{j-1} issued, V_{j-1} not yet released
         cutlass::PipelineState<C::kStages> v_release;
-        auto step = [&](auto& p_cur, auto& p_next, const na::KvTile& nxt) NATTN_SM90_INLINE {
+        // t_next: the walk position of S_{j+1}'s tile; its mask information is computed after the
+        // GEMMs are issued (it is needed only by the mask), off the path to the tensor cores: before
+        // the issue, its shared-memory loads and divisions delayed every turn.
+        auto step = [&](auto& p_cur, auto& p_next, int t_next) NATTN_SM90_INLINE {
           pipe_k.consumer_wait(k_state);
           turn_begin();
           detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
@@ -647,6 +662,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           turn_end();
           ++v_state;
           pv_pending = true;
+          na::KvTile nxt;
+          next_tile(t_next, nxt);
           warpgroup_wait<1>();  // S_{j+1} done (P_j V_j may run)
           warpgroup_fence_operand(tSrS);
           pipe_k.consumer_release(k_state);
@@ -672,22 +689,20 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           pipe_v.consumer_release(v_state);
         };
         // Unrolled by two so that both P buffers are compile-time register arrays.
+        // Every walk position is a tile (next_tile(t) is position t).
         for (;;) {
-          na::KvTile nxt;
-          int tn = next_tile(t + 1, nxt);
-          if (tn >= walk_end()) {
+          if (t + 1 >= walk_end()) {
             last_step(tOrP);
             break;
           }
-          step(tOrP, tOrP2, nxt);
-          t = tn;
-          tn = next_tile(t + 1, nxt);
-          if (tn >= walk_end()) {
+          step(tOrP, tOrP2, t + 1);
+          ++t;
+          if (t + 1 >= walk_end()) {
             last_step(tOrP2);
             break;
           }
-          step(tOrP2, tOrP, nxt);
-          t = tn;
+          step(tOrP2, tOrP, t + 1);
+          ++t;
         }
       } else {
         // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product.

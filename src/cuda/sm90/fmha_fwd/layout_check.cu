@@ -1,6 +1,7 @@
 // Host-only check (no GPU needed) of the fragment-layout assumptions of fmha_fwd_kernel.cuh: for
 // every consumer thread, S and the P A-fragment hold the same (row, col) element by element, element
-// i lies in row half (i >> 1) & 1, and O elements 2k, 2k+1 are adjacent columns; and that the Q / K /
+// i lies in row half (i >> 1) & 1 and column 8 (i >> 2) + 2 (t % 4) + (i & 1), and O elements 2k,
+// 2k+1 are adjacent columns; and that the Q / K /
 // V shared-memory layouts equal the image the direct NA mode's TMA boxes write. Not built by CMake;
 // run: nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -I include
 //        -I src -I "$(scripts/cutlass_include.sh)" src/cuda/sm90/fmha_fwd/layout_check.cu -o /tmp/lc && /tmp/lc
@@ -27,6 +28,8 @@ template <class T, int D> int check() {
     for (int i = 0; i < size(cS); ++i) {
       if (get<0>(cS(i)) != row0 + 8 * ((i >> 1) & 1)) ++bad;
       if (!(cS(i) == cP(i))) ++bad;
+      // The NA mask's column formula (fmha_fwd_kernel.cuh, apply_mask).
+      if (get<1>(cS(i)) != 8 * (i >> 2) + 2 * (t & 3) + (i & 1)) ++bad;
     }
     const int orow0 = get<0>(cO(0));
     if (orow0 != row0) ++bad;

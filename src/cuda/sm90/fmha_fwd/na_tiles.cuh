@@ -6,7 +6,7 @@
 // Set-up per CTA (shared memory, na::Shared): one thread computes the context (make_ctx: the Q
 // tile box, the KV box, and per axis the keys every real query sees); then every thread of the CTA
 // fills, in parallel, the per-axis windows of the Q tile's rows (fill_tables). The walk itself
-// (tile_at, run by the producer thread and by every consumer thread in the same order) is int32
+// (a Cursor advanced once per tile by the producer thread and by every consumer thread) is int32
 // work on the context: per axis, the tile's interval against the all-seen and the visible keys.
 #pragma once
 
@@ -25,7 +25,15 @@
 #define NATTN_NA_HD inline
 #endif
 
+#if defined(__CUDA_ARCH__)
+#define NATTN_NA_UNROLL _Pragma("unroll")
+#else
+#define NATTN_NA_UNROLL
+#endif
+
 namespace nattn::cuda::sm90::na {
+
+NATTN_NA_HD int sem_clamp(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 constexpr int kRows = kFmhaBlockM;  // query rows per CTA
 
@@ -49,6 +57,7 @@ struct Ctx {
   // forward with the query): keys [in_lo, in_hi) are seen by every real query, so a KV tile inside
   // them on every axis needs no mask (sem::classify's interior rule).
   int in_lo[3], in_hi[3];
+  int ia[3], ib[3];        // the same as tile indices: tiles ia <= m < ib of the box lie inside them
   int n_tiles;             // prod(tn): the walk length
   int valid;               // 0: the whole Q tile is padding (the CTA exits)
 };
@@ -71,7 +80,16 @@ NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
   int64_t grp[3], nq[3], r[3];
   qp.delinear(pb % qp.num_groups(), qp.dilation, grp);
   for (int i = 0; i < 3; ++i) nq[i] = qp.tiles(i);
-  qp.delinear(m_block, nq, r);
+  if (g.direct) {
+    int64_t rest = m_block;
+    for (int k = 0; k < 3; ++k) {
+      const int a = g.q_order[k];
+      r[a] = rest % nq[a];
+      rest /= nq[a];
+    }
+  } else {
+    qp.delinear(m_block, nq, r);  // the Q tile at permuted positions m_block * 128 ..
+  }
   c.valid = 1;
   c.n_tiles = 1;
   for (int i = 0; i < 3; ++i) {
@@ -100,6 +118,9 @@ NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
       c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
     }
     c.n_tiles *= c.tn[i];
+    // Tile m covers keys [kvo + m t, kvo + (m + 1) t); kvo <= in_lo and kvo < in_hi.
+    c.ia[i] = static_cast<int>(sem::ceil_div(c.in_lo[i] - c.kvo[i], t));
+    c.ib[i] = static_cast<int>((c.in_hi[i] - c.kvo[i]) / t);
   }
 }
 
@@ -125,26 +146,82 @@ struct KvTile {
   int index;    // linear tile index in the permuted K/V sequence (TMA tile coordinate; permuted mode)
   int org[3];   // in-group coordinate of its first key per axis (the TMA box origin in direct mode)
   bool masked;  // needs the element mask (not inside the all-seen keys on some axis, or padding keys)
+  int inner;    // bit i: inside the all-seen keys on axis i (that axis needs no mask work)
 };
 
-// Walk position t (0 <= t < n_tiles, axis 0 fastest) -> tile. No tile of the box is empty (each
-// intersects the union of the windows on every axis), so producer and consumers walk every
-// position; a tile outside the all-seen keys on some axis (or holding padding keys, which lie past
-// in_hi) gets the element mask.
-NATTN_NA_HD void tile_at(const NaGeom& g, const Shared& s, int t, KvTile& k) {
-  const Ctx& c = s.ctx;
-  const int m0 = t % c.tn[0], rest = t / c.tn[0];
-  const int m[3] = {m0, rest % c.tn[1], rest / c.tn[1]};
-  bool interior = true;
-  for (int i = 0; i < 3; ++i) {
-    const int lo = c.kvo[i] + m[i] * static_cast<int>(g.kvp.tile[i]);
-    interior = interior && c.in_lo[i] <= lo && lo + static_cast<int>(g.kvp.tile[i]) <= c.in_hi[i];
-    k.org[i] = lo;
+// The walk: positions 0 .. n_tiles - 1 over the tile box, axis 0 fastest. No tile of the box is
+// empty (each intersects the union of the windows on every axis), so producer and consumers walk
+// every position. The cursor holds the position as per-axis tile indices and advances without
+// divisions (the kernel advances it once per tile, in the producer and in every consumer thread).
+struct Cursor {
+  int m[3] = {0, 0, 0};
+};
+
+NATTN_NA_HD void advance(const Ctx& c, Cursor& u) {
+  if (++u.m[0] == c.tn[0]) {
+    u.m[0] = 0;
+    if (++u.m[1] == c.tn[1]) {
+      u.m[1] = 0;
+      ++u.m[2];
+    }
   }
+}
+
+// Bit i: the cursor's tile lies inside the all-seen keys on axis i (7: no mask at all).
+NATTN_NA_HD int inner_axes(const Ctx& c, const Cursor& u) {
+  int inner = 0;
+  NATTN_NA_UNROLL
+  for (int i = 0; i < 3; ++i)
+    if (c.ia[i] <= u.m[i] && u.m[i] < c.ib[i]) inner |= 1 << i;
+  return inner;
+}
+
+// The cursor's tile: first key per axis (org), its permuted-sequence index, its mask flags.
+NATTN_NA_HD void tile_of(const NaGeom& g, const Ctx& c, const Cursor& u, KvTile& k) {
+  NATTN_NA_UNROLL
+  for (int i = 0; i < 3; ++i) k.org[i] = c.kvo[i] + u.m[i] * static_cast<int>(g.kvp.tile[i]);
   // Permuted mode: kvp.linear(tile coordinate, tiles) for a rank-3 flipped permutation, axis 0
   // fastest. Direct mode: unused (the TMA coordinates are org).
-  k.index = (c.tlo[0] + m[0]) + g.kv_tiles[0] * ((c.tlo[1] + m[1]) + g.kv_tiles[1] * (c.tlo[2] + m[2]));
-  k.masked = !interior;
+  k.index = (c.tlo[0] + u.m[0]) + g.kv_tiles[0] * ((c.tlo[1] + u.m[1]) + g.kv_tiles[1] * (c.tlo[2] + u.m[2]));
+  k.inner = inner_axes(c, u);
+  k.masked = k.inner != 7;
+}
+
+// Bits [lo, hi) of a 32-bit word, both clipped to [0, 32] (0 when empty).
+NATTN_NA_HD uint32_t bit_range(int lo, int hi) {
+  lo = lo < 0 ? 0 : lo;
+  hi = hi > 32 ? 32 : hi;
+  if (lo >= hi) return 0u;
+  const uint32_t below_hi = hi == 32 ? 0xffffffffu : (1u << hi) - 1u;
+  return below_hi & ~((1u << lo) - 1u);
+}
+
+// The element mask of one query row for KV tile k: bit c of the 128-bit mask (word c >> 5) is set
+// iff key column c lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are
+// not all-seen for the tile (k.inner) are evaluated: with the in-tile decode (c >> shift) & (T - 1),
+// the columns of one offset interval [u, v) are the bit range [u << shift, v << shift) repeated
+// every T << shift columns. Padding keys lie outside every window, so they are masked too.
+NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, uint32_t (&w)[4]) {
+  NATTN_NA_UNROLL
+  for (int j = 0; j < 4; ++j) w[j] = 0xffffffffu;
+  NATTN_NA_UNROLL
+  for (int i = 0; i < 3; ++i) {
+    if ((k.inner >> i) & 1) continue;
+    const int sh = g.kv_shift[i], len = g.kv_mask[i] + 1, period = len << sh;
+    const int u = sem_clamp(lo[i] - k.org[i], 0, len) << sh;
+    const int v = sem_clamp(hi[i] - k.org[i], 0, len) << sh;
+    if (period >= 32) {
+      NATTN_NA_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const int o = (32 * j) & (period - 1);  // offset of the word inside its period
+        w[j] &= bit_range(u - o, v - o);
+      }
+    } else {  // several periods per word: the period's pattern, replicated
+      const uint32_t pat = bit_range(u, v) * (0xffffffffu / ((1u << period) - 1u));
+      NATTN_NA_UNROLL
+      for (int j = 0; j < 4; ++j) w[j] &= pat;
+    }
+  }
 }
 
 }  // namespace nattn::cuda::sm90::na
