@@ -98,13 +98,17 @@ def main():
             f_ms = timed(f, r, w)
         fb_ms = timed(fwd_bwd(f, (q, k, v), dout), r, w)
         row("nattn cutlass-fna", f_ms, fb_ms, na_flops)
-        # hopper-fna (sm_90a forward on token-permuted tiles, permutation included; bwd on cutlass-fna)
-        for tile in args.hopper_tiles.get(len(spatial), []):
-            fh = lambda: na(q, k, v, window, backend="hopper-fna", q_tile_shape=tile, kv_tile_shape=tile)
+        # hopper-fna (sm_90a forward; direct mode on these contiguous tensors, no permutation; bwd on
+        # cutlass-fna): the default config (first of the problem-ranked list), then fixed tile shapes
+        hopper = [None] + args.hopper_tiles.get(len(spatial), []) if args.hopper_tiles else []
+        for tile in hopper:
+            kw = {} if tile is None else dict(q_tile_shape=tile, kv_tile_shape=tile)
+            fh = lambda: na(q, k, v, window, backend="hopper-fna", **kw)
             try:
                 with torch.no_grad():
                     f_ms = timed(fh, r, w)
-                row(f"nattn hopper-fna tile {tile}", f_ms, None, na_flops)
+                row("nattn hopper-fna default config" if tile is None else f"nattn hopper-fna tile {tile}", f_ms, None,
+                    na_flops)
             except NotImplementedError as e:
                 print(f"| {name} | nattn hopper-fna | not run: {str(e).splitlines()[0]} | | | |")
 

@@ -220,28 +220,39 @@ bool hopper_fna_direct(const NaProblem& p) {
 
 // Along one axis: the KV tiles of size kt the kernel walks for all Q tiles of size qt, summed over
 // the Q tiles and dilation groups (na_tiles.cuh make_ctx: direct mode tiles the KV box from its
-// first key, the permuted mode uses the global tile grid of the group).
-int64_t hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
+// first key, the permuted mode uses the global tile grid of the group), and how many of them lie
+// inside the keys every query of their Q tile sees (no mask work on this axis).
+struct AxisTiles {
+  int64_t walked = 0, inside = 0;
+};
+AxisTiles hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
   const size_t i = static_cast<size_t>(axis);
   const sem::Axis a{p.spatial[i], p.params.kernel_size[i], p.params.stride[i], p.params.dilation[i],
                     p.params.is_causal[i]};
-  int64_t n = 0;
+  AxisTiles n;
   for (int64_t g = 0; g < a.dilation; ++g) {
     const int64_t lg = sem::group_extent(a.extent, a.dilation, g);
     for (int64_t q0 = 0; q0 < lg; q0 += qt) {
-      const sem::Range box = sem::kv_box(sem::Range{q0, std::min(q0 + qt, lg)}, lg, a);
-      n += direct ? sem::ceil_div(box.end - box.start, kt) : sem::ceil_div(box.end, kt) - box.start / kt;
+      const int64_t q1 = std::min(q0 + qt, lg);
+      const sem::Range first = sem::window(q0, lg, a), last = sem::window(q1 - 1, lg, a);
+      const int64_t kvo = direct ? first.start : first.start / kt * kt;
+      n.walked += direct ? sem::ceil_div(last.end - first.start, kt) : sem::ceil_div(last.end, kt) - first.start / kt;
+      n.inside += std::max<int64_t>(0, (first.end - kvo) / kt - sem::ceil_div(last.start - kvo, kt));
     }
   }
   return n;
 }
 
+// Relative extra cost of a tile that needs the element mask (measured on the H100: masked tiles ran
+// at ~0.75x the rate of unmasked ones, bench/RESULTS.md).
+constexpr double kMaskedTileExtra = 0.3;
+
 // The list holds the same pairs for every problem of a rank (so that a config listed for one
 // problem is accepted for another, as NATTEN users pass them around): Q tile = every shape with
 // axes >= 2 (NATTEN's Hopper shapes), KV tile = every shape with axes >= 1 (1-D: 1 pair, 2-D: 48,
-// 3-D: 540). The order depends on the problem: fewest 128x128 tiles walked first (the first is the
-// default); ties keep NATTEN's order (its default shape as q == kv first, then q == kv pairs, then
-// the rest).
+// 3-D: 540). The order depends on the problem: the least work first (128x128 tiles walked, the
+// masked ones weighted; the first is the default); ties keep NATTEN's order (its default shape as
+// q == kv first, then q == kv pairs, then the rest).
 Configs hopper_fna_forward_uncached(const NaProblem& p) {
   const int rank = p.rank();
   const auto coop = KernelSchedule::cooperative;
@@ -267,22 +278,25 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
   if (!known) return out;  // invalid parameters (validation reports them): NATTEN's order
   const bool direct = hopper_fna_direct(p);
   // Per axis, Q tile size and KV tile size (powers of two up to 128, indexed by log2): tiles walked.
-  std::vector<std::vector<std::vector<int64_t>>> axis_tiles(
-      static_cast<size_t>(rank), std::vector<std::vector<int64_t>>(8, std::vector<int64_t>(8, -1)));
+  std::vector<std::vector<std::vector<AxisTiles>>> axis_tiles(
+      static_cast<size_t>(rank), std::vector<std::vector<AxisTiles>>(8, std::vector<AxisTiles>(8, AxisTiles{-1, -1})));
   auto lg2 = [](int64_t x) {
     size_t l = 0;
     while ((int64_t{1} << l) < x) ++l;
     return l;
   };
+  // Tiles walked, masked ones weighted: the Q tiles are a product grid, so the walked tiles and the
+  // unmasked ones (inside on every axis) are products of per-axis sums.
   auto cost = [&](const TileConfig& c) {
-    double total = 1.0;
+    double total = 1.0, unmasked = 1.0;
     for (int i = 0; i < rank; ++i) {
       const size_t s = static_cast<size_t>(i);
-      int64_t& n = axis_tiles[s][lg2(c.q_tile[s])][lg2(c.kv_tile[s])];
-      if (n < 0) n = hopper_fna_axis_tiles(p, i, c.q_tile[s], c.kv_tile[s], direct);
-      total *= static_cast<double>(n);
+      AxisTiles& n = axis_tiles[s][lg2(c.q_tile[s])][lg2(c.kv_tile[s])];
+      if (n.walked < 0) n = hopper_fna_axis_tiles(p, i, c.q_tile[s], c.kv_tile[s], direct);
+      total *= static_cast<double>(n.walked);
+      unmasked *= static_cast<double>(n.inside);
     }
-    return total;
+    return total + kMaskedTileExtra * (total - unmasked);
   };
   std::vector<std::pair<double, size_t>> order;
   for (size_t i = 0; i < out.size(); ++i) order.push_back({cost(out[i]), i});

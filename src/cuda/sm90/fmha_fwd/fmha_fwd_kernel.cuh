@@ -376,7 +376,13 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   }
   na::Shared& nas = ss.na;  // NA tiling context and row windows
   if constexpr (kNa) {
-    if (threadIdx.x == 0) na::make_ctx(p.na, m_block, batch, nas.ctx);
+    // The three axes on lanes 0-2 of warp 0 (long int64 chains: one lane for all took ~3% of the
+    // kernel's time), then lane 0 combines them.
+    if (threadIdx.x < 32) {
+      if (threadIdx.x < 3) na::make_ctx_axis(p.na, m_block, batch, static_cast<int>(threadIdx.x), nas.ctx);
+      __syncwarp();  // the whole warp: orders the three lanes' shared-memory writes before lane 0 reads
+      if (threadIdx.x == 0) na::finish_ctx(nas.ctx);
+    }
   }
   typename Pipeline::Params pp;
   pp.transaction_bytes = C::kBytesKV;

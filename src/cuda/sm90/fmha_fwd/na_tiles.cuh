@@ -74,12 +74,14 @@ struct Shared {
   int win_lo[kWinEntries], win_hi[kWinEntries];
 };
 
-// m_block: linear Q tile index in the permuted sequence; pb: permuted batch index b * G + group.
-NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
+// Axis i of the context (the axes are independent: the kernel computes them on three lanes).
+// m_block: linear Q tile index (permuted mode: in the permuted sequence); pb: permuted batch index
+// b * G + group. An axis without real queries (possible with dilation) gets tn = 0.
+NATTN_NA_HD void make_ctx_axis(const NaGeom& g, int m_block, int pb, int i, Ctx& c) {
   const sem::Permutation qp = rank3(g.qp), kvp = rank3(g.kvp);
   int64_t grp[3], nq[3], r[3];
   qp.delinear(pb % qp.num_groups(), qp.dilation, grp);
-  for (int i = 0; i < 3; ++i) nq[i] = qp.tiles(i);
+  for (int a = 0; a < 3; ++a) nq[a] = qp.tiles(a);
   if (g.direct) {
     int64_t rest = m_block;
     for (int k = 0; k < 3; ++k) {
@@ -90,38 +92,44 @@ NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
   } else {
     qp.delinear(m_block, nq, r);  // the Q tile at permuted positions m_block * 128 ..
   }
-  c.valid = 1;
-  c.n_tiles = 1;
-  for (int i = 0; i < 3; ++i) {
-    const sem::Axis& a = g.ax[i];
-    c.lg[i] = sem::group_extent(a.extent, a.dilation, grp[i]);
-    c.q0[i] = r[i] * qp.tile[i];
-    c.qlo[i] = c.q0[i];
-    c.qhi[i] = sem::min64(c.q0[i] + qp.tile[i], c.lg[i]);
-    if (c.qlo[i] >= c.qhi[i]) c.valid = 0;
+  const sem::Axis& ax = g.ax[i];
+  c.lg[i] = sem::group_extent(ax.extent, ax.dilation, grp[i]);
+  c.q0[i] = r[i] * qp.tile[i];
+  c.qlo[i] = c.q0[i];
+  c.qhi[i] = sem::min64(c.q0[i] + qp.tile[i], c.lg[i]);
+  if (c.qlo[i] >= c.qhi[i]) {
+    c.tn[i] = 0;
+    return;
   }
-  if (!c.valid) return;
-  for (int i = 0; i < 3; ++i) {
-    const sem::Range first = sem::window(c.qlo[i], c.lg[i], g.ax[i]);
-    const sem::Range last = sem::window(c.qhi[i] - 1, c.lg[i], g.ax[i]);
-    c.in_lo[i] = static_cast<int>(last.start);
-    c.in_hi[i] = static_cast<int>(first.end);
-    const sem::Range box{first.start, last.end};  // sem::kv_box
-    const int64_t t = kvp.tile[i];
-    if (g.direct) {  // tiles of the box itself: the first starts at the box's first key
-      c.tlo[i] = 0;
-      c.kvo[i] = static_cast<int>(box.start);
-      c.tn[i] = static_cast<int>(sem::ceil_div(box.end - box.start, t));
-    } else {  // tiles of the global tile grid of the permuted sequence
-      c.tlo[i] = static_cast<int>(box.start / t);
-      c.kvo[i] = static_cast<int>(c.tlo[i] * t);
-      c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
-    }
-    c.n_tiles *= c.tn[i];
-    // Tile m covers keys [kvo + m t, kvo + (m + 1) t); kvo <= in_lo and kvo < in_hi.
-    c.ia[i] = static_cast<int>(sem::ceil_div(c.in_lo[i] - c.kvo[i], t));
-    c.ib[i] = static_cast<int>((c.in_hi[i] - c.kvo[i]) / t);
+  const sem::Range first = sem::window(c.qlo[i], c.lg[i], ax);
+  const sem::Range last = sem::window(c.qhi[i] - 1, c.lg[i], ax);
+  c.in_lo[i] = static_cast<int>(last.start);
+  c.in_hi[i] = static_cast<int>(first.end);
+  const sem::Range box{first.start, last.end};  // sem::kv_box
+  const int64_t t = kvp.tile[i];
+  if (g.direct) {  // tiles of the box itself: the first starts at the box's first key
+    c.tlo[i] = 0;
+    c.kvo[i] = static_cast<int>(box.start);
+    c.tn[i] = static_cast<int>(sem::ceil_div(box.end - box.start, t));
+  } else {  // tiles of the global tile grid of the permuted sequence
+    c.tlo[i] = static_cast<int>(box.start / t);
+    c.kvo[i] = static_cast<int>(c.tlo[i] * t);
+    c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
   }
+  // Tile m covers keys [kvo + m t, kvo + (m + 1) t); kvo <= in_lo and kvo < in_hi.
+  c.ia[i] = static_cast<int>(sem::ceil_div(c.in_lo[i] - c.kvo[i], t));
+  c.ib[i] = static_cast<int>((c.in_hi[i] - c.kvo[i]) / t);
+}
+
+// After the three axes: the walk length, and whether the Q tile has any real query.
+NATTN_NA_HD void finish_ctx(Ctx& c) {
+  c.n_tiles = c.tn[0] * c.tn[1] * c.tn[2];
+  c.valid = c.n_tiles > 0 ? 1 : 0;
+}
+
+NATTN_NA_HD void make_ctx(const NaGeom& g, int m_block, int pb, Ctx& c) {
+  for (int i = 0; i < 3; ++i) make_ctx_axis(g, m_block, pb, i, c);
+  finish_ctx(c);
 }
 
 // Index into Shared::win_* of the window of Q tile row `row` (0..127) on axis i.
