@@ -1,13 +1,14 @@
 // Device-side NA tiling of the Hopper forward kernel (hopper-fna): which in-group queries a CTA
-// owns, which KV tiles of the permuted K/V it visits (the tiles of the KV tile grid that intersect
-// sem::kv_box of its Q tile box), and how each is classified (empty / no mask / element mask) with
-// sem::classify + sem::combine. All window math goes through nattn/semantics.h.
+// owns, which KV tiles it visits (permuted mode: the tiles of the KV tile grid that intersect
+// sem::kv_box of its Q tile box; direct mode: tiles laid from the box's first key), and which of
+// them need the element mask (sem::classify's interior rule, per axis) and what that mask is
+// (row_mask). All window math goes through nattn/semantics.h.
 //
-// Set-up per CTA (shared memory, na::Shared): one thread computes the context (make_ctx: the Q
-// tile box, the KV box, and per axis the keys every real query sees); then every thread of the CTA
-// fills, in parallel, the per-axis windows of the Q tile's rows (fill_tables). The walk itself
-// (a Cursor advanced once per tile by the producer thread and by every consumer thread) is int32
-// work on the context: per axis, the tile's interval against the all-seen and the visible keys.
+// Set-up per CTA (shared memory, na::Shared): three lanes compute the context, one axis each
+// (make_ctx_axis: the Q tile box, the KV box, and per axis the tiles inside the keys every real
+// query sees), one combines them (finish_ctx); then every thread of the CTA fills, in parallel, the
+// per-axis windows of the Q tile's rows (fill_tables). The walk itself (a Cursor advanced once per
+// tile by the producer thread and by every consumer thread) is division-free int32 work.
 #pragma once
 
 #include <cuda_runtime.h>
