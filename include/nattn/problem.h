@@ -73,6 +73,7 @@ struct NaProblem {
   NaParams params;
   bool requires_grad = false;
   bool deterministic = false;
+  bool scale_positive = true;  // the softmax scale is > 0 (the hopper-* kernels need it)
   std::optional<SubDomain> sub_domain;  // set for sub-domain NA; `spatial` is then the local query extent
 
   int rank() const { return static_cast<int>(spatial.size()); }
@@ -96,6 +97,7 @@ struct FmhaProblem {
   bool is_varlen = false;
   bool requires_grad = false;
   bool deterministic = false;
+  bool scale_positive = true;  // the softmax scale is > 0 (the hopper-* kernels need it)
 
   std::string describe() const;
 };

@@ -396,9 +396,10 @@ NaProblem validate(const NaForwardArgs& a, const RunOptions& options) {
   check_shape(op, "out", a.out, with_last(a.query.shape, h.heads, h.head_dim_v), "[batch, *spatial, heads, head_dim_v]");
   if (a.lse) check_lse(op, "lse", *a.lse, a.query, drop_last(a.query.shape));
   const int64_t n = check_additional(op, a.additional_keys, a.additional_values, a.query, h);
-  resolve_scale(a.scale, h.head_dim, op);
+  const double scale = resolve_scale(a.scale, h.head_dim, op);
   NaProblem p = make_problem(a.query, h, a.params, n, options);
   p.sub_domain = a.sub_domain;
+  p.scale_positive = scale > 0.0;
   return p;
 }
 
@@ -426,9 +427,10 @@ NaProblem validate(const NaBackwardArgs& a, const RunOptions& options) {
                  GradOf{"dadditional_values", &*a.dadditional_values, &*a.additional_values}},
                 a.query);
   }
-  resolve_scale(a.scale, h.head_dim, op);
+  const double scale = resolve_scale(a.scale, h.head_dim, op);
   NaProblem p = make_problem(a.query, h, a.params, n, options);
   p.sub_domain = a.sub_domain;
+  p.scale_positive = scale > 0.0;
   return p;
 }
 
@@ -440,8 +442,10 @@ FmhaProblem validate(const FmhaForwardArgs& a, const RunOptions& options) {
   check_shape(op, "out", a.out, with_last(a.query.shape, h.heads, h.head_dim_v), "[batch, seqlen_q, heads, head_dim_v]");
   if (a.lse) check_lse(op, "lse", *a.lse, a.query, drop_last(a.query.shape));
   check_cu_seqlens(op, a.cu_seqlens_q, a.cu_seqlens_kv, a.query, a.key, a.max_seqlen_q, a.max_seqlen_kv);
-  resolve_scale(a.scale, h.head_dim, op);
-  return make_fmha_problem(a.query, a.key, h, a.is_causal, a.cu_seqlens_q.has_value(), options);
+  const double scale = resolve_scale(a.scale, h.head_dim, op);
+  FmhaProblem p = make_fmha_problem(a.query, a.key, h, a.is_causal, a.cu_seqlens_q.has_value(), options);
+  p.scale_positive = scale > 0.0;
+  return p;
 }
 
 FmhaProblem validate(const FmhaBackwardArgs& a, const RunOptions& options) {
@@ -458,8 +462,10 @@ FmhaProblem validate(const FmhaBackwardArgs& a, const RunOptions& options) {
                    GradOf{"dvalue", &a.dvalue, &a.value}},
               a.query);
   check_cu_seqlens(op, a.cu_seqlens_q, a.cu_seqlens_kv, a.query, a.key, a.max_seqlen_q, a.max_seqlen_kv);
-  resolve_scale(a.scale, h.head_dim, op);
-  return make_fmha_problem(a.query, a.key, h, a.is_causal, a.cu_seqlens_q.has_value(), options);
+  const double scale = resolve_scale(a.scale, h.head_dim, op);
+  FmhaProblem p = make_fmha_problem(a.query, a.key, h, a.is_causal, a.cu_seqlens_q.has_value(), options);
+  p.scale_positive = scale > 0.0;
+  return p;
 }
 
 }  // namespace nattn::detail

@@ -60,6 +60,7 @@ class HopperFmha final : public Backend {
   const char* name() const override { return "hopper-fmha"; }
   std::string reject(const FmhaProblem& p, Pass) const override {
     if (p.is_varlen) return std::string(name()) + " does not support variable-length attention (use cutlass-fmha)";
+    if (!p.scale_positive) return std::string(name()) + " needs a softmax scale > 0 (use cutlass-fmha)";
     if (!cuda::sm90::fmha_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
       return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +
              std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 64/128 filtered by " +
@@ -81,7 +82,10 @@ class HopperFmha final : public Backend {
 class HopperFna final : public Backend {
  public:
   const char* name() const override { return "hopper-fna"; }
-  std::string reject(const NaProblem& p, Pass) const override { return cuda::sm90::na_forward_reject(p); }
+  std::string reject(const NaProblem& p, Pass) const override {
+    if (!p.scale_positive) return std::string(name()) + " needs a softmax scale > 0 (use cutlass-fna)";
+    return cuda::sm90::na_forward_reject(p);
+  }
   void na_forward(const NaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
     cuda::sm90::na_forward(args, config, static_cast<cudaStream_t>(options.stream));
   }

@@ -7,6 +7,7 @@
 #include "core/tables.h"
 #include "nattn/backends.h"
 #include "nattn/errors.h"
+#include "nattn/ops.h"
 
 namespace nattn {
 namespace {
@@ -88,6 +89,26 @@ bool built(const std::string& name) {
   for (const auto& b : list_backends())
     if (b.name == name) return b.built;
   return false;
+}
+
+// A softmax scale <= 0 (the Hopper kernels take the row max before scaling): validation records it,
+// hopper-* reject it with a reason, and automatic selection takes the portable backend.
+TEST(Registry, NonPositiveScaleSkipsTheHopperBackends) {
+  std::vector<float> buf(2 * 8 * 8 * 2 * 16, 0.5f), out(buf.size());
+  NaForwardArgs a;
+  a.query = a.key = a.value = TensorView(buf.data(), DType::f32, {2, 8, 8, 2, 16});
+  a.out = TensorView(out.data(), DType::f32, {2, 8, 8, 2, 16});
+  a.params = NaParams::uniform(2, 3);
+  EXPECT_TRUE(describe(a).scale_positive);
+  a.scale = -0.25;
+  EXPECT_FALSE(describe(a).scale_positive);
+  a.scale = 0.0;
+  EXPECT_FALSE(describe(a).scale_positive);
+  NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
+  p.scale_positive = false;
+  if (!built("hopper-fna")) GTEST_SKIP() << "hopper-fna is not built into this library";
+  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("needs a softmax scale > 0"), std::string::npos);
+  EXPECT_EQ(choose_backend(p, Pass::forward).backend, "cutlass-fna");
 }
 
 TEST(Registry, CudaProblemsWithoutABuiltBackendAreRejectedWithReasons) {
