@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -386,14 +385,6 @@ void run_direct(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   std::vector<int64_t> extent;
   for (int i = 0; i < rank; ++i) extent.push_back(q.shape[static_cast<size_t>(i + 1)]);
   NaGeom g = na_geometry(a.params, extent, config, true);
-  // Experiment knob: NATTN_HOPPER_FNA_QORDER="2,1,0" walks the Q tiles with NaGeom axis 2 (the
-  // outermost NA axis) fastest.
-  if (const char* order = std::getenv("NATTN_HOPPER_FNA_QORDER")) {
-    int ord[3] = {0, 1, 2};
-    if (std::sscanf(order, "%d,%d,%d", &ord[0], &ord[1], &ord[2]) == 3 && ord[0] + ord[1] + ord[2] == 3 &&
-        ord[0] != ord[1] && ord[1] != ord[2] && ord[0] != ord[2] && std::min({ord[0], ord[1], ord[2]}) == 0)
-      for (int i = 0; i < 3; ++i) g.q_order[i] = ord[i];
-  }
   // NaGeom axis i = NA axis rank - 1 - i = tensor dim rank - i; padded axes keep stride 0.
   for (int i = 0; i < rank; ++i) {
     const size_t d = static_cast<size_t>(rank - i);

@@ -92,9 +92,6 @@ struct NaGeom {
   // in reverse order (axis 0 = the innermost spatial axis, the fastest inside a TMA box), padded
   // to 3 with extent-1 axes; the strides below follow that order.
   int direct = 0;
-  // Direct mode: the order in which the CTAs' linear index walks the Q tile grid, fastest axis
-  // first (L2 reuse between the CTAs that run together); the permuted mode walks axis 0 first.
-  int q_order[3] = {0, 1, 2};
   int64_t q_sp[3] = {0, 0, 0}, k_sp[3] = {0, 0, 0}, v_sp[3] = {0, 0, 0};  // element strides per axis
   int64_t o_sp[3] = {0, 0, 0}, lse_sp[3] = {0, 0, 0};
 };
