@@ -648,9 +648,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         };
         bool pv_pending = false;  // P_{j-1} V_{j-1} issued, V_{j-1} not yet released
         cutlass::PipelineState<C::kStages> v_release;
-        // t_next: the walk position of S_{j+1}'s tile; its mask information is computed after the
-        // GEMMs are issued (it is needed only by the mask), off the path to the tensor cores: before
-        // the issue, its shared-memory loads and divisions delayed every turn.
+        // t_next: the walk position of S_{j+1}'s tile; its mask information (needed only by the
+        // mask) is computed after the GEMMs are issued, while they run.
         auto step = [&](auto& p_cur, auto& p_next, int t_next) NATTN_SM90_INLINE {
           pipe_k.consumer_wait(k_state);
           turn_begin();
