@@ -107,8 +107,8 @@ const std::vector<BackendSpec>& backend_specs() {
   static const std::vector<BackendSpec> specs = {
       {"blackwell-fna", true, false, DeviceKind::cuda, false, "SM100 TMA/tcgen05 fused NA (planned)"},
       {"blackwell-fmha", false, true, DeviceKind::cuda, false, "SM100 TMA/tcgen05 fused attention (planned)"},
-      {"hopper-fna", true, false, DeviceKind::cuda, false, "SM90a TMA/wgmma warp-specialized fused NA, token-permuted (planned)"},
-      {"hopper-fmha", false, true, DeviceKind::cuda, false, "SM90a TMA/wgmma warp-specialized fused attention (planned)"},
+      {"hopper-fna", true, false, DeviceKind::cuda, false, "SM90a TMA/wgmma warp-specialized fused NA, forward (straight from the caller's tensors; token-permuted for dilation, padded head dims, additional KV)"},
+      {"hopper-fmha", false, true, DeviceKind::cuda, false, "SM90a TMA/wgmma warp-specialized fused attention, forward"},
       {"cutlass-fna", true, false, DeviceKind::cuda, false, "portable CUDA fused NA, forward and backward, SM75-SM89 and later"},
       {"cutlass-fmha", false, true, DeviceKind::cuda, false, "portable CUDA fused attention, forward and backward"},
       {"flex-fna", true, false, DeviceKind::cuda, true, "PyTorch flex_attention with the NA mask (Python package only)"},
