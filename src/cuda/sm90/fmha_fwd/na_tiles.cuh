@@ -190,13 +190,19 @@ NATTN_NA_HD void tile_of(const NaGeom& g, const Ctx& c, const Cursor& u, KvTile&
 }
 
 // Bits [lo, hi) of a 32-bit word, both clipped to [0, 32] (0 when empty).
-NATTN_NA_HD uint32_t bit_range(int lo, int hi) {
-  lo = lo < 0 ? 0 : lo;
-  hi = hi > 32 ? 32 : hi;
-  if (lo >= hi) return 0u;
-  const uint32_t below_hi = hi == 32 ? 0xffffffffu : (1u << hi) - 1u;
-  return below_hi & ~((1u << lo) - 1u);
+// Bits below n (n clipped to [0, 32]): one clamping funnel shift on the device, no branch.
+NATTN_NA_HD uint32_t bits_below(int n) {
+  n = n < 0 ? 0 : n;
+#if defined(__CUDA_ARCH__)
+  return __funnelshift_lc(0xffffffffu, 0u, static_cast<unsigned>(n));  // high word of ~0 << min(n, 32)
+#else
+  return n >= 32 ? 0xffffffffu : (1u << n) - 1u;
+#endif
 }
+
+// Bits [lo, hi) of a 32-bit word, both clipped to [0, 32] (0 when empty: below(hi) is then a
+// subset of below(lo)).
+NATTN_NA_HD uint32_t bit_range(int lo, int hi) { return bits_below(hi) & ~bits_below(lo); }
 
 // The element mask of one query row for KV tile k: bit c of the 128-bit mask (word c >> 5) is set
 // iff key column c lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are
