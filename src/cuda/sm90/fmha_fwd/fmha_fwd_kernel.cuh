@@ -208,8 +208,8 @@ struct FmhaFwdKernelParams {
 // ---- device helpers -----------------------------------------------------------------------------
 namespace detail {
 
-// K/V ring depth of an instantiation (0 = FmhaFwdConfig's default).
-template <int D, bool kNa>
+// K/V ring depth of an instantiation, FMHA and NA alike (0 = FmhaFwdConfig's default).
+template <int D>
 constexpr int kernel_stages() {
   return Sm90Variant::kThreeStages && D == 128 ? 3 : 0;
 }
@@ -336,7 +336,7 @@ template <class T, int D, bool kNa>
 __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_constant__ FmhaFwdKernelParams<T, D> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace cute;
-  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D, kNa>()>;
+  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D>()>;
   using Storage = typename C::SharedStorage;
   using Pipeline = typename C::PipelineKV;
   constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
@@ -847,7 +847,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
 // na == nullptr: FMHA; else NA on permuted tensors (a describes them: batch = B * G, seqlen = P).
 template <class T, int D, bool kNa>
 void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t stream) {
-  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D, kNa>()>;
+  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D>()>;
   // Direct NA mode: the sequence-view descriptors are unused (placeholders over one row) and the
   // rank-5 ones are built instead.
   const bool direct = na != nullptr && na->direct;
