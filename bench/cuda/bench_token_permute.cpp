@@ -1,7 +1,8 @@
 // Bandwidth of the CUDA token permutation (src/cuda/common/token_permute.cu): large bf16 tensors of
 // the anchor problems, permute and unpermute, median of 10 timed calls after 3 warm-ups (CUDA
 // events). Effective bandwidth = (bytes read + bytes written) / time, padding rows included on the
-// permuted side. Not a test: prints numbers only.
+// permuted side. The floor, timed the same way in the same process: cudaMemcpyAsync device to
+// device of the unpermuted tensor (read + write). Not a test: prints numbers only.
 //   bench_token_permute [--quick]
 #include <cuda_runtime.h>
 
@@ -47,7 +48,9 @@ int main(int argc, char** argv) {
       {"1D 32768, 16 heads, d128, tile 128", {1, 32768, 16, 128}, {128}, {1}, false},
       {"2D 128x128, 4 heads, d32, tile (8,8)", {8, 128, 128, 4, 32}, {8, 8}, {1, 1}, false},
   };
-  std::printf("| problem | bytes (in + out) | permute | TB/s | unpermute | TB/s |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "| problem | bytes (in + out) | permute | TB/s | unpermute | TB/s | cudaMemcpy TB/s |\n"
+      "|---|---|---|---|---|---|---|\n");
   for (const Problem& p : problems) {
     const std::vector<int64_t> pshape = nattn::token_permute_shape(p.shape, p.tile, p.dilation);
     const int64_t n_in = numel(p.shape), n_out = numel(pshape);
@@ -62,12 +65,13 @@ int main(int argc, char** argv) {
     cudaEvent_t e0, e1;
     check(cudaEventCreate(&e0), "event");
     check(cudaEventCreate(&e1), "event");
-    auto time = [&](bool inverse) {
+    auto time = [&](int what) {  // 0 permute, 1 unpermute, 2 cudaMemcpy a -> c
       std::vector<float> ms;
       for (int i = 0; i < runs + 3; ++i) {
         check(cudaEventRecord(e0), "record");
-        if (inverse) nattn::token_unpermute(perm, back, p.tile, p.dilation, p.flip);
-        else nattn::token_permute(u, perm, p.tile, p.dilation, p.flip);
+        if (what == 1) nattn::token_unpermute(perm, back, p.tile, p.dilation, p.flip);
+        else if (what == 0) nattn::token_permute(u, perm, p.tile, p.dilation, p.flip);
+        else check(cudaMemcpyAsync(c, a, static_cast<size_t>(n_in * 2), cudaMemcpyDeviceToDevice), "memcpy");
         check(cudaEventRecord(e1), "record");
         check(cudaEventSynchronize(e1), "sync");
         float t = 0;
@@ -77,12 +81,12 @@ int main(int argc, char** argv) {
       std::sort(ms.begin(), ms.end());
       return ms[ms.size() / 2];
     };
-    const float tp = time(false), tu = time(true);
+    const float tp = time(0), tu = time(1), tm = time(2);
     // permute reads the valid rows and writes every permuted row; unpermute reads the valid rows
     // of the permuted tensor and writes the original.
     const double bytes_p = 2.0 * (n_in + n_out), bytes_u = 2.0 * (2 * n_in);
-    std::printf("| %s | %.0f MB | %.3f ms | %.2f | %.3f ms | %.2f |\n", p.name, bytes_p / 1e6, tp, bytes_p / tp / 1e9,
-                tu, bytes_u / tu / 1e9);
+    std::printf("| %s | %.0f MB | %.3f ms | %.2f | %.3f ms | %.2f | %.2f |\n", p.name, bytes_p / 1e6, tp,
+                bytes_p / tp / 1e9, tu, bytes_u / tu / 1e9, bytes_u / tm / 1e9);
     cudaFree(a);
     cudaFree(b);
     cudaFree(c);

@@ -207,7 +207,13 @@ struct Permutation {
   NATTN_HD int64_t group_padded(int i) const {
     return ceil_div(extent[i], tile[i] * dilation[i]) * tile[i];
   }
-  NATTN_HD int64_t tiles(int i) const { return group_padded(i) / tile[i]; }
+  NATTN_HD int64_t tiles(int i) const { return tiles_as<int64_t>(i); }
+  // The same in the integer type I (the CUDA kernels use 32 bits when every index fits).
+  template <class I>
+  NATTN_HD I tiles_as(int i) const {
+    const I span = static_cast<I>(tile[i]) * static_cast<I>(dilation[i]);
+    return (static_cast<I>(extent[i]) + span - 1) / span;
+  }
   NATTN_HD int64_t num_groups() const {
     int64_t n = 1;
     for (int i = 0; i < rank; ++i) n *= dilation[i];
@@ -225,49 +231,64 @@ struct Permutation {
     return n;
   }
 
+  // The index maps below are templates on the integer type I of the coordinates (int64_t on the
+  // host; the CUDA kernels use uint32_t when every index fits in 31 bits).
+
   // Linearise a per-axis coordinate with per-axis sizes in this permutation's order.
-  NATTN_HD int64_t linear(const int64_t* c, const int64_t* n) const {
-    int64_t idx = 0;
+  template <class I, class N>
+  NATTN_HD I linear(const I* c, const N* n) const {
+    I idx = 0;
     if (flip) {
-      for (int i = rank - 1; i >= 0; --i) idx = idx * n[i] + c[i];
+      for (int i = rank - 1; i >= 0; --i) idx = idx * static_cast<I>(n[i]) + c[i];
     } else {
-      for (int i = 0; i < rank; ++i) idx = idx * n[i] + c[i];
+      for (int i = 0; i < rank; ++i) idx = idx * static_cast<I>(n[i]) + c[i];
     }
     return idx;
   }
-  NATTN_HD void delinear(int64_t idx, const int64_t* n, int64_t* c) const {
+  template <class J, class N, class I>
+  NATTN_HD void delinear(J index, const N* n, I* c) const {
+    I idx = static_cast<I>(index);
     if (flip) {
-      for (int i = 0; i < rank; ++i) { c[i] = idx % n[i]; idx /= n[i]; }
+      for (int i = 0; i < rank; ++i) { c[i] = idx % static_cast<I>(n[i]); idx /= static_cast<I>(n[i]); }
     } else {
-      for (int i = rank - 1; i >= 0; --i) { c[i] = idx % n[i]; idx /= n[i]; }
+      for (int i = rank - 1; i >= 0; --i) { c[i] = idx % static_cast<I>(n[i]); idx /= static_cast<I>(n[i]); }
     }
   }
 
   // Original coordinate x -> (group, position in the permuted sequence).
-  NATTN_HD void forward(const int64_t* x, int64_t* group, int64_t* pos) const {
-    int64_t g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
+  template <class I>
+  NATTN_HD void forward(const I* x, I* group, I* pos) const {
+    I g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
+    I volume = 1;
     for (int i = 0; i < rank; ++i) {
-      g[i] = x[i] % dilation[i];
-      const int64_t j = x[i] / dilation[i];
-      r[i] = j / tile[i];
-      t[i] = j % tile[i];
-      nr[i] = tiles(i);
+      const I d = static_cast<I>(dilation[i]), size = static_cast<I>(tile[i]);
+      g[i] = x[i] % d;
+      const I j = x[i] / d;
+      r[i] = j / size;
+      t[i] = j % size;
+      nr[i] = tiles_as<I>(i);
+      volume *= size;
     }
     *group = linear(g, dilation);
-    *pos = linear(r, nr) * tile_volume() + linear(t, tile);
+    *pos = linear(r, nr) * volume + linear(t, tile);
   }
 
   // (group, position) -> original coordinate; returns false for padding.
-  NATTN_HD bool inverse(int64_t group, int64_t pos, int64_t* x) const {
-    int64_t g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
-    for (int i = 0; i < rank; ++i) nr[i] = tiles(i);
+  template <class I>
+  NATTN_HD bool inverse(I group, I pos, I* x) const {
+    I g[kMaxRank], r[kMaxRank], t[kMaxRank], nr[kMaxRank];
+    I volume = 1;
+    for (int i = 0; i < rank; ++i) {
+      nr[i] = tiles_as<I>(i);
+      volume *= static_cast<I>(tile[i]);
+    }
     delinear(group, dilation, g);
-    delinear(pos / tile_volume(), nr, r);
-    delinear(pos % tile_volume(), tile, t);
+    delinear(pos / volume, nr, r);
+    delinear(pos % volume, tile, t);
     bool valid = true;
     for (int i = 0; i < rank; ++i) {
-      x[i] = (r[i] * tile[i] + t[i]) * dilation[i] + g[i];
-      valid = valid && x[i] < extent[i];
+      x[i] = (r[i] * static_cast<I>(tile[i]) + t[i]) * static_cast<I>(dilation[i]) + g[i];
+      valid = valid && x[i] < static_cast<I>(extent[i]);
     }
     return valid;
   }

@@ -1,9 +1,9 @@
 // Token permutation kernels (see token_permute.h). Pure data movement: every token row (H head
 // rows of D elements) is read once and written once, so the floor is (bytes read + bytes written)
-// / DRAM bandwidth. A group of `lanes` threads owns one token at a time: it decodes the token's
-// position once (64-bit index math, shared by the group) and copies the row in the widest vector
-// width that the row size, base pointers and strides allow (16 bytes for contiguous fp16 rows with
-// D % 8 == 0), eight vectors in flight per thread (four when head rows have their own strides).
+// / DRAM bandwidth. Each lane of a warp decodes one token's position (64-bit index math), and the
+// warp copies its 32 tokens' rows in the widest vector width that the row size, base pointers and
+// strides allow (16 bytes for contiguous fp16 rows with D % 8 == 0), eight vectors in flight per
+// thread (token_permute_kernel).
 // Head-dim padding (the two sides' head dims differ) has its own instantiation (kPad): per head
 // row, destination vectors past the source row are zeros and source vectors past the destination
 // row are skipped; the unpadded paths are unchanged.
@@ -26,13 +26,15 @@ struct PermuteArgs {
   const unsigned char* src = nullptr;
   unsigned char* dst = nullptr;
   int64_t items = 0;       // tokens to move: B * G * P (permute) or B * prod(S) (unpermute)
-  int64_t groups = 1, seq = 0, tokens = 0;
+  int64_t batch = 0, groups = 1, seq = 0, tokens = 0;
   // byte strides of the unpermuted [B, *S, H, D] and permuted [B * G, P, H, D] views
   int64_t u_batch = 0, u_axis[sem::kMaxRank] = {0, 0, 0}, u_head = 0;
   int64_t p_batch = 0, p_seq = 0, p_head = 0;
   int rows = 1;            // head rows per token (1 when the heads of a token are contiguous on both sides)
   int chunks = 0;          // vectors per head row (of the destination row when padding)
   int lanes = 32;          // threads per token (a power of two <= 32)
+  int warp_tokens = 32;    // tokens a warp decodes and copies per step (a power of two <= 32)
+  bool narrow = false;     // every index of the decoding (token, position, coordinate) is < 2^31
   int src_chunks = 0;      // padding only: vectors of the source head row to copy (<= chunks)
 };
 
@@ -47,99 +49,142 @@ struct VecOf<4> { using type = uint32_t; };
 template <>
 struct VecOf<2> { using type = uint16_t; };
 
+// Byte offsets of one token on the source and destination side, and whether it is a real token
+// (false: a padding row of the permuted tensor, written as zeros). The index math runs in I:
+// uint32_t when every token index fits in 31 bits (PermuteArgs::narrow), else int64_t; the byte
+// offsets are always 64-bit. Each lane of a warp decodes its own token (see the kernel).
+template <class I, bool kInverse>
+__device__ void decode_token_as(const PermuteArgs& a, int64_t item64, int64_t* src, int64_t* dst, bool* valid) {
+  const I item = static_cast<I>(item64);
+  I x[sem::kMaxRank] = {0, 0, 0};
+  if (!kInverse) {
+    const I seq = static_cast<I>(a.seq), groups = static_cast<I>(a.groups);
+    const I pb = item / seq, pos = item - pb * seq;
+    const I b = pb / groups, group = pb - b * groups;
+    *valid = a.perm.inverse(group, pos, x);
+    int64_t s = static_cast<int64_t>(b) * a.u_batch;
+    for (int i = 0; i < a.perm.rank; ++i) s += static_cast<int64_t>(x[i]) * a.u_axis[i];
+    *src = s;
+    *dst = static_cast<int64_t>(pb) * a.p_batch + static_cast<int64_t>(pos) * a.p_seq;
+  } else {
+    const I tokens = static_cast<I>(a.tokens);
+    const I b = item / tokens;
+    I rest = item - b * tokens;
+    for (int i = a.perm.rank - 1; i >= 0; --i) {
+      const I e = static_cast<I>(a.perm.extent[i]);
+      x[i] = rest % e;
+      rest /= e;
+    }
+    I group = 0, pos = 0;
+    a.perm.forward(x, &group, &pos);
+    *src = (static_cast<int64_t>(b) * a.groups + static_cast<int64_t>(group)) * a.p_batch +
+           static_cast<int64_t>(pos) * a.p_seq;
+    int64_t d = static_cast<int64_t>(b) * a.u_batch;
+    for (int i = 0; i < a.perm.rank; ++i) d += static_cast<int64_t>(x[i]) * a.u_axis[i];
+    *dst = d;
+    *valid = true;
+  }
+}
+
+template <bool kInverse>
+__device__ void decode_token(const PermuteArgs& a, int64_t item, int64_t* src, int64_t* dst, bool* valid) {
+  if (a.narrow)
+    decode_token_as<uint32_t, kInverse>(a, item, src, dst, valid);
+  else
+    decode_token_as<int64_t, kInverse>(a, item, src, dst, valid);
+}
+
+// Byte offset of vector cc of a token (head rows of a.chunks vectors, `row_stride` bytes apart).
+template <int V>
+__device__ __forceinline__ int64_t vector_offset(const PermuteArgs& a, int cc, int64_t row_stride) {
+  if (a.rows == 1) return static_cast<int64_t>(cc) * V;
+  const int r = cc / a.chunks;
+  return static_cast<int64_t>(r) * row_stride + static_cast<int64_t>(cc - r * a.chunks) * V;
+}
+
+// Whether destination vector cc has a source vector (head-dim padding: vector j of a row exists on
+// the source side when j < src_chunks; otherwise it is written as zero).
+template <bool kPad>
+__device__ __forceinline__ bool has_source(const PermuteArgs& a, int cc) {
+  if constexpr (!kPad) return true;
+  return cc % a.chunks < a.src_chunks;
+}
+
+constexpr int kBatch = 8;  // vectors each thread loads before it stores them (bytes in flight)
+
+// Copies one token of more vectors than its group has threads; `lane` is the thread's index in the
+// group.
+template <int V, bool kInverse, bool kPad>
+__device__ __forceinline__ void copy_token(const PermuteArgs& a, const unsigned char* __restrict__ from,
+                                           unsigned char* __restrict__ to, bool valid, int lane) {
+  using Vec = typename VecOf<V>::type;
+  const int work = a.rows * a.chunks;
+  const int64_t src_stride = kInverse ? a.p_head : a.u_head, dst_stride = kInverse ? a.u_head : a.p_head;
+  for (int c = lane; c < work; c += kBatch * a.lanes) {
+    Vec v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int cc = c + u * a.lanes;
+      v[u] = cc < work && valid && has_source<kPad>(a, cc)
+                 ? *reinterpret_cast<const Vec*>(from + vector_offset<V>(a, cc, src_stride))
+                 : Vec{};
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int cc = c + u * a.lanes;
+      if (cc < work) *reinterpret_cast<Vec*>(to + vector_offset<V>(a, cc, dst_stride)) = v[u];
+    }
+  }
+}
+
+// A warp takes 32 consecutive tokens at a time: lane i decodes token i (the 64-bit index math runs
+// once per token, not once per copying thread), and the warp reads the decoded offsets with
+// shuffles. Large tokens (more vectors than a.lanes = 32 threads) are copied one after another by
+// the whole warp. Small tokens (at most one vector per thread, a.lanes <= 32 threads per token,
+// 32 / a.lanes tokens per step) are copied kBatch steps at a time, so a thread still has kBatch
+// loads in flight.
 template <int V, bool kInverse, bool kPad>
 __global__ void __launch_bounds__(256) token_permute_kernel(const PermuteArgs a) {
   using Vec = typename VecOf<V>::type;
-  const int lane = static_cast<int>(threadIdx.x) & (a.lanes - 1);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x / a.lanes;
+  const int lane32 = static_cast<int>(threadIdx.x) & 31;
+  const int lane = lane32 & (a.lanes - 1);
+  const int slot = lane32 / a.lanes;  // which token of a step this thread's group copies
+  const int per_step = 32 / a.lanes;
   const int work = a.rows * a.chunks;
-  const int64_t row_src_stride = kInverse ? a.p_head : a.u_head;
-  const int64_t row_dst_stride = kInverse ? a.u_head : a.p_head;
-  for (int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / a.lanes; item < a.items;
-       item += stride) {
-    int64_t x[sem::kMaxRank] = {0, 0, 0};
+  const int64_t src_stride = kInverse ? a.p_head : a.u_head, dst_stride = kInverse ? a.u_head : a.p_head;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  const int step = a.warp_tokens;
+  for (int64_t base = warp * step; base < a.items; base += warps * step) {
     int64_t src = 0, dst = 0;
-    bool valid = true;
-    if (!kInverse) {
-      const int64_t pb = item / a.seq, pos = item - pb * a.seq;
-      const int64_t b = pb / a.groups, group = pb - b * a.groups;
-      valid = a.perm.inverse(group, pos, x);
-      src = b * a.u_batch;
-      for (int i = 0; i < a.perm.rank; ++i) src += x[i] * a.u_axis[i];
-      dst = pb * a.p_batch + pos * a.p_seq;
-    } else {
-      const int64_t b = item / a.tokens;
-      int64_t rest = item - b * a.tokens;
-      for (int i = a.perm.rank - 1; i >= 0; --i) {
-        x[i] = rest % a.perm.extent[i];
-        rest /= a.perm.extent[i];
-      }
-      int64_t group = 0, pos = 0;
-      a.perm.forward(x, &group, &pos);
-      src = (b * a.groups + group) * a.p_batch + pos * a.p_seq;
-      dst = b * a.u_batch;
-      for (int i = 0; i < a.perm.rank; ++i) dst += x[i] * a.u_axis[i];
-    }
-    const unsigned char* __restrict__ from = a.src + src;
-    unsigned char* __restrict__ to = a.dst + dst;
-    int c = lane;
-    if constexpr (kPad) {
-      // Head rows of different lengths: destination vector j of row r is source vector j of row r
-      // when j < src_chunks (else zero). Four independent vectors per thread per step.
-      for (; c < work; c += 4 * a.lanes) {
-        Vec v[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int cc = c + u * a.lanes;
-          const int r = cc / a.chunks, j = cc - r * a.chunks;
-          const bool load = cc < work && valid && j < a.src_chunks;
-          v[u] = load ? *reinterpret_cast<const Vec*>(from + static_cast<int64_t>(r) * row_src_stride +
-                                                      static_cast<int64_t>(j) * V)
-                      : Vec{};
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int cc = c + u * a.lanes;
-          const int r = cc / a.chunks, j = cc - r * a.chunks;
-          if (cc < work)
-            *reinterpret_cast<Vec*>(to + static_cast<int64_t>(r) * row_dst_stride + static_cast<int64_t>(j) * V) = v[u];
-        }
+    bool valid = false;
+    if (lane32 < step && base + lane32 < a.items) decode_token<kInverse>(a, base + lane32, &src, &dst, &valid);
+    const int n = static_cast<int>(min(int64_t{step}, a.items - base));
+    if (work > a.lanes) {
+      for (int t = 0; t < n; ++t) {
+        const int64_t s = __shfl_sync(0xffffffffu, src, t), d = __shfl_sync(0xffffffffu, dst, t);
+        const bool ok = __shfl_sync(0xffffffffu, valid ? 1 : 0, t) != 0;
+        copy_token<V, kInverse, kPad>(a, a.src + s, a.dst + d, ok, lane);
       }
       continue;
     }
-    if (a.rows == 1) {
-      // One contiguous run per token on both sides (the common case): vector c is at c * V.
-      // Eight independent vectors per thread per step: loads first, then stores.
-      for (; c + 7 * a.lanes < work; c += 8 * a.lanes) {
-        Vec v[8];
+    const bool has_vector = lane < work;
+    const int64_t src_at = vector_offset<V>(a, lane, src_stride), dst_at = vector_offset<V>(a, lane, dst_stride);
+    const bool copies = has_vector && has_source<kPad>(a, lane);
+    for (int t0 = 0; t0 < n; t0 += kBatch * per_step) {
+      Vec v[kBatch];
+      int64_t to[kBatch];
 #pragma unroll
-        for (int u = 0; u < 8; ++u)
-          v[u] = valid ? *reinterpret_cast<const Vec*>(from + static_cast<int64_t>(c + u * a.lanes) * V) : Vec{};
-#pragma unroll
-        for (int u = 0; u < 8; ++u) *reinterpret_cast<Vec*>(to + static_cast<int64_t>(c + u * a.lanes) * V) = v[u];
+      for (int u = 0; u < kBatch; ++u) {
+        const int t = t0 + u * per_step + slot, tc = min(t, step - 1);  // every lane shuffles
+        const int64_t s = __shfl_sync(0xffffffffu, src, tc);
+        to[u] = __shfl_sync(0xffffffffu, dst, tc);
+        const bool ok = __shfl_sync(0xffffffffu, valid ? 1 : 0, tc) != 0;
+        v[u] = t < n && ok && copies ? *reinterpret_cast<const Vec*>(a.src + s + src_at) : Vec{};
       }
-      for (; c < work; c += a.lanes) {
-        const Vec v = valid ? *reinterpret_cast<const Vec*>(from + static_cast<int64_t>(c) * V) : Vec{};
-        *reinterpret_cast<Vec*>(to + static_cast<int64_t>(c) * V) = v;
-      }
-      continue;
-    }
-    auto at = [&](int cc, int64_t row_stride) {
-      const int r = cc / a.chunks;
-      return static_cast<int64_t>(r) * row_stride + static_cast<int64_t>(cc - r * a.chunks) * V;
-    };
-    // Head rows with their own strides: four independent vectors per thread per step.
-    for (; c + 3 * a.lanes < work; c += 4 * a.lanes) {
-      Vec v[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
-        v[u] = valid ? *reinterpret_cast<const Vec*>(from + at(c + u * a.lanes, row_src_stride)) : Vec{};
-#pragma unroll
-      for (int u = 0; u < 4; ++u) *reinterpret_cast<Vec*>(to + at(c + u * a.lanes, row_dst_stride)) = v[u];
-    }
-    for (; c < work; c += a.lanes) {
-      const Vec v = valid ? *reinterpret_cast<const Vec*>(from + at(c, row_src_stride)) : Vec{};
-      *reinterpret_cast<Vec*>(to + at(c, row_dst_stride)) = v;
+      for (int u = 0; u < kBatch; ++u)
+        if (t0 + u * per_step + slot < n && has_vector) *reinterpret_cast<Vec*>(a.dst + to[u] + dst_at) = v[u];
     }
   }
 }
@@ -158,7 +203,20 @@ template <bool kInverse>
 void launch(PermuteArgs& a, int vec, bool pad, cudaStream_t stream, int device) {
   const DeviceProps& props = device_props(device);
   const int64_t threads = 256;
-  const int64_t wanted = (a.items * a.lanes + threads - 1) / threads;
+  // Tokens per warp step: 32 (each lane decodes one) unless that leaves fewer than ~64 warps of work
+  // per SM, then down to 8, so that enough warps have loads in flight. Measured on the H100
+  // (bench/RESULTS.md): 8-32 tokens are within noise on the large 3-D/2-D tensors, 8 is up to 15%
+  // faster than 32 where the warps are few, and 2-4 are slower again (the decode is not amortised).
+  const int64_t warps_wanted = int64_t{props.sm_count} * 64;
+  a.warp_tokens = 32;
+  while (a.warp_tokens > 8 && a.items / a.warp_tokens < warps_wanted) a.warp_tokens /= 2;
+  // 32-bit index math when the largest token index (either side) and every axis' tile span fit.
+  const int64_t limit = int64_t{1} << 31;
+  a.narrow = a.batch * a.groups * a.seq < limit && a.batch * a.tokens < limit;
+  for (int i = 0; i < a.perm.rank; ++i)
+    a.narrow = a.narrow && a.perm.extent[i] + a.perm.tile[i] * a.perm.dilation[i] < limit;
+  const int64_t warps = (a.items + a.warp_tokens - 1) / a.warp_tokens;
+  const int64_t wanted = (warps * 32 + threads - 1) / threads;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{props.sm_count} * 16));
   const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(threads));
   if (pad)
@@ -185,6 +243,7 @@ int plan(PermuteArgs& a, const TensorView& u, const TensorView& p, const sem::Pe
   const int64_t p_row_bytes = p.shape[3] * esize;
   *pad = p_row_bytes != row_bytes;
   a.perm = perm;
+  a.batch = u.shape[0];
   a.groups = perm.num_groups();
   a.seq = perm.seq_len();
   a.tokens = 1;
