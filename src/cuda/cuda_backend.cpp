@@ -59,7 +59,6 @@ class HopperFmha final : public Backend {
  public:
   const char* name() const override { return "hopper-fmha"; }
   std::string reject(const FmhaProblem& p, Pass) const override {
-    if (p.is_varlen) return std::string(name()) + " does not support variable-length attention (use cutlass-fmha)";
     if (!p.scale_positive) return std::string(name()) + " needs a softmax scale > 0 (use cutlass-fmha)";
     if (!cuda::sm90::fmha_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
       return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +

@@ -1,12 +1,13 @@
 // GPU tests of the Hopper (sm_90a) FMHA forward kernel (src/cuda/sm90/fmha_fwd) against the CPU
 // `reference` backend on host copies: random inputs (never zero), outputs poisoned with NaN,
 // Sq / Skv in {1, 77, 128, 1000, 4096}, causal and not, GQA, padded (strided) layouts, fp16 / bf16,
-// head dims 64 / 128; plus the argument checks (NotImplementedError / ValueError, never an abort).
+// head dims 64 / 128, variable-length batches; plus the argument checks (NotImplementedError / ValueError, never an abort).
 // Skipped without a compute capability 9.0 GPU; instantiations not compiled into this build are
 // reported and skipped.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -166,6 +167,146 @@ TEST_F(HopperFmha, GqaPaddedScaleNoLse) {
   run_all(cases, 3000);
 }
 
+// Variable length: packed sequences of assorted lengths (0, 1, < 128, not multiples of 128, more
+// queries than keys and the reverse, sequences without keys), rows past the last sequence, GQA,
+// causal and not, with and without the max_seqlen_q hint. Per sequence against the reference:
+// relative L2 of its output rows and the LSE; rows without keys give O = 0 and LSE = -inf, rows
+// outside every sequence O = 0 and LSE = 0, exactly.
+struct VarlenCase {
+  std::vector<int> q_lens, kv_lens;
+  int64_t extra_q = 0, extra_kv = 0, heads = 4, heads_kv = 2, d = 64;
+  bool causal = false, hint = false, with_lse = true;
+};
+
+void run_varlen(const VarlenCase& c, DType dtype, uint64_t seed) {
+  const std::string name = std::string(c.causal ? "causal" : "full") + (c.hint ? "_hint" : "") + "_d" +
+                           std::to_string(c.d) + "_" + dtype_name(dtype);
+  if (!cuda::sm90::fmha_forward_compiled(dtype, static_cast<int>(c.d))) {
+    std::printf("  [not compiled] varlen %s\n", name.c_str());
+    return;
+  }
+  const size_t n = c.q_lens.size();
+  std::vector<int32_t> cu_q(n + 1, 0), cu_kv(n + 1, 0);
+  int max_q = 0;
+  for (size_t s = 0; s < n; ++s) {
+    cu_q[s + 1] = cu_q[s] + c.q_lens[s];
+    cu_kv[s + 1] = cu_kv[s] + c.kv_lens[s];
+    max_q = std::max(max_q, c.q_lens[s]);
+  }
+  const int64_t tq = cu_q[n] + c.extra_q, tkv = cu_kv[n] + c.extra_kv;
+  std::mt19937_64 rng(seed);
+  Dual q, k, v, o, lse;
+  q.init(dtype, {1, tq, c.heads, c.d}, 0, &rng, false);
+  k.init(dtype, {1, tkv, c.heads_kv, c.d}, 0, &rng, false);
+  v.init(dtype, {1, tkv, c.heads_kv, c.d}, 0, &rng, false);
+  o.init(dtype, {1, tq, c.heads, c.d}, 0, nullptr, true);
+  lse.init(DType::f32, {1, tq, c.heads}, 0, nullptr, true);
+  void* dcu = nullptr;
+  test::check_cuda(cudaMalloc(&dcu, 2 * (n + 1) * sizeof(int32_t)), "cudaMalloc");
+  test::check_cuda(cudaMemcpy(dcu, cu_q.data(), (n + 1) * sizeof(int32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+  test::check_cuda(cudaMemcpy(static_cast<int32_t*>(dcu) + n + 1, cu_kv.data(), (n + 1) * sizeof(int32_t),
+                              cudaMemcpyHostToDevice),
+                   "cudaMemcpy");
+  const std::vector<int64_t> cu_shape = {static_cast<int64_t>(n + 1)};
+  const Device gpu{DeviceKind::cuda, 0};
+  FmhaForwardArgs da, ha;
+  da.is_causal = ha.is_causal = c.causal;
+  da.query = q.dview; da.key = k.dview; da.value = v.dview; da.out = o.dview;
+  if (c.with_lse) da.lse = lse.dview;
+  da.cu_seqlens_q = TensorView(dcu, DType::i32, cu_shape, gpu);
+  da.cu_seqlens_kv = TensorView(static_cast<int32_t*>(dcu) + n + 1, DType::i32, cu_shape, gpu);
+  if (c.hint) da.max_seqlen_q = max_q;
+  HostTensor ref_o = o.host, ref_l = lse.host;
+  ha.query = q.hview; ha.key = k.hview; ha.value = v.hview;
+  ha.out = TensorView(ref_o.view.data, dtype, o.hview.shape, o.hview.strides);
+  ha.lse = TensorView(ref_l.view.data, DType::f32, lse.hview.shape, lse.hview.strides);
+  ha.cu_seqlens_q = TensorView(cu_q.data(), DType::i32, cu_shape);
+  ha.cu_seqlens_kv = TensorView(cu_kv.data(), DType::i32, cu_shape);
+
+  cuda::sm90::fmha_forward(da, nullptr);
+  const cudaError_t sync = cudaDeviceSynchronize();
+  cudaFree(dcu);
+  test::check_cuda(sync, "fmha_forward varlen (kernel)");
+  RunOptions ropt;
+  ropt.backend = "reference";
+  fmha_forward(ha, ropt);
+  const std::vector<double> go = gather(o.fetch(), o.hview), gl = gather(lse.fetch(), lse.hview);
+  const std::vector<double> ro = gather(ref_o, o.hview), rl = gather(ref_l, lse.hview);
+  const int64_t row = c.heads * c.d;  // elements of one token's output
+  double worst = 0, worst_lse = 0;
+  int64_t bad_exact = 0;
+  // Query rows [r0, r1): relative L2 of their outputs (exact match where the reference is 0 on a
+  // row without keys or outside every sequence) and the LSE difference.
+  auto check_rows = [&](int64_t r0, int64_t r1, bool exact) {
+    double num = 0, den = 0;
+    for (int64_t i = r0 * row; i < r1 * row; ++i) {
+      const double d = go[static_cast<size_t>(i)] - ro[static_cast<size_t>(i)];
+      if (exact && go[static_cast<size_t>(i)] != ro[static_cast<size_t>(i)]) ++bad_exact;
+      if (!std::isfinite(go[static_cast<size_t>(i)])) ++bad_exact;
+      num += d * d;
+      den += ro[static_cast<size_t>(i)] * ro[static_cast<size_t>(i)];
+    }
+    if (r1 > r0 && !exact) worst = std::max(worst, std::sqrt(num / (den > 0 ? den : 1)));
+    if (!c.with_lse) return;
+    for (int64_t i = r0 * c.heads; i < r1 * c.heads; ++i) {
+      const double g = gl[static_cast<size_t>(i)], r = rl[static_cast<size_t>(i)];
+      if (exact || std::isinf(r)) {
+        if (!(g == r)) ++bad_exact;
+      } else {
+        worst_lse = std::max(worst_lse, std::isfinite(g) ? std::fabs(g - r) : 1e30);
+      }
+    }
+  };
+  for (size_t s = 0; s < n; ++s) check_rows(cu_q[s], cu_q[s + 1], c.kv_lens[s] == 0);
+  check_rows(cu_q[n], tq, true);
+  std::printf("  varlen %-22s worst sequence rel L2 %.3g  lse max abs %.3g\n", name.c_str(), worst, worst_lse);
+  EXPECT_EQ(bad_exact, 0) << name << ": non-finite outputs, or rows without keys / outside every sequence not exact";
+  EXPECT_LE(worst, out_tol(dtype)) << name;
+  EXPECT_LE(worst_lse, kLseTol) << name;
+  if (!c.with_lse) {
+    for (double x : gather(lse.fetch(), lse.hview))
+      if (!std::isnan(x)) {
+        ADD_FAILURE() << name << ": lse written although not requested";
+        break;
+      }
+  }
+}
+
+TEST_F(HopperFmha, Varlen) {
+  std::vector<VarlenCase> cases;
+  for (int64_t d : {64, 128}) {
+    for (bool causal : {false, true}) {
+      VarlenCase c;
+      c.q_lens = {1, 77, 128, 300, 0, 1000, 5};
+      c.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
+      c.extra_q = 7;
+      c.extra_kv = 3;
+      c.d = d;
+      c.causal = causal;
+      cases.push_back(c);
+    }
+    VarlenCase h;  // with the hint, MQA, no LSE, one long sequence
+    h.q_lens = {513, 128, 1, 2049};
+    h.kv_lens = {100, 4000, 256, 2049};
+    h.heads = 3;
+    h.heads_kv = 1;
+    h.d = d;
+    h.causal = true;
+    h.hint = true;
+    h.with_lse = false;
+    cases.push_back(h);
+  }
+  uint64_t seed = 5000;
+  for (const VarlenCase& c : cases)
+    for (DType t : {DType::f16, DType::bf16}) {
+      try {
+        run_varlen(c, t, seed++);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "varlen: " << e.what();
+      }
+    }
+}
+
 // Unsupported or invalid arguments raise; nothing aborts.
 TEST_F(HopperFmha, RejectsUnsupported) {
   std::mt19937_64 rng(7);
@@ -203,8 +344,10 @@ TEST_F(HopperFmha, RejectsUnsupported) {
     a.scale = -1.0;
     EXPECT_THROW(cuda::sm90::fmha_forward(a, nullptr), NotImplementedError);
     a = args(q, k, v, o);
-    a.cu_seqlens_q = q.dview;
-    EXPECT_THROW(cuda::sm90::fmha_forward(a, nullptr), NotImplementedError);
+    a.cu_seqlens_q = q.dview;  // without cu_seqlens_kv
+    EXPECT_THROW(cuda::sm90::fmha_forward(a, nullptr), ValueError);
+    a.cu_seqlens_kv = q.dview;  // not int32
+    EXPECT_THROW(cuda::sm90::fmha_forward(a, nullptr), ValueError);
     Dual k3, v3;
     k3.init(DType::bf16, {1, 64, 3, 64}, 0, &rng, false);
     v3.init(DType::bf16, {1, 64, 3, 64}, 0, &rng, false);

@@ -246,13 +246,14 @@ def test_attention_cuda(causal, dtype, fmha_backend):
 
 
 def test_attention_varlen_cuda(fmha_backend):
-    if fmha_backend.startswith("flex") or fmha_backend.startswith("hopper"):
+    if fmha_backend.startswith("flex"):
         pytest.skip(f"{fmha_backend} has no variable-length mode")
     g = torch.Generator().manual_seed(21)
-    seqlens = torch.tensor([5, 0, 70, 33], dtype=torch.int32)
+    seqlens = torch.tensor([5, 0, 70, 33, 200], dtype=torch.int32)
     n = int(seqlens.sum())
     backward = fmha_backend_present(fmha_backend, True)
-    q, k, v = (torch.randn(1, n, 2, 32, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
+    head_dim = 64 if fmha_backend.startswith("hopper") else 32  # hopper-fmha: head dims 64 / 128
+    q, k, v = (torch.randn(1, n, 2, head_dim, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
                for _ in range(3))
     dev_seqlens = seqlens.to(DEV)
     out = nattn.attention(q, k, v, is_causal=True, seqlens_Q=dev_seqlens, seqlens_KV=dev_seqlens,

@@ -199,6 +199,8 @@ struct FmhaFwdKernelParams {
   int num_m_blocks;
   float scale_log2;
   int causal;
+  const int* cu_q;   // varlen FMHA: per-sequence query / key offsets (FmhaFwdParams), else nullptr
+  const int* cu_kv;
   NaGeom na;  // kNa only
   // Direct NA mode (na.direct): rank-5 TMA descriptors over the caller's Q / K / V, dims
   // (heads * D, S_0, S_1, S_2, B) in NaGeom's axis order, box (64, tile_0, tile_1, tile_2, 1).
@@ -355,10 +357,23 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   // Causal FMHA: the most expensive Q tiles (the last ones) are launched first. NA: p.causal = 0
   // (its per-axis causality lives in p.na).
   const int m_block = p.causal ? p.num_m_blocks - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
-  const int head = blockIdx.y, batch = blockIdx.z;
+  const int head = blockIdx.y;
   const int head_kv = head / p.group;
-  const int kv_end = p.causal ? min(p.seqlen_kv, (m_block + 1) * kBM) : p.seqlen_kv;
-  const int n_blocks = (kv_end + kBN - 1) / kBN;  // >= 1 (seqlen_kv >= 1)
+  // This CTA's sequence: batch entry blockIdx.z, or (varlen FMHA) packed sequence blockIdx.z of the
+  // single batch entry, starting at query row q_start and key row kv_start.
+  int batch = blockIdx.z, q_start = 0, kv_start = 0, seq_q = p.seqlen_q, seq_kv = p.seqlen_kv;
+  if (!kNa && p.cu_q != nullptr) {
+    batch = 0;
+    q_start = p.cu_q[blockIdx.z];
+    seq_q = p.cu_q[blockIdx.z + 1] - q_start;
+    kv_start = p.cu_kv[blockIdx.z];
+    seq_kv = p.cu_kv[blockIdx.z + 1] - kv_start;
+    if (m_block * kBM >= seq_q) return;  // the grid covers the longest sequence (CTA-uniform, no barrier yet)
+  }
+  const int kv_end = p.causal ? min(seq_kv, (m_block + 1) * kBM) : seq_kv;
+  // >= 1: a varlen sequence without keys still walks one (fully masked) tile, so that its rows come
+  // out as O = 0, LSE = -inf through the ordinary epilogue.
+  const int n_blocks = max(1, (kv_end + kBN - 1) / kBN);
 
   // NA direct mode: Q/K/V/O/LSE in the caller's layout (NaGeom::direct), CTA-uniform.
   const bool direct = kNa && p.na.direct;
@@ -419,7 +434,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     } else {
       const int end = (t + 1) * kBN;
       tile.index = t;
-      tile.masked = end > p.seqlen_kv || (p.causal && end - 1 > m_block * kBM);
+      tile.masked = end > seq_kv || (p.causal && end - 1 > m_block * kBM);
       return t;
     }
   };
@@ -485,9 +500,15 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.seqlen_q, int(D), p.heads, p.batch));
       Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.seqlen_kv, int(D), p.heads_kv, p.batch));
       Tensor mV = p.tma_v.get_tma_tensor(make_shape(int(D), p.seqlen_kv, p.heads_kv, p.batch));
-      Tensor gQ = local_tile(mQ(_, _, head, batch), Shape<Int<kBM>, Int<D>>{}, make_coord(m_block, 0));  // (BM, D)
-      Tensor gK = local_tile(mK(_, _, head_kv, batch), Shape<Int<kBN>, Int<D>>{}, make_coord(_, 0));  // (BN, D, n)
-      Tensor gV = local_tile(mV(_, _, head_kv, batch), Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
+      // Varlen: the sequence's rows start at q_start / kv_start of the packed tensors (rows past the
+      // sequence belong to the next one or lie outside the tensor, read as zeros; they are masked or
+      // not stored).
+      Tensor gQ = local_tile(domain_offset(make_coord(q_start, 0), mQ(_, _, head, batch)), Shape<Int<kBM>, Int<D>>{},
+                             make_coord(m_block, 0));  // (BM, D)
+      Tensor gK = local_tile(domain_offset(make_coord(kv_start, 0), mK(_, _, head_kv, batch)),
+                             Shape<Int<kBN>, Int<D>>{}, make_coord(_, 0));  // (BN, D, n)
+      Tensor gV = local_tile(domain_offset(make_coord(0, kv_start), mV(_, _, head_kv, batch)),
+                             Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
       auto [tQg, tQs] = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto [tKg, tKs] = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
       auto [tVg, tVs] = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
@@ -539,7 +560,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // FMHA: keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1).
     int col_limit[2];
     CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(p.seqlen_kv, rows[r] + 1) : p.seqlen_kv;
+    for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(seq_kv, rows[r] + 1) : seq_kv;
     // NA: the in-group window of each of the thread's two rows per axis (padding keys lie outside
     // every window, so the window test also masks them). Held in registers, except with kDbufP
     // (the second P buffer leaves no room): then read from shared memory by each masked tile.
@@ -757,7 +778,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       lse[r] = l > 0.f ? (row_max[r] * c + __log2f(l)) * 0.69314718055994531f : -INFINITY;
     }
     Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
-    T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2];
+    T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2] + q_start * p.o_stride[1];
     // Where CTA tile row `lrow` (0..127) goes: false for padding rows; else the element offsets of
     // its O row (from o_base) and of its LSE (from the (batch, head) base). Sequence layout: row
     // m_block * 128 + lrow; direct NA: the row's grid coordinate, decoded as the TMA box laid it out.
@@ -777,7 +798,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       const int grow = m_block * kBM + lrow;
       o_off = static_cast<int64_t>(grow) * p.o_stride[1];
       l_off = static_cast<int64_t>(grow) * p.lse_stride[1];
-      return grow < p.seqlen_q;
+      return grow < seq_q;
     };
     bool staged = false;
     if constexpr (V::kSmemEpilogue) {
@@ -836,7 +857,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       for (int r = 0; r < 2; ++r) {
         int64_t o_off, l_off;
         if (row_dest(rows[r] - m_block * kBM, o_off, l_off))
-          p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + l_off] = lse[r];
+          p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + q_start * p.lse_stride[1] + l_off] = lse[r];
       }
     }
   }
@@ -870,9 +891,11 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       a.heads,
       a.heads_kv,
       a.heads / a.heads_kv,
-      (a.seqlen_q + C::kBlockM - 1) / C::kBlockM,
+      ((a.cu_q != nullptr ? a.max_seqlen_q : a.seqlen_q) + C::kBlockM - 1) / C::kBlockM,
       a.scale_log2,
       a.causal ? 1 : 0,
+      na == nullptr ? a.cu_q : nullptr,
+      na == nullptr ? a.cu_kv : nullptr,
       na != nullptr ? *na : NaGeom{},
       {},
       {},
@@ -893,8 +916,10 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
   auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
   const int smem = C::kSmemBytes;
   NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int grid_z = na == nullptr && a.cu_q != nullptr ? a.num_seqs : a.batch;  // varlen: one slice per sequence
+  if (p.num_m_blocks == 0 || grid_z == 0) return;
   const dim3 grid(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
-                  static_cast<unsigned>(a.batch));
+                  static_cast<unsigned>(grid_z));
   kernel<<<grid, C::kThreads, smem, stream>>>(p);
   NATTN_CUDA_CHECK_LAUNCH(kNa ? "attn_fwd_sm90_kernel<na>" : "attn_fwd_sm90_kernel<fmha>");
 }

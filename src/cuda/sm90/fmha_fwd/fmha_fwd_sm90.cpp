@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -12,6 +13,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/sm80/fna_fwd/aux_kernels.h"
 #include "cuda/sm90/fmha_fwd/params.h"
 #include "nattn/errors.h"
 
@@ -67,7 +69,6 @@ Check check_args(const FmhaForwardArgs& a) {
   for (const TensorView* t : {&q, &k, &v, &o})
     if (t->dim() != 4)
       return fail(Verdict::value_error, "query/key/value/out must be 4-D [B, S, H, D], got " + shape_of(*t));
-  if (a.cu_seqlens_q || a.cu_seqlens_kv) return fail(Verdict::not_implemented, "varlen (cu_seqlens) is not supported");
   for (const TensorView* t : {&q, &k, &v, &o})
     if (t->device.kind != DeviceKind::cuda || t->device != q.device)
       return fail(Verdict::not_implemented, "every tensor must be on one CUDA device, got " + t->describe());
@@ -100,12 +101,31 @@ Check check_args(const FmhaForwardArgs& a) {
                                             l.describe());
     if (reinterpret_cast<uintptr_t>(l.data) % 4 != 0) return fail(Verdict::value_error, "lse is not 4-byte aligned");
   }
+  if (a.cu_seqlens_q.has_value() != a.cu_seqlens_kv.has_value())
+    return fail(Verdict::value_error, "cu_seqlens_q and cu_seqlens_kv must be given together");
+  if (a.cu_seqlens_q) {  // varlen: one packed batch entry, int32 offsets on the query's device
+    if (B != 1) return fail(Verdict::value_error, "varlen needs batch 1 (packed sequences), got " + std::to_string(B));
+    for (const TensorView* t : {&*a.cu_seqlens_q, &*a.cu_seqlens_kv}) {
+      if (t->dtype != DType::i32 || t->dim() != 1 || t->size(0) < 2 || t->device != q.device)
+        return fail(Verdict::value_error, "cu_seqlens must be int32 [num_seqs + 1] on the query's device, got " +
+                                              t->describe());
+      if (t->strides[0] != 1) return fail(Verdict::not_implemented, "cu_seqlens must be contiguous, got " + t->describe());
+    }
+    if (a.cu_seqlens_q->size(0) != a.cu_seqlens_kv->size(0))
+      return fail(Verdict::value_error, "cu_seqlens_q and cu_seqlens_kv differ in length: " +
+                                            a.cu_seqlens_q->describe() + " and " + a.cu_seqlens_kv->describe());
+    if (a.cu_seqlens_q->size(0) - 1 > 65535)
+      return fail(Verdict::not_implemented, "at most 65535 varlen sequences, got " +
+                                                std::to_string(a.cu_seqlens_q->size(0) - 1));
+    if (a.max_seqlen_q < 0 || a.max_seqlen_q > kMaxSeq)
+      return fail(Verdict::value_error, "max_seqlen_q must be in [0, 2^31 - 128), got " + std::to_string(a.max_seqlen_q));
+  }
   if (B > 65535 || H > 65535)
     return fail(Verdict::not_implemented, "batch and heads must be <= 65535, got " + std::to_string(B) + ", " + std::to_string(H));
   if (Sq > kMaxSeq || Skv > kMaxSeq)
     return fail(Verdict::not_implemented, "sequence lengths must be < 2^31 - 128, got " + std::to_string(Sq) + ", " +
                                               std::to_string(Skv));
-  if (Skv == 0 && Sq > 0 && B > 0) return fail(Verdict::not_implemented, "seqlen_kv == 0 (no keys)");
+  if (Skv == 0 && Sq > 0 && B > 0 && !a.cu_seqlens_q) return fail(Verdict::not_implemented, "seqlen_kv == 0 (no keys)");
   const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
   if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
   if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
@@ -178,6 +198,27 @@ void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
   p.causal = a.is_causal;
   const Launch launch = find_kernel(q.dtype, static_cast<int>(q.shape[3]));
   DeviceGuard guard(q.device.index);
+  if (a.cu_seqlens_q) {
+    p.cu_q = static_cast<const int*>(a.cu_seqlens_q->data);
+    p.cu_kv = static_cast<const int*>(a.cu_seqlens_kv->data);
+    p.num_seqs = static_cast<int>(a.cu_seqlens_q->size(0) - 1);
+    int64_t max_q = a.max_seqlen_q;
+    if (max_q == 0) {  // no hint: read the offsets (synchronises the stream)
+      std::vector<int> cu(static_cast<size_t>(p.num_seqs + 1));
+      NATTN_CUDA_CHECK(cudaMemcpyAsync(cu.data(), p.cu_q, cu.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
+      NATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
+      for (size_t s = 0; s + 1 < cu.size(); ++s) max_q = std::max<int64_t>(max_q, cu[s + 1] - cu[s]);
+      if (max_q > kMaxSeq)
+        throw NotImplementedError("hopper-fmha: a varlen sequence of " + std::to_string(max_q) +
+                                  " queries (at most 2^31 - 128)");
+    }
+    p.max_seqlen_q = static_cast<int>(max_q);
+    // Rows past the last sequence belong to none: O = 0, LSE = 0 (the kernel never visits them).
+    const int64_t os[3] = {o.strides[0], o.strides[1], o.strides[2]};
+    const int64_t ls[3] = {p.lse_stride[0], p.lse_stride[1], p.lse_stride[2]};
+    fna::zero_uncovered_rows(o.data, dtype_size(o.dtype), q.shape[1], q.shape[2], o.shape[3], os, p.lse,
+                             a.lse ? ls : nullptr, p.cu_q, p.num_seqs, stream);
+  }
   launch(p, stream);
 }
 

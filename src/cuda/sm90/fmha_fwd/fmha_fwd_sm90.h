@@ -1,8 +1,10 @@
-// Host entry of the Hopper (sm_90a) FMHA forward kernel (future registry name `hopper-fmha`).
+// Host entry of the Hopper (sm_90a) FMHA forward kernel (registry name `hopper-fmha`).
 // Framework-free: takes the library's FmhaForwardArgs with device views and a CUDA stream.
 //
 // Supported: fp16 / bf16, head dim 64 or 128 (D == Dv), non-causal or top-left causal, GQA/MQA
-// (H a multiple of Hkv), any Sq, Skv >= 1 up to 2^31 - 1, batch and heads up to 65535, softmax
+// (H a multiple of Hkv), any Sq, Skv >= 1 up to 2^31 - 1, batch and heads up to 65535, variable
+// length (B == 1, contiguous int32 cu_seqlens on the device, at most 65535 sequences; without a
+// max_seqlen_q hint the offsets are read back, which synchronises the stream), softmax
 // scale > 0; every tensor's head dim contiguous, base address and other strides multiples of 16
 // bytes (TMA). Anything else raises NotImplementedError (valid but unsupported) or ValueError
 // (inconsistent arguments); nothing aborts. Needs a compute capability 9.0 device.

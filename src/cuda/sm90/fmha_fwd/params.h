@@ -69,6 +69,14 @@ struct FmhaFwdParams {
   int batch = 0, seqlen_q = 0, seqlen_kv = 0, heads = 0, heads_kv = 0;
   float scale_log2 = 0.f;  // softmax scale * log2(e), > 0
   bool causal = false;     // top-left aligned: query i sees keys j <= i
+
+  // Variable length (FMHA only): batch == 1, seqlen_q / seqlen_kv are the packed totals, and
+  // sequence s has the query rows [cu_q[s], cu_q[s + 1]) and key rows [cu_kv[s], cu_kv[s + 1])
+  // (int32 device arrays of num_seqs + 1 entries). One grid z-slice per sequence, with
+  // ceil(max_seqlen_q / 128) Q tiles each; max_seqlen_q must be >= every sequence's query count.
+  const int* cu_q = nullptr;
+  const int* cu_kv = nullptr;
+  int num_seqs = 0, max_seqlen_q = 0;
 };
 
 // NA geometry of one launch (hopper-fna): the kernel runs on token-permuted tensors
