@@ -3,7 +3,8 @@
 // for the problem (the first is the default), and the permuted mode (NATTN_HOPPER_FNA_PERMUTED=1,
 // tile (4,4,8)) as the whole op and as the kernel alone on pre-permuted tensors; compared with
 // cutlass-fna (registry) and, for the stride-16x8x8 case, a dense hopper-fmha run, in the same
-// process. Median of 10 timed calls after 3 warm-ups, CUDA events.
+// process. Median of 10 timed calls after 3 warm-ups, CUDA events. The stride-16x8x8 ratio is also
+// measured with the two kernels alternating call by call (same clocks and temperature).
 // Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8.
 // Effective FLOPs = 4 * tokens * prod(window) * D * heads.
 // Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare] [--diag]
@@ -82,6 +83,8 @@ int main(int argc, char** argv) {
   // throughput the stride-16x8x8 case is compared with), and x 10368 keys (81 KV tiles per CTA, as
   // the stride-16x8x8 NA walks: the same per-CTA work, to separate the per-CTA fixed costs).
   double fmha_tf = 0.0;
+  FmhaForwardArgs dense_fmha;  // the 16384 x 16384 problem, kept for the interleaved comparison below
+  const double dense_flops = 4.0 * 16384.0 * 16384.0 * double(D) * double(H);
   for (const int64_t Lkv : {int64_t{16384}, int64_t{10368}}) {
     const int64_t L = 16384, nq = L * H * D, nkv = Lkv * H * D;
     void* fq = bench::random_device(nq, dtype, 4);
@@ -104,6 +107,10 @@ int main(int argc, char** argv) {
                   static_cast<long long>(D), ms, t);
     } catch (const std::exception& e) {
       std::printf("hopper-fmha dense not run: %s\n", e.what());
+    }
+    if (Lkv == L) {
+      dense_fmha = fa;
+      continue;
     }
     for (void* p : {fq, fk, fv, fo}) CHECK(cudaFree(p));
   }
@@ -220,6 +227,19 @@ int main(int argc, char** argv) {
         rc = 1;
       }
     }
+    if (stride[0] > 1 && dense_fmha.query.data != nullptr) {
+      // The ratio again with the default config and the dense hopper-fmha run alternately (the
+      // sequential numbers above compare a cool GPU's FMHA with an NA run that comes seconds later).
+      RunOptions fopt;
+      fopt.backend = "hopper-fmha";
+      const auto [na_ms, fmha_ms] = bench::interleaved_median_ms(
+          [&] { cuda::sm90::na_forward(args, listed.front(), nullptr); }, [&] { fmha_forward(dense_fmha, fopt); });
+      const double na_tf = tf(na_ms), f_tf = dense_flops / (fmha_ms * 1e-3) / 1e12;
+      std::printf("  interleaved: hopper-fna %s %8.3f ms %7.1f TFLOP/s | hopper-fmha dense %8.3f ms %7.1f TFLOP/s | "
+                  "%.3fx\n",
+                  ("q" + tup(listed.front().q_tile) + " kv" + tup(listed.front().kv_tile)).c_str(), na_ms, na_tf,
+                  fmha_ms, f_tf, na_tf / f_tf);
+    }
     if (compare) {
       try {
         RunOptions opt;
@@ -233,5 +253,7 @@ int main(int argc, char** argv) {
   }
   CHECK(cudaDeviceSynchronize());
   for (void* p : {q, k, v, o, static_cast<void*>(lse)}) CHECK(cudaFree(p));
+  for (void* p : {dense_fmha.query.data, dense_fmha.key.data, dense_fmha.value.data, dense_fmha.out.data})
+    if (p != nullptr) CHECK(cudaFree(p));
   return rc;
 }

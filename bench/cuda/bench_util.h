@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "core/half.h"
@@ -78,6 +79,26 @@ Timing timing_ms(F&& f, int warmup = 3, int iters = 10) {
   std::sort(t.begin(), t.end());
   const size_t m = t.size() / 2;
   return Timing{t.size() % 2 ? t[m] : (t[m - 1] + t[m]) / 2, t.front(), t.back()};
+}
+
+// Medians of `iters` calls each of f and g, alternating f, g, f, g, ... after `warmup` untimed
+// pairs: both see the same clocks and temperature (a ratio of two runs timed one after the other is
+// biased by the GPU heating up under the first).
+template <class F, class G>
+std::pair<double, double> interleaved_median_ms(F&& f, G&& g, int warmup = 3, int iters = 15) {
+  for (int i = 0; i < warmup; ++i) {
+    f();
+    g();
+  }
+  NATTN_BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<double> tf, tg;
+  for (int i = 0; i < iters; ++i) {
+    tf.push_back(timing_ms(f, 0, 1).median);
+    tg.push_back(timing_ms(g, 0, 1).median);
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(tg.begin(), tg.end());
+  return {tf[tf.size() / 2], tg[tg.size() / 2]};
 }
 
 // Median of timing_ms.
