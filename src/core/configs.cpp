@@ -196,7 +196,7 @@ Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
 
 // hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): Q and KV tiles of 128 tokens each, any
 // power-of-two shape of the rank (sizes 1 allowed, Q and KV shapes independent), two consumer
-// warpgroups on one Q tile (cooperative), head dims 64 and 128.
+// warpgroups on one Q tile (cooperative), head dims 32, 64 and 128.
 
 // All shapes of `rank` axes, each a power of two >= 1, with the given volume.
 std::vector<Shape> pow2_shapes_from_1(int rank, int64_t volume) {
@@ -331,7 +331,7 @@ ConfigList hopper_fna_forward(const NaProblem& p) {
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
-// tile, two consumer warpgroups on one Q tile (cooperative), head dims 64 and 128.
+// tile, two consumer warpgroups on one Q tile (cooperative), head dims 32, 64 and 128.
 Configs hopper_fmha_forward() { return {pair({128}, {128}, KernelSchedule::cooperative)}; }
 
 Configs blackwell_forward(int rank) {

@@ -1,7 +1,7 @@
 // GPU tests of the Hopper (sm_90a) FMHA forward kernel (src/cuda/sm90/fmha_fwd) against the CPU
 // `reference` backend on host copies: random inputs (never zero), outputs poisoned with NaN,
 // Sq / Skv in {1, 77, 128, 1000, 4096}, causal and not, GQA, padded (strided) layouts, fp16 / bf16,
-// head dims 64 / 128, variable-length batches; plus the argument checks (NotImplementedError / ValueError, never an abort).
+// head dims 32 / 64 / 128, variable-length batches; plus the argument checks (NotImplementedError / ValueError, never an abort).
 // Skipped without a compute capability 9.0 GPU; instantiations not compiled into this build are
 // reported and skipped.
 #include <cuda_runtime.h>
@@ -149,12 +149,13 @@ void run_all(const std::vector<Case>& cases, uint64_t seed) {
   if (ran == 0) GTEST_SKIP() << "no instantiation of these cases is compiled into this build";
 }
 
+TEST_F(HopperFmha, SequenceLengthsHd32) { run_all(sequence_cases(32), 500); }
 TEST_F(HopperFmha, SequenceLengthsHd64) { run_all(sequence_cases(64), 1000); }
 TEST_F(HopperFmha, SequenceLengthsHd128) { run_all(sequence_cases(128), 2000); }
 
 TEST_F(HopperFmha, GqaPaddedScaleNoLse) {
   std::vector<Case> cases;
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {32, 64, 128}) {
     { Case c; c.d = d; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true; cases.push_back(c); }
     { Case c; c.d = d; c.heads = 4; c.heads_kv = 1; c.sq = 300; c.skv = 777; cases.push_back(c); }
     { Case c; c.d = d; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8; c.causal = true;
@@ -274,7 +275,7 @@ void run_varlen(const VarlenCase& c, DType dtype, uint64_t seed) {
 
 TEST_F(HopperFmha, Varlen) {
   std::vector<VarlenCase> cases;
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {32, 64, 128}) {
     for (bool causal : {false, true}) {
       VarlenCase c;
       c.q_lens = {1, 77, 128, 300, 0, 1000, 5};
@@ -327,9 +328,9 @@ TEST_F(HopperFmha, RejectsUnsupported) {
     EXPECT_THROW(cuda::sm90::fmha_forward(args(q, k, v, o), nullptr), NotImplementedError);
     EXPECT_FALSE(cuda::sm90::fmha_forward_unsupported_reason(args(q, k, v, o)).empty());
   }
-  {  // head dim 32
+  {  // head dim 48 (32, 64, 128 only)
     Dual q, k, v, o;
-    make(q, k, v, o, DType::bf16, 32, 0);
+    make(q, k, v, o, DType::bf16, 48, 0);
     EXPECT_THROW(cuda::sm90::fmha_forward(args(q, k, v, o), nullptr), NotImplementedError);
   }
   {  // strides not multiples of 16 bytes (pad 5 elements)

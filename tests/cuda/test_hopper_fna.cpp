@@ -2,7 +2,7 @@
 // against the CPU `reference` backend on host copies: random inputs (never zero), outputs poisoned
 // with NaN, 1-D / 2-D / 3-D, extents not multiples of the tiles, kernel sizes up to the full
 // extent, stride, dilation, per-axis causality, GQA, padded (strided) layouts, several tile shapes
-// (also different Q and KV tiles), fp16 / bf16, head dims 64 / 128 and, zero-padded by the
+// (also different Q and KV tiles), fp16 / bf16, head dims 32 / 64 / 128 and, zero-padded by the
 // permutation, 16 / 32 / 40 / Dv != D, additional KV tokens (dense hopper-fmha part merged by LSE);
 // the 72 golden cases (NATTEN) through the public nattn::na_forward with backend "hopper-fna" (head
 // dims 8 / 16 / 32, additional KV); and the argument / config checks, which agree with the registry.
@@ -186,7 +186,7 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
 
 using Dims = std::vector<std::pair<int64_t, int64_t>>;  // (D, Dv)
 
-void run_all(const std::vector<Case>& cases, uint64_t seed, const Dims& dims = {{64, 64}, {128, 128}}) {
+void run_all(const std::vector<Case>& cases, uint64_t seed, const Dims& dims = {{32, 32}, {64, 64}, {128, 128}}) {
   int ran = 0, skipped = 0;
   for (const Case& base : cases)
     for (const auto& [d, dv] : dims)
@@ -255,7 +255,7 @@ TEST_F(HopperFna, ThreeD) {
 }
 
 // Direct mode (no permutation; rank-5 TMA boxes of the caller's tensors, KV tiles from the KV box
-// start): dilation-1 problems at head dims 64 / 128 with contiguous heads. Tile shapes with size-1
+// start): dilation-1 problems at head dims 32 / 64 / 128 with contiguous heads. Tile shapes with size-1
 // axes, Q and KV shapes that differ, odd extents (boxes past the grid end read zeros), stride,
 // causality, GQA, batch 2, no LSE. Then the same cases forced through the permuted path
 // (NATTN_HOPPER_FNA_PERMUTED=1), which the other tests reach only through dilation, padding,
@@ -280,7 +280,8 @@ TEST_F(HopperFna, DirectMode) {
   unsetenv("NATTN_HOPPER_FNA_PERMUTED");
 }
 
-// Head dims below the kernel's (zero-padded to 64, or 128 when max(D, Dv) > 64 by the permutation)
+// Head dims below the kernel's (zero-padded to the smallest kernel head dim 32 / 64 / 128 >= max(D,
+// Dv) by the permutation)
 // and Dv != D: 1-D / 2-D / 3-D with stride, dilation, causality, GQA, strided layouts.
 TEST_F(HopperFna, PaddedHeadDims) {
   std::vector<Case> cs;

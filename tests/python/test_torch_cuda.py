@@ -33,7 +33,7 @@ def _runs(fn):
 
 
 def _tiny(dtype=torch.float16, grad=False):
-    # head dim 64: every CUDA backend family runs it (hopper-* takes 64 and 128 only)
+    # head dim 64: every CUDA backend family runs it (hopper-* takes 32, 64 and 128 only)
     x = torch.randn(1, 16, 2, 64, device=DEV, dtype=dtype, requires_grad=grad)
     return x
 
@@ -85,14 +85,14 @@ def fmha_backend(request):
 
 def hopper_cannot(backend, head_dim, head_dim_v, extra):
     """Why a hopper-* backend does not run this problem (its declared limits), or None."""
-    if backend == "hopper-fna":  # head dims zero-padded to the kernel's 64 / 128
+    if backend == "hopper-fna":  # head dims zero-padded to the kernel's 32 / 64 / 128
         if any(d % 8 or not 8 <= d <= 128 for d in (head_dim, head_dim_v)):
             return f"{backend} runs head dims that are multiples of 8 up to 128 (got {head_dim}/{head_dim_v})"
         return None
     if not backend.startswith("hopper"):
         return None
-    if head_dim not in (64, 128) or head_dim_v != head_dim:
-        return f"{backend} runs head dims 64 and 128 with Dv == D (got {head_dim}/{head_dim_v})"
+    if head_dim not in (32, 64, 128) or head_dim_v != head_dim:
+        return f"{backend} runs head dims 32, 64 and 128 with Dv == D (got {head_dim}/{head_dim_v})"
     if extra:
         return f"{backend} has no additional KV tokens"
     return None
@@ -252,7 +252,7 @@ def test_attention_varlen_cuda(fmha_backend):
     seqlens = torch.tensor([5, 0, 70, 33, 200], dtype=torch.int32)
     n = int(seqlens.sum())
     backward = fmha_backend_present(fmha_backend, True)
-    head_dim = 64 if fmha_backend.startswith("hopper") else 32  # hopper-fmha: head dims 64 / 128
+    head_dim = 32
     q, k, v = (torch.randn(1, n, 2, head_dim, generator=g).to(DEV, torch.bfloat16).requires_grad_(backward)
                for _ in range(3))
     dev_seqlens = seqlens.to(DEV)

@@ -60,17 +60,24 @@ namespace nattn::cuda::sm90 {
 //               aligned).
 //   kThreeStages   3 K and 3 V stages at head dim 128, FMHA and NA (227 KB shared memory with the
 //               NA tables, the most a CTA can have).
-// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (64 or 128); Stages: K and V ring depth
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64 or 128); Stages: K and V ring depth
 // (0 = the default for D).
 template <class T, int D, int Stages = 0>
 struct FmhaFwdConfig {
-  static_assert(D == 64 || D == 128, "head dim 64 or 128");
+  static_assert(D == 32 || D == 64 || D == 128, "head dim 32, 64 or 128");
   static constexpr int kBlockM = kFmhaBlockM;  // queries per CTA (2 consumer warpgroups x 64)
   static constexpr int kBlockN = kFmhaBlockN;  // keys per KV tile
   static constexpr int kStages = Stages > 0 ? Stages : (D <= 64 ? 3 : 2);  // K and V ring depth (each)
   static constexpr int kThreads = 384;
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
+
+  // Head-dim elements of one swizzle block (one TMA box in the direct NA mode): 64 (128-byte rows,
+  // 128-byte swizzle) for D = 64 / 128, 32 (64-byte rows, 64-byte swizzle) for D = 32.
+  static constexpr int kBlockD = D < 64 ? D : 64;
+  using AtomK = cute::conditional_t<kBlockD == 64, cute::GMMA::Layout_K_SW128_Atom<T>, cute::GMMA::Layout_K_SW64_Atom<T>>;
+  using AtomMN =
+      cute::conditional_t<kBlockD == 64, cute::GMMA::Layout_MN_SW128_Atom<T>, cute::GMMA::Layout_MN_SW64_Atom<T>>;
 
   using BM = cute::Int<kBlockM>;
   using BN = cute::Int<kBlockN>;
@@ -79,15 +86,13 @@ struct FmhaFwdConfig {
   // Shared-memory layouts (128-byte swizzle, the canonical wgmma operand layouts).
   // Q (BM, D) and K (BN, D) are K-major (the head dim is contiguous); V is read by the PV product
   // as its B operand (N = D, K = BN), whose N is the contiguous dim: MN-major, (D, BN) per stage.
-  // All three hold, per stage, D/64 blocks of [rows][64 elements] (128-byte rows, swizzled in
-  // 1024-byte groups): the V atoms are repeated along the keys first (Step<_2, _1, _3>), so that
-  // one TMA box of 64 head-dim elements x 128 tokens fills one block, the image the direct NA mode
-  // writes with its rank-5 boxes (fmha_fwd_kernel.cuh, producer).
-  using SmemLayoutQ = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
-                                                   cute::Shape<BM, HD>{}));
-  using SmemLayoutK = decltype(cute::tile_to_shape(cute::GMMA::Layout_K_SW128_Atom<T>{},
-                                                   cute::Shape<BN, HD, cute::Int<kStages>>{}));
-  using SmemLayoutV = decltype(cute::tile_to_shape(cute::GMMA::Layout_MN_SW128_Atom<T>{},
+  // All three hold, per stage, D/kBlockD blocks of [rows][kBlockD elements] (128-byte rows swizzled
+  // in 1024-byte groups, or 64-byte rows in 512-byte groups at D = 32): the V atoms are repeated
+  // along the keys first (Step<_2, _1, _3>), so that one TMA box of kBlockD head-dim elements x 128
+  // tokens fills one block, the image the direct NA mode writes with its rank-5 boxes (producer).
+  using SmemLayoutQ = decltype(cute::tile_to_shape(AtomK{}, cute::Shape<BM, HD>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(AtomK{}, cute::Shape<BN, HD, cute::Int<kStages>>{}));
+  using SmemLayoutV = decltype(cute::tile_to_shape(AtomMN{},
                                                    cute::Shape<HD, BN, cute::Int<kStages>>{},
                                                    cute::Step<cute::_2, cute::_1, cute::_3>{}));
 
@@ -151,11 +156,11 @@ auto make_tma_v(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int6
 
 // Direct NA mode: a rank-5 TMA descriptor over a heads-last tensor [B, *S, H, D] whose head stride
 // is D (heads and head dim merge into one contiguous dim of H * D elements): dims (H * D, S_0, S_1,
-// S_2, B) with S in NaGeom's (reversed) axis order, box (64, tile_0, tile_1, tile_2, 1), 128-byte
-// swizzle. Box coordinates outside the grid read zeros. The host (na_fwd_sm90.cpp) checked the
+// S_2, B) with S in NaGeom's (reversed) axis order, box (block_d, tile_0, tile_1, tile_2, 1),
+// block_d = FmhaFwdConfig::kBlockD (64: 128-byte swizzle; 32: 64-byte swizzle). Box coordinates outside the grid read zeros. The host (na_fwd_sm90.cpp) checked the
 // alignment and strides (16-byte multiples below 2^40 bytes).
 template <class T>
-CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, const int64_t (&extent)[3],
+CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, int block_d, const int64_t (&extent)[3],
                                const int64_t (&stride)[3], int batch, int64_t batch_stride, const int64_t (&tile)[3]) {
   CUtensorMap map;
   const cuuint64_t dims[5] = {static_cast<cuuint64_t>(heads) * static_cast<cuuint64_t>(head_dim),
@@ -168,14 +173,14 @@ CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, const int6
   };
   const cuuint64_t strides[4] = {bytes(extent[0], stride[0]), bytes(extent[1], stride[1]),
                                  bytes(extent[2], stride[2]), bytes(batch, batch_stride)};
-  const cuuint32_t box[5] = {64, static_cast<cuuint32_t>(tile[0]), static_cast<cuuint32_t>(tile[1]),
+  const cuuint32_t box[5] = {static_cast<cuuint32_t>(block_d), static_cast<cuuint32_t>(tile[0]), static_cast<cuuint32_t>(tile[1]),
                              static_cast<cuuint32_t>(tile[2]), 1};
   const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
   const CUtensorMapDataType dtype =
       cute::is_same_v<T, cutlass::bfloat16_t> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const CUresult r = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
       &map, dtype, 5, const_cast<T*>(ptr), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      block_d == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     throw RuntimeError("hopper-fna: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(static_cast<int>(r)) +
                        ") for a rank-5 box over a [" + std::to_string(batch) + ", ..., " + std::to_string(heads) + ", " +
@@ -203,7 +208,7 @@ struct FmhaFwdKernelParams {
   const int* cu_kv;
   NaGeom na;  // kNa only
   // Direct NA mode (na.direct): rank-5 TMA descriptors over the caller's Q / K / V, dims
-  // (heads * D, S_0, S_1, S_2, B) in NaGeom's axis order, box (64, tile_0, tile_1, tile_2, 1).
+  // (heads * D, S_0, S_1, S_2, B) in NaGeom's axis order, box (kBlockD, tile_0, tile_1, tile_2, 1).
   CUtensorMap dq, dk, dv;
 };
 
@@ -458,15 +463,17 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<C::kProducerRegs>();
     if (is_producer_thread && direct) {
-      // Rank-5 boxes (64 head-dim elements, tile_0, tile_1, tile_2, 1) straight from the caller's
-      // tensors: each fills one [128 tokens][64] block of a Q / K / V stage (see SmemLayoutV), in the
-      // token order of the tile decode (axis 0 fastest). Out-of-grid tokens read as zeros.
+      // Rank-5 boxes (kBlockD head-dim elements, tile_0, tile_1, tile_2, 1) straight from the
+      // caller's tensors: each fills one [128 tokens][kBlockD] block of a Q / K / V stage (see
+      // SmemLayoutV), in the token order of the tile decode (axis 0 fastest). Out-of-grid tokens
+      // read as zeros.
+      constexpr int kBD = C::kBlockD;
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
       const na::Ctx& cx = nas.ctx;
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
       CUTE_UNROLL
-      for (int h = 0; h < D / 64; ++h)
-        cute::SM90_TMA_LOAD_5D::copy(&p.dq, &ss.q_barrier, kHint, ss.q + h * (kBM * 64), head * D + 64 * h,
+      for (int h = 0; h < D / kBD; ++h)
+        cute::SM90_TMA_LOAD_5D::copy(&p.dq, &ss.q_barrier, kHint, ss.q + h * (kBM * kBD), head * D + kBD * h,
                                      static_cast<int>(cx.q0[0]), static_cast<int>(cx.q0[1]),
                                      static_cast<int>(cx.q0[2]), batch);
       auto k_state = cutlass::make_producer_start_state<Pipeline>();
@@ -476,23 +483,23 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       // value too many for the producer's 24 registers (a 4-byte spill).
       auto c0_of = [&](int h) NATTN_SM90_INLINE {
         int c;
-        asm volatile("add.s32 %0, %1, %2;" : "=r"(c) : "r"(c0), "r"(64 * h));
+        asm volatile("add.s32 %0, %1, %2;" : "=r"(c) : "r"(c0), "r"(kBD * h));
         return c;
       };
       na::KvTile tile;
       for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
         pipe_k.producer_acquire(k_state);
         CUTE_UNROLL
-        for (int h = 0; h < D / 64; ++h)
+        for (int h = 0; h < D / kBD; ++h)
           cute::SM90_TMA_LOAD_5D::copy(&p.dk, pipe_k.producer_get_barrier(k_state), kHint,
-                                       ss.k + k_state.index() * (kBN * D) + h * (kBN * 64), c0_of(h), tile.org[0],
+                                       ss.k + k_state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
                                        tile.org[1], tile.org[2], batch);
         ++k_state;
         pipe_v.producer_acquire(v_state);
         CUTE_UNROLL
-        for (int h = 0; h < D / 64; ++h)
+        for (int h = 0; h < D / kBD; ++h)
           cute::SM90_TMA_LOAD_5D::copy(&p.dv, pipe_v.producer_get_barrier(v_state), kHint,
-                                       ss.v + v_state.index() * (kBN * D) + h * (kBN * 64), c0_of(h), tile.org[0],
+                                       ss.v + v_state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
                                        tile.org[1], tile.org[2], batch);
         ++v_state;
       }
@@ -801,7 +808,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       return grow < seq_q;
     };
     bool staged = false;
-    if constexpr (V::kSmemEpilogue) {
+    if constexpr (V::kSmemEpilogue && C::kBlockD == 64) {  // the staging below assumes 128-byte rows
       // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
       // warpgroup's wgmmas read, all completed by now), then 16-byte coalesced stores. Needs O
       // 16-byte aligned with a sequence stride multiple of 8 elements (CTA-uniform), else the
@@ -907,11 +914,12 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       q_tile[i] = na->qp.tile[i];
       kv_tile[i] = na->kvp.tile[i];
     }
-    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, extent, na->q_sp, a.batch, a.q_stride[0], q_tile);
-    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, extent, na->k_sp, a.batch, a.k_stride[0],
-                              kv_tile);
-    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, extent, na->v_sp, a.batch, a.v_stride[0],
-                              kv_tile);
+    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, C::kBlockD, extent, na->q_sp, a.batch,
+                              a.q_stride[0], q_tile);
+    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, C::kBlockD, extent, na->k_sp, a.batch,
+                              a.k_stride[0], kv_tile);
+    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, C::kBlockD, extent, na->v_sp, a.batch,
+                              a.v_stride[0], kv_tile);
   }
   auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
   const int smem = C::kSmemBytes;

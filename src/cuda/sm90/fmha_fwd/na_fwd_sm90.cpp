@@ -442,7 +442,7 @@ bool na_forward_compiled(DType dtype, int head_dim) { return find_kernel(dtype, 
 int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v) {
   const int64_t need = std::max(head_dim, head_dim_v);
   if (need < 1) return 0;
-  for (int dk : {64, 128})
+  for (int dk : {32, 64, 128})
     if (dk >= need && na_forward_compiled(dtype, dk)) return dk;
   return 0;
 }

@@ -32,7 +32,7 @@ namespace nattn::cuda::sm90 {
 // True when the kernel of (dtype, head_dim) was compiled into this build (same table as FMHA).
 bool na_forward_compiled(DType dtype, int head_dim);
 
-// The kernel head dim for (D, Dv): the smallest compiled one (64, 128) >= max(D, Dv); 0 when none.
+// The kernel head dim for (D, Dv): the smallest compiled one (32, 64, 128) >= max(D, Dv); 0 when none.
 int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v);
 
 // "" when na_forward accepts the problem at the shape level (dtype, head dims, compiled kernels,
@@ -56,7 +56,7 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
                    bool direct = false);
 
 // "" when na_forward runs these (valid) arguments in direct mode: no permutation, the kernel reads
-// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 64 or 128, no additional KV,
+// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64 or 128, no additional KV,
 // TMA-compatible strides: head stride D, 16-byte aligned bases and strides); else why it permutes.
 // NATTN_HOPPER_FNA_PERMUTED=1 in the environment forces the permuted path (benchmarks).
 std::string na_forward_direct_blocker(const NaForwardArgs& args);
