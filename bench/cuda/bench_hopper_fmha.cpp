@@ -6,7 +6,7 @@
 // the timed problem with an fp64 CPU reference (exit 1 above bf16/fp16 tolerance). The last line,
 // "RESULT label=... ms=... tflops=... min_ms=... max_ms=... check=...", is for scripts
 // (scripts/bench_sm90_variants.sh).
-// Usage: bench_hopper_fmha [--seq N] [--heads N] [--hd 64|128] [--fp16] [--causal] [--no-compare]
+// Usage: bench_hopper_fmha [--seq N] [--heads N] [--hd 32|64|128|256] [--fp16] [--causal] [--no-compare]
 //                          [--reps N] [--check N] [--label STR]
 #include <cuda_runtime.h>
 
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     else if (a == "--label" && i + 1 < argc) label = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: %s [--seq N] [--heads N] [--hd 64|128] [--fp16] [--causal] [--no-compare] [--reps N] "
+                   "usage: %s [--seq N] [--heads N] [--hd 32|64|128|256] [--fp16] [--causal] [--no-compare] [--reps N] "
                    "[--check N] [--label STR]\n",
                    argv[0]);
       return 2;

@@ -62,7 +62,7 @@ class HopperFmha final : public Backend {
     if (!p.scale_positive) return std::string(name()) + " needs a softmax scale > 0 (use cutlass-fmha)";
     if (!cuda::sm90::fmha_forward_compiled(p.dtype, static_cast<int>(p.head_dim)))
       return std::string(name()) + ": no kernel for dtype " + dtype_name(p.dtype) + " and head dim " +
-             std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 32/64/128 filtered by " +
+             std::to_string(p.head_dim) + " in this build (compiled: fp16/bf16 x 32/64/128/256 filtered by " +
              "NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS, with 90 in NATTN_CUDA_ARCHS)";
     if (p.heads > 65535 || p.batch > 65535)
       return std::string(name()) + " supports at most 65535 heads and 65535 batch entries (got heads=" +
@@ -93,7 +93,7 @@ class HopperFna final : public Backend {
 // Built when at least one instantiation is compiled (NATTN_CUDA_ARCHS holds 90).
 bool hopper_built(bool na) {
   for (DType t : {DType::f16, DType::bf16})
-    for (int hd : {32, 64, 128})
+    for (int hd : {32, 64, 128, 256})
       if (na ? cuda::sm90::na_forward_compiled(t, hd) : cuda::sm90::fmha_forward_compiled(t, hd)) return true;
   return false;
 }

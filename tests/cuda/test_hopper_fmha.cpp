@@ -1,7 +1,7 @@
 // GPU tests of the Hopper (sm_90a) FMHA forward kernel (src/cuda/sm90/fmha_fwd) against the CPU
 // `reference` backend on host copies: random inputs (never zero), outputs poisoned with NaN,
 // Sq / Skv in {1, 77, 128, 1000, 4096}, causal and not, GQA, padded (strided) layouts, fp16 / bf16,
-// head dims 32 / 64 / 128, variable-length batches; plus the argument checks (NotImplementedError / ValueError, never an abort).
+// head dims 32 / 64 / 128 / 256, variable-length batches; plus the argument checks (NotImplementedError / ValueError, never an abort).
 // Skipped without a compute capability 9.0 GPU; instantiations not compiled into this build are
 // reported and skipped.
 #include <cuda_runtime.h>
@@ -152,10 +152,11 @@ void run_all(const std::vector<Case>& cases, uint64_t seed) {
 TEST_F(HopperFmha, SequenceLengthsHd32) { run_all(sequence_cases(32), 500); }
 TEST_F(HopperFmha, SequenceLengthsHd64) { run_all(sequence_cases(64), 1000); }
 TEST_F(HopperFmha, SequenceLengthsHd128) { run_all(sequence_cases(128), 2000); }
+TEST_F(HopperFmha, SequenceLengthsHd256) { run_all(sequence_cases(256), 2500); }
 
 TEST_F(HopperFmha, GqaPaddedScaleNoLse) {
   std::vector<Case> cases;
-  for (int64_t d : {32, 64, 128}) {
+  for (int64_t d : {32, 64, 128, 256}) {
     { Case c; c.d = d; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true; cases.push_back(c); }
     { Case c; c.d = d; c.heads = 4; c.heads_kv = 1; c.sq = 300; c.skv = 777; cases.push_back(c); }
     { Case c; c.d = d; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8; c.causal = true;
@@ -275,7 +276,7 @@ void run_varlen(const VarlenCase& c, DType dtype, uint64_t seed) {
 
 TEST_F(HopperFmha, Varlen) {
   std::vector<VarlenCase> cases;
-  for (int64_t d : {32, 64, 128}) {
+  for (int64_t d : {32, 64, 128, 256}) {
     for (bool causal : {false, true}) {
       VarlenCase c;
       c.q_lens = {1, 77, 128, 300, 0, 1000, 5};
@@ -328,7 +329,7 @@ TEST_F(HopperFmha, RejectsUnsupported) {
     EXPECT_THROW(cuda::sm90::fmha_forward(args(q, k, v, o), nullptr), NotImplementedError);
     EXPECT_FALSE(cuda::sm90::fmha_forward_unsupported_reason(args(q, k, v, o)).empty());
   }
-  {  // head dim 48 (32, 64, 128 only)
+  {  // head dim 48 (32, 64, 128, 256 only)
     Dual q, k, v, o;
     make(q, k, v, o, DType::bf16, 48, 0);
     EXPECT_THROW(cuda::sm90::fmha_forward(args(q, k, v, o), nullptr), NotImplementedError);

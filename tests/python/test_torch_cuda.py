@@ -33,7 +33,7 @@ def _runs(fn):
 
 
 def _tiny(dtype=torch.float16, grad=False):
-    # head dim 64: every CUDA backend family runs it (hopper-* takes 32, 64 and 128 only)
+    # head dim 64: every CUDA backend family runs it (hopper-fmha takes 32, 64, 128 and 256)
     x = torch.randn(1, 16, 2, 64, device=DEV, dtype=dtype, requires_grad=grad)
     return x
 
@@ -91,8 +91,8 @@ def hopper_cannot(backend, head_dim, head_dim_v, extra):
         return None
     if not backend.startswith("hopper"):
         return None
-    if head_dim not in (32, 64, 128) or head_dim_v != head_dim:
-        return f"{backend} runs head dims 32, 64 and 128 with Dv == D (got {head_dim}/{head_dim_v})"
+    if head_dim not in (32, 64, 128, 256) or head_dim_v != head_dim:
+        return f"{backend} runs head dims 32, 64, 128 and 256 with Dv == D (got {head_dim}/{head_dim_v})"
     if extra:
         return f"{backend} has no additional KV tokens"
     return None

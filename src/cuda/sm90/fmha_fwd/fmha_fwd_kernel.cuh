@@ -60,13 +60,17 @@ namespace nattn::cuda::sm90 {
 //               aligned).
 //   kThreeStages   3 K and 3 V stages at head dim 128, FMHA and NA (227 KB shared memory with the
 //               NA tables, the most a CTA can have).
-// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64 or 128); Stages: K and V ring depth
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64, 128; 256 FMHA only); Stages: K and V ring depth
 // (0 = the default for D).
 template <class T, int D, int Stages = 0>
 struct FmhaFwdConfig {
-  static_assert(D == 32 || D == 64 || D == 128, "head dim 32, 64 or 128");
+  static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim 32, 64, 128 or 256");
   static constexpr int kBlockM = kFmhaBlockM;  // queries per CTA (2 consumer warpgroups x 64)
-  static constexpr int kBlockN = kFmhaBlockN;  // keys per KV tile
+  // Keys per KV tile. Head dim 256 (FMHA only) takes 64: its O accumulator alone is 128 registers
+  // per consumer thread, and S / the two P buffers of a 128-key tile would not fit beside it.
+  static constexpr int kBlockN = D == 256 ? 64 : kFmhaBlockN;
+  // P double-buffered (Sm90Variant::kDbufP) up to head dim 128; at 256 the second buffer spilled.
+  static constexpr bool kDbufP = Sm90Variant::kDbufP && D <= 128;
   static constexpr int kStages = Stages > 0 ? Stages : (D <= 64 ? 3 : 2);  // K and V ring depth (each)
   static constexpr int kThreads = 384;
   static constexpr int kProducerRegs = 24;
@@ -347,6 +351,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   using Storage = typename C::SharedStorage;
   using Pipeline = typename C::PipelineKV;
   constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
+  static_assert(!kNa || kBN == na::kRows, "the NA tiling (row masks, tile volumes) assumes 128-key KV tiles");
 
   extern __shared__ char smem_raw[];
   // Aligned up to 1024 bytes as an offset from smem_raw, so that the compiler still knows the
@@ -583,7 +588,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         }
       }
     };
-    if constexpr (kNa && !Sm90Variant::kDbufP) load_windows();
+    if constexpr (kNa && !C::kDbufP) load_windows();
     // Element mask of a tile that needs one (tile.masked, warp-uniform).
     // NA: per row, the 128-bit mask of its visible key columns (na::row_mask, shared with the host
     // self-check), shifted right by the thread's column offset 2 (lane % 4) so that element i
@@ -591,7 +596,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // 8 ((i >> 2) & 3) + (i & 1) of word i >> 4.
     auto apply_mask = [&](const na::KvTile& tile) NATTN_SM90_INLINE {
       if constexpr (kNa) {
-        if constexpr (Sm90Variant::kDbufP) load_windows();
+        if constexpr (C::kDbufP) load_windows();
         uint32_t w[2][4];
         const int q2 = 2 * (ctid & 3);
         CUTE_UNROLL
@@ -661,7 +666,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
       convert_p(tOrP);
 
-      if constexpr (V::kDbufP) {
+      if constexpr (C::kDbufP) {
         // Step j (P_j in p_cur, alpha = alpha_j, P_{j-1} V_{j-1} possibly in flight):
         //   issue S_{j+1}; wait_group 1 (= P_{j-1} V_{j-1} done); O *= alpha_j; issue O += P_j V_j;
         //   wait_group 1 (= S_{j+1} done); mask, softmax -> alpha_{j+1}; P_{j+1} into p_next.

@@ -88,8 +88,8 @@ Check check_args(const FmhaForwardArgs& a) {
     return fail(Verdict::value_error, "heads " + std::to_string(H) + " must be a multiple of kv heads " + std::to_string(Hkv));
   if (v.shape[3] != D)
     return fail(Verdict::not_implemented, "value head dim " + std::to_string(v.shape[3]) + " != query head dim " + std::to_string(D));
-  if (D != 32 && D != 64 && D != 128)
-    return fail(Verdict::not_implemented, "head dim " + std::to_string(D) + " (allowed: 32, 64, 128)");
+  if (D != 32 && D != 64 && D != 128 && D != 256)
+    return fail(Verdict::not_implemented, "head dim " + std::to_string(D) + " (allowed: 32, 64, 128, 256)");
   for (const TensorView* t : {&q, &k, &v, &o})
     if (t->strides[3] != 1) return fail(Verdict::value_error, "the head dim must be contiguous, got " + t->describe());
   if (a.lse) {

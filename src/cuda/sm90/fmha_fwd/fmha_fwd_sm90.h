@@ -1,7 +1,7 @@
 // Host entry of the Hopper (sm_90a) FMHA forward kernel (registry name `hopper-fmha`).
 // Framework-free: takes the library's FmhaForwardArgs with device views and a CUDA stream.
 //
-// Supported: fp16 / bf16, head dim 32, 64 or 128 (D == Dv), non-causal or top-left causal, GQA/MQA
+// Supported: fp16 / bf16, head dim 32, 64, 128 or 256 (D == Dv), non-causal or top-left causal, GQA/MQA
 // (H a multiple of Hkv), any Sq, Skv >= 1 up to 2^31 - 1, batch and heads up to 65535, variable
 // length (B == 1, contiguous int32 cu_seqlens on the device, at most 65535 sequences; without a
 // max_seqlen_q hint the offsets are read back, which synchronises the stream), softmax
