@@ -9,6 +9,11 @@ Effective TFLOP/s counts useful work only: forward 4*N*window*d*heads (dense: wi
 forward+backward 3.5x that (as in anchors.md).
 
     python3 bench/cuda/bench_vs_torch.py [--quick] [--no-flex] [--only NAME-SUBSTRING]
+    python3 bench/cuda/bench_vs_torch.py --head-dims   # hopper-fmha vs SDPA at head dims 32-256
+
+--head-dims runs only a forward sweep of dense attention over head dims 32, 64, 128, 256 (1-D
+16384 tokens, heads * head dim = 2048 so every row does the same FLOPs): hopper-fmha, SDPA flash
+and SDPA cuDNN, each timed right after the others.
 """
 import argparse
 import math
@@ -55,13 +60,46 @@ def fwd_bwd(fn, leaves, dout):
     return run
 
 
+def head_dim_sweep(runs):
+    n = 16384
+    print("| head dim | heads | method | fwd ms | fwd TFLOP/s |")
+    print("|---|---|---|---|---|")
+    for d in (32, 64, 128, 256):
+        heads = 2048 // d
+        flops = 4 * n * n * d * heads
+        g = torch.Generator(device="cuda").manual_seed(d)
+        q, k, v = (torch.randn((1, n, heads, d), device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+        qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        methods = [("nattn hopper-fmha", lambda: nattn.attention(q, k, v, backend="hopper-fmha"), None)]
+        for label, backend in (("SDPA flash", SDPBackend.FLASH_ATTENTION), ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION)):
+            methods.append((label, lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt), backend))
+        for label, fn, backend in methods:
+            try:
+                with torch.no_grad():
+                    if backend is None:
+                        ms = timed(fn, runs, 3)
+                    else:
+                        with sdpa_kernel(backend):
+                            ms = timed(fn, runs, 3)
+            except (RuntimeError, NotImplementedError) as e:
+                print(f"| {d} | {heads} | {label} | not run: {str(e).splitlines()[0]} | |", flush=True)
+                continue
+            print(f"| {d} | {heads} | {label} | {ms:.3f} | {flops / (ms * 1e-3) / 1e12:.0f} |", flush=True)
+        del q, k, v, qt, kt, vt
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer timed runs")
     ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (its compile takes minutes)")
     ap.add_argument("--only", default="", help="run problems whose name contains this")
     ap.add_argument("--no-hopper", action="store_true", help="skip the hopper-fna rows")
+    ap.add_argument("--head-dims", action="store_true", help="only the dense head-dim sweep (see above)")
     args = ap.parse_args()
+    if args.head_dims:
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, nattn {nattn.__version__}")
+        return head_dim_sweep(5 if args.quick else 10)
     # hopper-fna tile shapes timed per rank (each Q and KV tile of 128 tokens)
     args.hopper_tiles = {} if args.no_hopper else {1: [(128,)], 2: [(16, 8), (8, 16)],
                                                     3: [(8, 4, 4), (4, 4, 8), (2, 8, 8)]}
