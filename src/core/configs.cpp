@@ -331,8 +331,11 @@ ConfigList hopper_fna_forward(const NaProblem& p) {
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
-// tile, two consumer warpgroups on one Q tile (cooperative), head dims 32, 64 and 128.
-Configs hopper_fmha_forward() { return {pair({128}, {128}, KernelSchedule::cooperative)}; }
+// tile (64 keys at head dim 256, FmhaFwdConfig::kBlockN), two consumer warpgroups on one Q tile
+// (cooperative).
+Configs hopper_fmha_forward(int64_t head_dim) {
+  return {pair({128}, {head_dim == 256 ? 64 : 128}, KernelSchedule::cooperative)};
+}
 
 Configs blackwell_forward(int rank) {
   if (rank == 1) return {pair({256}, {128})};
@@ -394,7 +397,7 @@ std::vector<TileConfig> config_list(const BackendSpec& spec, const FmhaProblem& 
   if (name == "cutlass-fmha")
     return fwd ? cutlass_forward(1, p.compute_capability, p.dtype)
                : cutlass_backward(1, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
-  if (name == "hopper-fmha") return fwd ? hopper_fmha_forward() : Configs{};
+  if (name == "hopper-fmha") return fwd ? hopper_fmha_forward(p.head_dim) : Configs{};
   if (name == "blackwell-fmha") return fwd ? blackwell_forward(1) : blackwell_backward(1);
   if (name == "flex-fmha") return fwd ? flex_forward(1) : Configs{TileConfig{}};
   return {};

@@ -562,6 +562,11 @@ TEST(Finders, HopperBlackwellFlexTables) {
   const auto hfl = table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);
   ASSERT_EQ(hfl.size(), 1u);
   EXPECT_EQ(hfl[0], (TileConfig{{128}, {128}, KernelSchedule::cooperative}));
+  FmhaProblem hf256 = hf;  // head dim 256 runs 64-key tiles
+  hf256.head_dim = hf256.head_dim_v = 256;
+  const auto hfl256 = table(*detail::find_spec("hopper-fmha"), hf256, Pass::forward);
+  ASSERT_EQ(hfl256.size(), 1u);
+  EXPECT_EQ(hfl256[0], (TileConfig{{128}, {64}, KernelSchedule::cooperative}));
   const auto b3 = table(*detail::find_spec("blackwell-fna"), p, Pass::forward);
   EXPECT_EQ(b3.size(), 7u);
   EXPECT_EQ(b3[0], (TileConfig{{8, 4, 8}, {4, 4, 8}, KernelSchedule::none}));
