@@ -254,43 +254,21 @@ int plan(PermuteArgs& a, const TensorView& u, const TensorView& p, const sem::Pe
   a.p_batch = p.strides[0] * esize;
   a.p_seq = p.strides[1] * esize;
   a.p_head = p.strides[2] * esize;
-  if (*pad) {  // head rows of different lengths: per-row copy, the destination row's vectors
-    const int64_t src_row = inverse ? p_row_bytes : row_bytes, dst_row = inverse ? row_bytes : p_row_bytes;
-    if (dst_row == 0 || heads == 0) return 0;
-    int vec = 16;
-    auto fits = [&](int64_t v) {
-      if (src_row % v != 0 || dst_row % v != 0) return false;
-      if (reinterpret_cast<uintptr_t>(u.data) % v != 0 || reinterpret_cast<uintptr_t>(p.data) % v != 0) return false;
-      for (int64_t s : {a.u_batch, a.u_head, a.p_batch, a.p_seq, a.p_head})
-        if (s % v != 0) return false;
-      for (int i = 0; i < rank; ++i)
-        if (a.u_axis[i] % v != 0) return false;
-      return true;
-    };
-    while (vec > 2 && !fits(vec)) vec /= 2;
-    if (!fits(vec)) throw ValueError(std::string(op) + ": the tensors are not aligned to their element size");
-    const int64_t chunks = dst_row / vec;
-    if (heads * chunks > (int64_t{1} << 30))
-      throw ValueError(std::string(op) + ": a token row of " + std::to_string(heads * dst_row) +
-                       " bytes is too large for the CUDA kernel (at most 2^30 vectors)");
-    a.rows = static_cast<int>(heads);
-    a.chunks = static_cast<int>(chunks);
-    a.src_chunks = static_cast<int>(std::min<int64_t>(src_row / vec, chunks));
-    int lanes = 1;
-    while (lanes < 32 && lanes < heads * chunks) lanes *= 2;
-    a.lanes = lanes;
-    return vec;
-  }
-  if (row_bytes == 0 || heads == 0) return 0;
-  // The heads of a token form one contiguous run on both sides: copy it as one row.
-  int64_t rows = heads, row = row_bytes;
-  if (heads == 1 || (a.u_head == row_bytes && a.p_head == row_bytes)) {
+  // Bytes per copied row on each side: with padding, head rows of different lengths (per-row copy
+  // of the destination row's vectors); else the heads of a token as one contiguous row when they
+  // are on both sides, or head row by head row.
+  int64_t rows = heads, src_row = row_bytes, dst_row = row_bytes;
+  if (*pad) {
+    src_row = inverse ? p_row_bytes : row_bytes;
+    dst_row = inverse ? row_bytes : p_row_bytes;
+  } else if (heads == 1 || (a.u_head == row_bytes && a.p_head == row_bytes)) {
     rows = 1;
-    row = heads * row_bytes;
+    src_row = dst_row = heads * row_bytes;
   }
+  if (dst_row == 0 || heads == 0) return 0;
   int vec = 16;
   auto fits = [&](int64_t v) {
-    if (row % v != 0) return false;
+    if (src_row % v != 0 || dst_row % v != 0) return false;
     if (reinterpret_cast<uintptr_t>(u.data) % v != 0 || reinterpret_cast<uintptr_t>(p.data) % v != 0) return false;
     for (int64_t s : {a.u_batch, a.u_head, a.p_batch, a.p_seq, a.p_head})
       if (s % v != 0) return false;
@@ -299,14 +277,14 @@ int plan(PermuteArgs& a, const TensorView& u, const TensorView& p, const sem::Pe
     return true;
   };
   while (vec > 2 && !fits(vec)) vec /= 2;
-  if (!fits(vec))
-    throw ValueError(std::string(op) + ": the tensors are not aligned to their element size");
-  const int64_t chunks = row / vec;
+  if (!fits(vec)) throw ValueError(std::string(op) + ": the tensors are not aligned to their element size");
+  const int64_t chunks = dst_row / vec;
   if (rows * chunks > (int64_t{1} << 30))
-    throw ValueError(std::string(op) + ": a token row of " + std::to_string(rows * row) +
+    throw ValueError(std::string(op) + ": a token row of " + std::to_string(rows * dst_row) +
                      " bytes is too large for the CUDA kernel (at most 2^30 vectors)");
   a.rows = static_cast<int>(rows);
   a.chunks = static_cast<int>(chunks);
+  a.src_chunks = static_cast<int>(std::min<int64_t>(src_row / vec, chunks));
   int lanes = 1;
   while (lanes < 32 && lanes < rows * chunks) lanes *= 2;
   a.lanes = lanes;

@@ -492,21 +492,19 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         return c;
       };
       na::KvTile tile;
+      // One K or V stage of the current tile: D / kBD boxes into the ring's next stage.
+      auto load_stage = [&](Pipeline& pipe, auto& state, const CUtensorMap* map, T* ring) NATTN_SM90_INLINE {
+        pipe.producer_acquire(state);
+        CUTE_UNROLL
+        for (int h = 0; h < D / kBD; ++h)
+          cute::SM90_TMA_LOAD_5D::copy(map, pipe.producer_get_barrier(state), kHint,
+                                       ring + state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
+                                       tile.org[1], tile.org[2], batch);
+        ++state;
+      };
       for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
-        pipe_k.producer_acquire(k_state);
-        CUTE_UNROLL
-        for (int h = 0; h < D / kBD; ++h)
-          cute::SM90_TMA_LOAD_5D::copy(&p.dk, pipe_k.producer_get_barrier(k_state), kHint,
-                                       ss.k + k_state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
-                                       tile.org[1], tile.org[2], batch);
-        ++k_state;
-        pipe_v.producer_acquire(v_state);
-        CUTE_UNROLL
-        for (int h = 0; h < D / kBD; ++h)
-          cute::SM90_TMA_LOAD_5D::copy(&p.dv, pipe_v.producer_get_barrier(v_state), kHint,
-                                       ss.v + v_state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
-                                       tile.org[1], tile.org[2], batch);
-        ++v_state;
+        load_stage(pipe_k, k_state, &p.dk, ss.k);
+        load_stage(pipe_v, v_state, &p.dv, ss.v);
       }
     } else if (is_producer_thread) {
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.seqlen_q, int(D), p.heads, p.batch));

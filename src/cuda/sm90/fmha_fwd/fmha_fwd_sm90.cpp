@@ -13,6 +13,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/sm90/fmha_fwd/host_check.h"
 #include "cuda/sm80/fna_fwd/aux_kernels.h"
 #include "cuda/sm90/fmha_fwd/params.h"
 #include "nattn/errors.h"
@@ -36,14 +37,7 @@ Launch find_kernel(DType dtype, int head_dim) {
   return nullptr;
 }
 
-enum class Verdict { ok, value_error, not_implemented };
-
-struct Check {
-  Verdict verdict = Verdict::ok;
-  std::string message;
-};
-
-Check fail(Verdict v, const std::string& what) { return {v, "hopper-fmha: " + what}; }
+Check fail(Verdict v, const std::string& what) { return check_failed("hopper-fmha", v, what); }
 
 std::string shape_of(const TensorView& t) { return shape_string(t.shape); }
 
@@ -142,18 +136,8 @@ Check check_args(const FmhaForwardArgs& a) {
   return {};
 }
 
-Check check_device(const FmhaForwardArgs& a) {
-  const DeviceProps& props = device_props(a.query.device.index);
-  if (props.cc != 90)
-    return fail(Verdict::not_implemented, "needs a compute capability 9.0 device (sm_90a), " +
-                                              device_name(a.query.device) + " is " + std::to_string(props.cc));
-  return {};
-}
+Check check_device(const FmhaForwardArgs& a) { return check_sm90_device("hopper-fmha", a.query.device); }
 
-void raise(const Check& c) {
-  if (c.verdict == Verdict::value_error) throw ValueError(c.message);
-  if (c.verdict == Verdict::not_implemented) throw NotImplementedError(c.message);
-}
 
 // The stride of axis i for TMA / the kernel: any 16-byte multiple where the axis has size 1.
 int64_t axis_stride(const TensorView& t, int i) {

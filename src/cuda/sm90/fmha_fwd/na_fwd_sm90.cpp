@@ -18,6 +18,7 @@
 #include "core/validation.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/sm90/fmha_fwd/host_check.h"
 #include "cuda/common/token_permute.h"
 #include "cuda/sm90/fmha_fwd/attn_merge.h"
 #include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
@@ -45,14 +46,7 @@ Launch find_kernel(DType dtype, int head_dim) {
   return nullptr;
 }
 
-enum class Verdict { ok, value_error, not_implemented };
-
-struct Check {
-  Verdict verdict = Verdict::ok;
-  std::string message;
-};
-
-Check fail(Verdict v, const std::string& what) { return {v, "hopper-fna: " + what}; }
+Check fail(Verdict v, const std::string& what) { return check_failed("hopper-fna", v, what); }
 
 constexpr int64_t kTile = kFmhaBlockM;  // tokens per Q tile and per KV tile
 static_assert(kFmhaBlockM == kFmhaBlockN, "Q and KV tiles hold the same number of tokens");
@@ -229,18 +223,8 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   return {};
 }
 
-Check check_device(const NaForwardArgs& a) {
-  const DeviceProps& props = device_props(a.query.device.index);
-  if (props.cc != 90)
-    return fail(Verdict::not_implemented, "needs a compute capability 9.0 device (sm_90a), " +
-                                              device_name(a.query.device) + " is " + std::to_string(props.cc));
-  return {};
-}
+Check check_device(const NaForwardArgs& a) { return check_sm90_device("hopper-fna", a.query.device); }
 
-void raise(const Check& c) {
-  if (c.verdict == Verdict::value_error) throw ValueError(c.message);
-  if (c.verdict == Verdict::not_implemented) throw NotImplementedError(c.message);
-}
 
 // Stream-ordered workspace, freed on the stream when the scope ends (also on exceptions).
 struct Workspace {
