@@ -60,8 +60,8 @@ namespace nattn::cuda::sm90 {
 //               aligned).
 //   kThreeStages   3 K and 3 V stages at head dim 128, FMHA and NA (227 KB shared memory with the
 //               NA tables, the most a CTA can have).
-// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64, 128; 256 FMHA only); Stages: K and V ring depth
-// (0 = the default for D).
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64, 128; 256 FMHA only); Stages: K and
+// V ring depth (0 = the default for D).
 template <class T, int D, int Stages = 0>
 struct FmhaFwdConfig {
   static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim 32, 64, 128 or 256");
@@ -161,7 +161,8 @@ auto make_tma_v(const T* ptr, int seq, int heads, int batch, int64_t s_seq, int6
 // Direct NA mode: a rank-5 TMA descriptor over a heads-last tensor [B, *S, H, D] whose head stride
 // is D (heads and head dim merge into one contiguous dim of H * D elements): dims (H * D, S_0, S_1,
 // S_2, B) with S in NaGeom's (reversed) axis order, box (block_d, tile_0, tile_1, tile_2, 1),
-// block_d = FmhaFwdConfig::kBlockD (64: 128-byte swizzle; 32: 64-byte swizzle). Box coordinates outside the grid read zeros. The host (na_fwd_sm90.cpp) checked the
+// block_d = FmhaFwdConfig::kBlockD (64: 128-byte swizzle; 32: 64-byte swizzle). Box coordinates
+// outside the grid read zeros. The host (na_fwd_sm90.cpp) checked the
 // alignment and strides (16-byte multiples below 2^40 bytes).
 template <class T>
 CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, int block_d, const int64_t (&extent)[3],
@@ -177,14 +178,16 @@ CUtensorMap make_tma_na_direct(const T* ptr, int heads, int head_dim, int block_
   };
   const cuuint64_t strides[4] = {bytes(extent[0], stride[0]), bytes(extent[1], stride[1]),
                                  bytes(extent[2], stride[2]), bytes(batch, batch_stride)};
-  const cuuint32_t box[5] = {static_cast<cuuint32_t>(block_d), static_cast<cuuint32_t>(tile[0]), static_cast<cuuint32_t>(tile[1]),
+  const cuuint32_t box[5] = {static_cast<cuuint32_t>(block_d), static_cast<cuuint32_t>(tile[0]),
+                             static_cast<cuuint32_t>(tile[1]),
                              static_cast<cuuint32_t>(tile[2]), 1};
   const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
   const CUtensorMapDataType dtype =
       cute::is_same_v<T, cutlass::bfloat16_t> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const CUresult r = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
       &map, dtype, 5, const_cast<T*>(ptr), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      block_d == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      block_d == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     throw RuntimeError("hopper-fna: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(static_cast<int>(r)) +
                        ") for a rank-5 box over a [" + std::to_string(batch) + ", ..., " + std::to_string(heads) + ", " +

@@ -119,7 +119,8 @@ Check check_args(const FmhaForwardArgs& a) {
   if (Sq > kMaxSeq || Skv > kMaxSeq)
     return fail(Verdict::not_implemented, "sequence lengths must be < 2^31 - 128, got " + std::to_string(Sq) + ", " +
                                               std::to_string(Skv));
-  if (Skv == 0 && Sq > 0 && B > 0 && !a.cu_seqlens_q) return fail(Verdict::not_implemented, "seqlen_kv == 0 (no keys)");
+  // (Varlen sequences without keys are fine as long as the packed key tensor is not empty.)
+  if (Skv == 0 && Sq > 0 && B > 0) return fail(Verdict::not_implemented, "seqlen_kv == 0 (no keys)");
   const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
   if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
   if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
@@ -137,7 +138,6 @@ Check check_args(const FmhaForwardArgs& a) {
 }
 
 Check check_device(const FmhaForwardArgs& a) { return check_sm90_device("hopper-fmha", a.query.device); }
-
 
 // The stride of axis i for TMA / the kernel: any 16-byte multiple where the axis has size 1.
 int64_t axis_stride(const TensorView& t, int i) {

@@ -225,7 +225,6 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
 
 Check check_device(const NaForwardArgs& a) { return check_sm90_device("hopper-fna", a.query.device); }
 
-
 // Stream-ordered workspace, freed on the stream when the scope ends (also on exceptions).
 struct Workspace {
   void* ptr = nullptr;
