@@ -1,9 +1,9 @@
 // Token permutation kernels (see token_permute.h). Pure data movement: every token row (H head
 // rows of D elements) is read once and written once, so the floor is (bytes read + bytes written)
-// / DRAM bandwidth. Each lane of a warp decodes one token's position (64-bit index math), and the
-// warp copies its 32 tokens' rows in the widest vector width that the row size, base pointers and
-// strides allow (16 bytes for contiguous fp16 rows with D % 8 == 0), eight vectors in flight per
-// thread (token_permute_kernel).
+// / DRAM bandwidth. Each lane of a warp decodes one token's position (32-bit index math when every
+// index fits, else 64-bit), and the warp copies its tokens' rows in the widest vector width that
+// the row size, base pointers and strides allow (16 bytes for contiguous fp16 rows with D % 8 ==
+// 0), eight vectors in flight per thread (token_permute_kernel).
 // Head-dim padding (the two sides' head dims differ) has its own instantiation (kPad): per head
 // row, destination vectors past the source row are zeros and source vectors past the destination
 // row are skipped; the unpadded paths are unchanged.
@@ -137,10 +137,10 @@ __device__ __forceinline__ void copy_token(const PermuteArgs& a, const unsigned 
   }
 }
 
-// A warp takes 32 consecutive tokens at a time: lane i decodes token i (the 64-bit index math runs
-// once per token, not once per copying thread), and the warp reads the decoded offsets with
-// shuffles. Large tokens (more vectors than a.lanes = 32 threads) are copied one after another by
-// the whole warp. Small tokens (at most one vector per thread, a.lanes <= 32 threads per token,
+// A warp takes a.warp_tokens (8-32) consecutive tokens at a time: lane i decodes token i (the index
+// math runs once per token, not once per copying thread), and the warp reads the decoded offsets
+// with shuffles. Large tokens (more vectors than a.lanes = 32 threads) are copied one after another
+// by the whole warp. Small tokens (at most one vector per thread, a.lanes <= 32 threads per token,
 // 32 / a.lanes tokens per step) are copied kBatch steps at a time, so a thread still has kBatch
 // loads in flight.
 template <int V, bool kInverse, bool kPad>
