@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/sm80/fna_fwd/aux_kernels.h"
 #include "cuda/common/device.h"
 #include "cuda/sm80/fna_bwd/bwd_aux.h"
 #include "cuda/sm80/fna_bwd/bwd_params.h"
@@ -378,18 +379,8 @@ void fmha_backward(const FmhaBackwardArgs& a, const TileConfig& config, const Ru
     p.cu_q = static_cast<const int*>(a.cu_seqlens_q->data);
     p.cu_kv = static_cast<const int*>(a.cu_seqlens_kv->data);
     const int64_t nseq = a.cu_seqlens_q->size(0) - 1;
-    int64_t max_q = a.max_seqlen_q, max_kv = a.max_seqlen_kv;
-    if ((max_q <= 0 || max_kv <= 0) && nseq > 0) {
-      std::vector<int> cq(static_cast<size_t>(nseq + 1)), ckv(static_cast<size_t>(nseq + 1));
-      NATTN_CUDA_CHECK(cudaMemcpyAsync(cq.data(), p.cu_q, cq.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
-      NATTN_CUDA_CHECK(cudaMemcpyAsync(ckv.data(), p.cu_kv, ckv.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
-      NATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      max_q = max_kv = 0;
-      for (size_t s = 0; s + 1 < cq.size(); ++s) {
-        max_q = std::max<int64_t>(max_q, cq[s + 1] - cq[s]);
-        max_kv = std::max<int64_t>(max_kv, ckv[s + 1] - ckv[s]);
-      }
-    }
+    const int64_t max_q = a.max_seqlen_q > 0 ? a.max_seqlen_q : fna::longest_sequence(p.cu_q, nseq, stream);
+    const int64_t max_kv = a.max_seqlen_kv > 0 ? a.max_seqlen_kv : fna::longest_sequence(p.cu_kv, nseq, stream);
     const int64_t gx_q = (max_q + kTileM - 1) / kTileM, gx_kv = (max_kv + kTileM - 1) / kTileM;
     check_sizes(backend, p, std::max(gx_q, gx_kv), p.heads, nseq, props);
     int64_t ts[3];

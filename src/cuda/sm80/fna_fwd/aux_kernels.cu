@@ -2,6 +2,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "cuda/common/cuda_check.h"
 #include "cuda/sm80/fna_fwd/aux_kernels.h"
 
@@ -27,6 +30,16 @@ __global__ void zero_uncovered_kernel(unsigned char* out, int64_t esize, int64_t
 }
 
 }  // namespace
+
+int64_t longest_sequence(const int* cu, int64_t nseq, cudaStream_t stream) {
+  if (nseq <= 0) return 0;
+  std::vector<int> h(static_cast<size_t>(nseq + 1));
+  NATTN_CUDA_CHECK(cudaMemcpyAsync(h.data(), cu, h.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
+  NATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  int64_t longest = 0;
+  for (size_t s = 0; s + 1 < h.size(); ++s) longest = std::max<int64_t>(longest, h[s + 1] - h[s]);
+  return longest;
+}
 
 void zero_uncovered_rows(void* out, int64_t esize, int64_t rows, int64_t heads, int64_t dv, const int64_t* os,
                          float* lse, const int64_t* ls, const int* cu_q, int64_t nseq, cudaStream_t stream) {

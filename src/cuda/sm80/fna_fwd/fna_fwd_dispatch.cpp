@@ -318,13 +318,7 @@ void fmha_forward(const FmhaForwardArgs& a, const TileConfig& config, const RunO
     p.cu_q = static_cast<const int*>(a.cu_seqlens_q->data);
     p.cu_kv = static_cast<const int*>(a.cu_seqlens_kv->data);
     const int64_t nseq = a.cu_seqlens_q->size(0) - 1;
-    int64_t max_q = a.max_seqlen_q;
-    if (max_q <= 0 && nseq > 0) {
-      std::vector<int> cu(static_cast<size_t>(nseq + 1));
-      NATTN_CUDA_CHECK(cudaMemcpyAsync(cu.data(), p.cu_q, cu.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
-      NATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      for (int64_t s = 0; s < nseq; ++s) max_q = std::max<int64_t>(max_q, cu[static_cast<size_t>(s + 1)] - cu[static_cast<size_t>(s)]);
-    }
+    const int64_t max_q = a.max_seqlen_q > 0 ? a.max_seqlen_q : longest_sequence(p.cu_q, nseq, stream);
     const int64_t os3[3] = {a.out.stride(0), a.out.stride(1), a.out.stride(2)};
     int64_t ls3[3] = {0, 0, 0};
     if (a.lse) {

@@ -4,12 +4,10 @@
 
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
-#include <vector>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
@@ -186,16 +184,11 @@ void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
     p.cu_q = static_cast<const int*>(a.cu_seqlens_q->data);
     p.cu_kv = static_cast<const int*>(a.cu_seqlens_kv->data);
     p.num_seqs = static_cast<int>(a.cu_seqlens_q->size(0) - 1);
-    int64_t max_q = a.max_seqlen_q;
-    if (max_q == 0) {  // no hint: read the offsets (synchronises the stream)
-      std::vector<int> cu(static_cast<size_t>(p.num_seqs + 1));
-      NATTN_CUDA_CHECK(cudaMemcpyAsync(cu.data(), p.cu_q, cu.size() * sizeof(int), cudaMemcpyDeviceToHost, stream));
-      NATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
-      for (size_t s = 0; s + 1 < cu.size(); ++s) max_q = std::max<int64_t>(max_q, cu[s + 1] - cu[s]);
-      if (max_q > kMaxSeq)
-        throw NotImplementedError("hopper-fmha: a varlen sequence of " + std::to_string(max_q) +
-                                  " queries (at most 2^31 - 128)");
-    }
+    // Without a hint, read the offsets (synchronises the stream).
+    const int64_t max_q = a.max_seqlen_q > 0 ? a.max_seqlen_q : fna::longest_sequence(p.cu_q, p.num_seqs, stream);
+    if (max_q > kMaxSeq)
+      throw NotImplementedError("hopper-fmha: a varlen sequence of " + std::to_string(max_q) +
+                                " queries (at most 2^31 - 128)");
     p.max_seqlen_q = static_cast<int>(max_q);
     // Rows past the last sequence belong to none: O = 0, LSE = 0 (the kernel never visits them).
     const int64_t os[3] = {o.strides[0], o.strides[1], o.strides[2]};
