@@ -14,12 +14,9 @@
 #include "core/half.h"
 #include "golden/golden.h"
 #include "nattn/backends.h"
+#include "nattn/cuda_device.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
-
-#ifdef NATTN_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace nattn::cli {
 namespace {
@@ -127,64 +124,39 @@ std::vector<float> to_floats(const Buffer& b) {
 
 // CUDA backends take device tensors: a Staging mirrors the host buffers of one run on GPU 0
 // (inputs and poisoned outputs copied up; outputs copied back by finish()). For CPU backends it
-// hands out the host views unchanged.
-bool runs_on_cuda(const std::string& backend) {
-  return backend.rfind("cutlass-", 0) == 0 || backend.rfind("hopper-", 0) == 0 ||
-         backend.rfind("blackwell-", 0) == 0;
-}
-
+// hands out the host views unchanged. Device memory is owned by DeviceBuffers (cuda_device.h).
 class Staging {
  public:
-  explicit Staging(const std::string& backend) : device_(runs_on_cuda(backend)) {
-#ifndef NATTN_WITH_CUDA
-    if (device_) throw RuntimeError("--backend " + backend + " needs CUDA, but this nattn was built without it");
-#endif
+  explicit Staging(const std::string& backend) : device_(is_cuda_backend(backend)) {
+    if (device_ && !cuda_built())
+      throw RuntimeError("--backend " + backend + " needs CUDA, but this nattn was built without it");
   }
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;
-  ~Staging() {
-#ifdef NATTN_WITH_CUDA
-    for (void* p : allocations_) cudaFree(p);
-#endif
-  }
   TensorView in(const Buffer& b) { return device_ ? upload(b) : b.view; }
   TensorView out(Buffer& b) {
     if (!device_) return b.view;
     TensorView v = upload(b);
-    outputs_.push_back({&b, v.data});
+    outputs_.push_back({&b, allocations_.size() - 1});
     return v;
   }
   // Waits for the device and copies the outputs back into their host buffers.
   void finish() {
-#ifdef NATTN_WITH_CUDA
     if (!device_) return;
-    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-    for (const auto& [buffer, ptr] : outputs_)
-      check(cudaMemcpy(buffer->bytes.data(), ptr, bytes_of(*buffer), cudaMemcpyDeviceToHost), "cudaMemcpy");
-#endif
+    cuda_synchronize("after the run");
+    for (const auto& [buffer, index] : outputs_) allocations_[index].download(buffer->bytes.data(), bytes_of(*buffer));
   }
 
  private:
-  static size_t bytes_of(const Buffer& b) { return static_cast<size_t>(b.view.numel() * dtype_size(b.view.dtype)); }
-#ifdef NATTN_WITH_CUDA
-  static void check(cudaError_t e, const char* what) {
-    if (e != cudaSuccess) throw RuntimeError(std::string("nattn verify: ") + what + ": " + cudaGetErrorString(e));
-  }
-#endif
+  static int64_t bytes_of(const Buffer& b) { return b.view.numel() * dtype_size(b.view.dtype); }
   TensorView upload(const Buffer& b) {
-#ifdef NATTN_WITH_CUDA
-    void* ptr = nullptr;
-    check(cudaMalloc(&ptr, bytes_of(b) + 16), "cudaMalloc");
-    allocations_.push_back(ptr);
-    check(cudaMemcpy(ptr, b.bytes.data(), bytes_of(b), cudaMemcpyHostToDevice), "cudaMemcpy");
-    return TensorView(ptr, b.view.dtype, b.view.shape, b.view.strides, Device{DeviceKind::cuda, 0});
-#else
-    return b.view;
-#endif
+    allocations_.emplace_back(bytes_of(b) + 16, 0);
+    allocations_.back().upload(b.bytes.data(), bytes_of(b));
+    return allocations_.back().view(b.view.dtype, b.view.shape, b.view.strides);
   }
   bool device_;
-  std::vector<void*> allocations_;
-  std::vector<std::pair<Buffer*, void*>> outputs_;
+  std::vector<DeviceBuffer> allocations_;
+  std::vector<std::pair<Buffer*, size_t>> outputs_;  // host buffer, index into allocations_
 };
 
 // ---- one case -------------------------------------------------------------------------------------
