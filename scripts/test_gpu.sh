@@ -9,10 +9,10 @@
 # already hold a build with -DNATTN_ENABLE_CUDA=ON.
 #
 # Runs: the GPU test programs (forward, backward, token permutation; every one against the CPU
-# reference), compute-sanitizer memcheck, racecheck and synccheck on their small cases,
-# `nattn verify testdata/golden` on cutlass-fna in fp32/fp16/bf16 (forward and backward), then the
-# benchmarks (ours; PyTorch SDPA flash when torch is installed). Logs go to $OUT (if set) or
-# BUILD_DIR/gpu-logs. Exit status: non-zero if any test, sanitizer or verify step failed.
+# reference; `nattn profile` on the GPU), compute-sanitizer memcheck, racecheck and synccheck on
+# their small cases, `nattn verify testdata/golden` on cutlass-fna in fp32/fp16/bf16 (forward and
+# backward), then the benchmarks (ours; PyTorch SDPA flash when torch is installed). Logs go to
+# $OUT (if set) or BUILD_DIR/gpu-logs. Exit status: non-zero if any test, sanitizer or verify step failed.
 set -u
 BUILD=""
 BENCH=quick
@@ -50,7 +50,7 @@ if [ "$DO_BUILD" = 1 ]; then
   cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DNATTN_ENABLE_CUDA=ON \
     -DNATTN_CUDA_RESOURCE_USAGE=ON "${extra[@]}" > "$LOGS/cmake.log" 2>&1 || { tail -30 "$LOGS/cmake.log"; exit 1; }
   cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain \
-    bench_cuda_fna bench_cuda_bwd bench_token_permute nattn_cli > "$LOGS/build.log" 2>&1 ||
+    test_cli_profile_cuda bench_cuda_fna bench_cuda_bwd bench_token_permute nattn_cli > "$LOGS/build.log" 2>&1 ||
     { grep -B2 -A12 "error" "$LOGS/build.log" | head -60; exit 1; }
   # Registers and spills of every kernel (ptxas -v).
   grep -A3 "Compiling entry function" "$LOGS/build.log" | grep -E "entry|spill|Used" |
@@ -58,7 +58,7 @@ if [ "$DO_BUILD" = 1 ]; then
   echo "spilling kernels: $(grep -c ' [1-9][0-9]* bytes spill' "$LOGS/registers.txt")"
 fi
 
-for test in test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain; do
+for test in test_cuda_forward test_cuda_backward test_cuda_token_permute test_cuda_subdomain test_cli_profile_cuda; do
   step "gtest: $test"
   timeout 300 "$(bin "$test")" 2>&1 | tee "$LOGS/$test.log" | grep -vE '^\[ +(RUN|OK) +\]' | tail -40
   [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -1,192 +1,15 @@
 // `nattn profile`: runs the built CLI (NATTN_CLI_PATH) and checks its tables, JSON and errors.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cctype>
-#include <cstdlib>
-#include <fstream>
-#include <map>
-#include <memory>
-#include <sstream>
+#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "tools/cli_profile_util.h"
+
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream ss;
-  ss << file.rdbuf();
-  return ss.str();
-}
-
-std::string shell_quote(const std::string& word) {
-  std::string out = "'";
-  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "nattn_profile_" + name; }
-
-// Runs `nattn profile ARGS...` with stdout and stderr captured separately.
-CliResult run_profile(const std::vector<std::string>& args) {
-  const std::string out_path = temp_path("stdout.txt");
-  const std::string err_path = temp_path("stderr.txt");
-  std::string command = shell_quote(NATTN_CLI_PATH) + " profile";
-  for (const std::string& a : args) command += " " + shell_quote(a);
-  command += " >" + shell_quote(out_path) + " 2>" + shell_quote(err_path) + " </dev/null";
-  const int status = std::system(command.c_str());
-  CliResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = read_file(out_path);
-  result.err = read_file(err_path);
-  return result;
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-// A small 2-D problem that every CPU backend runs in milliseconds.
-std::vector<std::string> small_problem(std::vector<std::string> extra) {
-  std::vector<std::string> args{"-i", "12", "10", "-w", "3", "5", "-n", "2", "-d", "16",
-                                "--warmup-steps", "1", "--iterations", "3", "--no-progress"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
-
-// ---- a minimal JSON parser (enough to check the --json output is valid and has its keys) ------
-
-struct Json {
-  enum class Type { null, boolean, number, string, array, object } type = Type::null;
-  bool boolean = false;
-  double number = 0;
-  std::string text;
-  std::vector<Json> items;
-  std::map<std::string, Json> members;
-  const Json& at(const std::string& key) const {
-    static const Json missing;
-    auto it = members.find(key);
-    return it == members.end() ? missing : it->second;
-  }
-  bool has(const std::string& key) const { return members.count(key) != 0; }
-};
-
-class JsonParser {
- public:
-  explicit JsonParser(const std::string& text) : s_(text) {}
-  // Throws std::runtime_error on any syntax error, including trailing garbage.
-  Json parse() {
-    Json v = value();
-    skip();
-    if (i_ != s_.size()) error("trailing characters");
-    return v;
-  }
-
- private:
-  [[noreturn]] void error(const std::string& what) {
-    throw std::runtime_error("JSON error at offset " + std::to_string(i_) + ": " + what);
-  }
-  void skip() {
-    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-  }
-  bool eat(char c) {
-    skip();
-    if (i_ < s_.size() && s_[i_] == c) {
-      ++i_;
-      return true;
-    }
-    return false;
-  }
-  void expect(char c) {
-    if (!eat(c)) error(std::string("expected '") + c + "'");
-  }
-  bool literal(const char* word) {
-    const std::string w = word;
-    if (s_.compare(i_, w.size(), w) == 0) {
-      i_ += w.size();
-      return true;
-    }
-    return false;
-  }
-  std::string string_body() {
-    expect('"');
-    std::string out;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      if (static_cast<unsigned char>(s_[i_]) < 0x20) error("control character in string");
-      if (s_[i_] == '\\') {
-        ++i_;
-        if (i_ >= s_.size()) error("bad escape");
-        const char e = s_[i_];
-        if (e == 'u') {
-          if (i_ + 4 >= s_.size()) error("bad \\u escape");
-          i_ += 4;
-          out += '?';
-        } else if (std::string("\"\\/bfnrt").find(e) == std::string::npos) {
-          error("bad escape");
-        } else {
-          out += e == 'n' ? '\n' : e == 't' ? '\t' : e;
-        }
-        ++i_;
-      } else {
-        out += s_[i_++];
-      }
-    }
-    expect('"');
-    return out;
-  }
-  Json value() {
-    skip();
-    if (i_ >= s_.size()) error("unexpected end");
-    Json v;
-    const char c = s_[i_];
-    if (c == '{') {
-      v.type = Json::Type::object;
-      ++i_;
-      if (eat('}')) return v;
-      do {
-        skip();
-        const std::string key = string_body();
-        expect(':');
-        v.members[key] = value();
-      } while (eat(','));
-      expect('}');
-    } else if (c == '[') {
-      v.type = Json::Type::array;
-      ++i_;
-      if (eat(']')) return v;
-      do v.items.push_back(value());
-      while (eat(','));
-      expect(']');
-    } else if (c == '"') {
-      v.type = Json::Type::string;
-      v.text = string_body();
-    } else if (literal("true")) {
-      v.type = Json::Type::boolean;
-      v.boolean = true;
-    } else if (literal("false")) {
-      v.type = Json::Type::boolean;
-    } else if (literal("null")) {
-      v.type = Json::Type::null;
-    } else {
-      size_t used = 0;
-      try {
-        v.number = std::stod(s_.substr(i_), &used);
-      } catch (const std::exception&) {
-        error("bad value");
-      }
-      v.type = Json::Type::number;
-      i_ += used;
-    }
-    return v;
-  }
-  const std::string& s_;
-  size_t i_ = 0;
-};
+using namespace nattn::test::cli;
 
 // ---- normal mode -------------------------------------------------------------------------------
 
@@ -229,11 +52,13 @@ TEST(CliProfile, ReferenceBackendWithGqaCausalAndAdditionalKv) {
 }
 
 TEST(CliProfile, AutomaticSelectionIsExplained) {
-  const CliResult r = run_profile(small_problem({"--fmha-backend", "cutlass-fmha"}));
+  // --device cpu: the automatic choice is among the CPU backends on any machine.
+  const CliResult r = run_profile(small_problem({"--fmha-backend", "cutlass-fmha", "--device", "cpu"}));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "(automatic)")) << r.out;
   EXPECT_TRUE(contains(r.out, "chosen")) << r.out;
   EXPECT_TRUE(contains(r.out, "rejected:")) << r.out;  // the CUDA backends on a CPU problem
+  EXPECT_TRUE(contains(r.out, "device cpu")) << r.out;
   EXPECT_TRUE(contains(r.out, "FMHA backend: cutlass-fmha (unused")) << r.out;
 }
 
@@ -251,12 +76,20 @@ TEST(CliProfile, HelpExitsZero) {
   EXPECT_TRUE(contains(r.out, "usage: nattn profile"));
   EXPECT_TRUE(contains(r.out, "--dtype {fp32,fp16,bf16}"));
   EXPECT_TRUE(contains(r.out, "--optimize"));
+  EXPECT_TRUE(contains(r.out, "--device {cpu,cuda}"));
+  EXPECT_TRUE(contains(r.out, "Built in this nattn:"));
+  EXPECT_FALSE(contains(r.out, "built in this version run on the CPU")) << r.out;  // stale before GPU tensors
+#if NATTN_TEST_CLI_CUDA
+  EXPECT_TRUE(contains(r.out, "cutlass-fna")) << r.out;
+#else
+  EXPECT_TRUE(contains(r.out, "CUDA: none")) << r.out;
+#endif
 }
 
 // ---- dry run and optimize ----------------------------------------------------------------------
 
 TEST(CliProfile, DryRunListsBackendsAndConfigs) {
-  const CliResult r = run_profile({"-i", "16", "16", "-w", "5", "--dry-run"});
+  const CliResult r = run_profile({"-i", "16", "16", "-w", "5", "--dry-run", "--device", "cpu"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "cpu: compatible")) << r.out;
   EXPECT_TRUE(contains(r.out, "reference: compatible")) << r.out;
@@ -303,6 +136,8 @@ TEST(CliProfile, JsonHasProblemBackendTimesAndGflops) {
   ASSERT_NO_THROW(json = JsonParser(text).parse()) << text;
   ASSERT_EQ(json.type, Json::Type::object);
   EXPECT_EQ(json.at("mode").text, "profile");
+  EXPECT_EQ(json.at("device").text, "cpu");
+  EXPECT_EQ(json.at("timing").text, "wall clock");
 
   const Json& problem = json.at("problem");
   ASSERT_EQ(problem.type, Json::Type::object) << text;
@@ -338,11 +173,12 @@ TEST(CliProfile, JsonHasProblemBackendTimesAndGflops) {
 TEST(CliProfile, DryRunJsonListsBackends) {
   const std::string path = temp_path("dry.json");
   std::remove(path.c_str());
-  const CliResult r = run_profile({"-i", "20", "-w", "7", "--dry-run", "--json", path});
+  const CliResult r = run_profile({"-i", "20", "-w", "7", "--dry-run", "--device", "cpu", "--json", path});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   Json json;
   ASSERT_NO_THROW(json = JsonParser(read_file(path)).parse());
   EXPECT_EQ(json.at("mode").text, "dry-run");
+  EXPECT_EQ(json.at("device").text, "cpu");
   ASSERT_EQ(json.at("backends").type, Json::Type::array);
   bool saw_cpu = false;
   for (const Json& b : json.at("backends").items) {
@@ -400,6 +236,13 @@ TEST(CliProfile, EveryValidationErrorExitsTwoNamingTheOption) {
       {{"-i", "8", "stray"}, {"--input-size", "stray", "not an integer"}},
       {{"-i", "8", "--dtype"}, {"--dtype", "expects a value"}},
       {{"-i", "8", "--backprop=yes"}, {"--backprop", "takes no value"}},
+      {{"-i", "8", "--device", "gpu"}, {"--device", "'gpu'", "allowed: cpu, cuda"}},
+      {{"-i", "8", "--device", "cuda:1"}, {"--device", "'cuda:1'", "allowed: cpu, cuda"}},
+      {{"-i", "8", "--device"}, {"--device", "expects a value"}},
+      {{"-i", "8", "--device", "cpu", "--backend", "cutlass-fna"},
+       {"--device", "'cpu'", "conflicts", "cutlass-fna", "allowed: cuda"}},
+      {{"-i", "8", "--device", "cuda", "--backend", "cpu"}, {"--device", "'cuda'", "conflicts", "--backend cpu"}},
+      {{"-i", "8", "--backend", "hopper-fna", "--device=cpu", "--dry-run"}, {"--device", "conflicts", "hopper-fna"}},
   };
   for (const BadCase& c : cases) {
     std::string joined;
@@ -430,10 +273,68 @@ TEST(CliProfile, ListsAcceptCommasAndEqualsSign) {
 }
 
 TEST(CliProfile, BackendThatCannotRunIsARuntimeFailure) {
-  // cutlass-fna is known but needs CUDA tensors: not a usage error, exit code 1.
-  const CliResult r = run_profile({"-i", "8", "-w", "3", "--backend", "cutlass-fna", "--iterations", "1"});
+  // hopper-fna is known but runs fp16/bf16 only: not a usage error, exit code 1 (on a machine
+  // without CUDA, because it needs CUDA; with a GPU, because of the dtype).
+  const CliResult r = run_profile({"-i", "8", "-w", "3", "--backend", "hopper-fna", "--dtype", "fp32",
+                                   "--iterations", "1", "--warmup-steps", "0"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(contains(r.err, "cutlass-fna")) << r.err;
+  EXPECT_TRUE(contains(r.err, "hopper-fna")) << r.err;
+}
+
+// ---- device ------------------------------------------------------------------------------------
+
+// What `--device cuda` / a CUDA --backend says where it cannot run. Returns false (and the test
+// skips) when this CLI has CUDA and a GPU is present, so that the command ran.
+bool expect_cuda_unavailable(const CliResult& r, const std::string& option, const std::string& value) {
+  if (NATTN_TEST_CLI_CUDA && r.exit_code == 0) return false;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "nattn profile: error: " + option + ": '" + value + "'")) << r.err;
+  EXPECT_TRUE(contains(r.err, NATTN_TEST_CLI_CUDA ? "no CUDA device was found" : "built without CUDA")) << r.err;
+  EXPECT_TRUE(contains(r.err, "allowed here: ")) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;  // refused before anything is printed or allocated
+  return true;
+}
+
+TEST(CliProfile, DeviceCudaWithoutCudaIsAClearError) {
+  const CliResult r = run_profile(small_problem({"--device", "cuda", "--dtype", "fp16"}));
+  if (!expect_cuda_unavailable(r, "--device", "cuda")) GTEST_SKIP() << "a GPU is present: --device cuda ran";
+  EXPECT_TRUE(contains(r.err, "--device cpu")) << r.err;
+}
+
+TEST(CliProfile, CudaBackendWithoutCudaIsAClearError) {
+  const CliResult r = run_profile(small_problem({"--backend", "cutlass-fna", "--dtype", "fp16"}));
+  if (!expect_cuda_unavailable(r, "--backend", "cutlass-fna")) GTEST_SKIP() << "a GPU is present: cutlass-fna ran";
+  EXPECT_TRUE(contains(r.err, "runs on CUDA tensors")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--backend reference or cpu")) << r.err;
+}
+
+TEST(CliProfile, DryRunOnCudaWithoutCudaIsAClearError) {
+  // fp16 and head dim 32: a problem every CUDA build has a kernel for, so that with a GPU it runs.
+  const CliResult r =
+      run_profile({"-i", "16", "16", "-w", "5", "--dtype", "fp16", "-d", "32", "--dry-run", "--device", "cuda"});
+  if (!expect_cuda_unavailable(r, "--device", "cuda")) GTEST_SKIP() << "a GPU is present: the dry run ran";
+}
+
+TEST(CliProfile, CpuDeviceIsShownInHeaderFootnoteAndPlan) {
+  const CliResult r = run_profile(small_problem({"--device", "cpu"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "-D neighborhood attention, device cpu\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Threads: ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Runtime: median of the timed calls of each operation (wall clock)")) << r.out;
+  EXPECT_FALSE(contains(r.out, "cuda:0")) << r.out;
+}
+
+TEST(CliProfile, AutomaticDeviceIsCpuWithoutCuda) {
+  if (NATTN_TEST_CLI_CUDA) GTEST_SKIP() << "this CLI has CUDA: the automatic device depends on the machine";
+  const std::string path = temp_path("auto_device.json");
+  std::remove(path.c_str());
+  const CliResult r = run_profile(small_problem({"--json", path}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "device cpu")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Forward backend: cpu (automatic)")) << r.out;
+  Json json;
+  ASSERT_NO_THROW(json = JsonParser(read_file(path)).parse());
+  EXPECT_EQ(json.at("device").text, "cpu");
 }
 
 }  // namespace

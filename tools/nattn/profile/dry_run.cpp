@@ -65,7 +65,8 @@ void write_configs(JsonWriter& json, const std::vector<TileConfig>& configs) {
   json.end_array();
 }
 
-void write_dry_run_json(const std::string& path, const ProfileOptions& o, const std::vector<BackendListing>& listings) {
+void write_dry_run_json(const std::string& path, const ProfileOptions& o, const NaProblem& problem,
+                        const std::vector<BackendListing>& listings) {
   std::ofstream file(path);
   if (!file) throw RuntimeError("--json: cannot open '" + path + "' for writing");
   JsonWriter json(file);
@@ -73,6 +74,7 @@ void write_dry_run_json(const std::string& path, const ProfileOptions& o, const 
   json.key("tool").value("nattn profile");
   json.key("version").value(NATTN_VERSION_STRING);
   json.key("mode").value("dry-run");
+  json.key("device").value(device_name(problem.device));
   json.key("problem").begin_object();
   json.key("rank").value(o.rank());
   json.key("input_size").value(o.input_size);
@@ -127,8 +129,7 @@ int run_dry_run(const ProfileOptions& o) {
   std::ostream& os = std::cout;
   print_problem(os, o, problem);
   if (!o.fmha_backend.empty()) {
-    os << "FMHA backend: " << o.fmha_backend
-       << " (unused: the CPU backends handle additional KV inside the NA op)\n";
+    os << "FMHA backend: " << o.fmha_backend << " (unused: " << kFmhaBackendUnused << ")\n";
   }
   os << "\nBackends (forward pass" << (o.backprop ? ", with gradients" : "") << "):\n";
   for (const BackendListing& l : listings)
@@ -152,11 +153,13 @@ int run_dry_run(const ProfileOptions& o) {
       os << "Backend: " << l.name << " / Backward pass: not supported: " << l.backward_reason << "\n";
     }
   }
-  if (!o.json_path.empty()) write_dry_run_json(o.json_path, o, listings);
+  if (!o.json_path.empty()) write_dry_run_json(o.json_path, o, problem, listings);
   if (!any_compatible) {
-    throw NotImplementedError(o.backend.empty() ? "no backend can run this problem (see the list above)"
-                                                : "backend '" + o.backend + "' cannot run this problem: " +
-                                                      listings.front().reason);
+    if (!o.backend.empty())
+      throw NotImplementedError("backend '" + o.backend + "' cannot run this problem: " + listings.front().reason);
+    const bool gpu = problem.device.kind == DeviceKind::cuda;
+    throw NotImplementedError(std::string("no backend can run this problem (see the list above)") +
+                              (gpu ? "; --device cpu runs it on the CPU backends" : ""));
   }
   return 0;
 }

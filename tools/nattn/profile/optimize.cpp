@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "nattn/backends.h"
+#include "nattn/cuda_device.h"
 #include "nattn/errors.h"
 #include "nattn/profile/report.h"
 #include "nattn/profile/session.h"
@@ -36,10 +37,11 @@ std::vector<std::optional<TileConfig>> candidates(const std::optional<TileConfig
   return out;
 }
 
-// Times `run(config)` for each candidate; failures (a config the backend refuses) are recorded.
+// Times `run(config)` for each candidate; failures (a config the backend refuses, a failed kernel)
+// are recorded. With `sync` (a GPU problem) each timed run counts the GPU work (time_call).
 template <typename RunFn>
 std::vector<ConfigTrial> search(const std::vector<std::optional<TileConfig>>& configs, int64_t warmup_steps,
-                                const char* phase, Progress& progress, RunFn run) {
+                                bool sync, const char* phase, Progress& progress, RunFn run) {
   std::vector<ConfigTrial> trials;
   const int64_t total = static_cast<int64_t>(configs.size());
   for (int64_t i = 0; i < total; ++i) {
@@ -47,10 +49,14 @@ std::vector<ConfigTrial> search(const std::vector<std::optional<TileConfig>>& co
     try {
       for (int64_t step = 0; step < warmup_steps; ++step) run(trial.config);
       Samples samples;
-      for (int r = 0; r < kTimedRunsPerConfig; ++r) samples.seconds.push_back(time_call([&] { run(trial.config); }));
+      for (int r = 0; r < kTimedRunsPerConfig; ++r)
+        samples.seconds.push_back(time_call([&] { run(trial.config); }, sync));
       trial.seconds = samples.median();
     } catch (const Error& e) {
       trial.error = e.what();
+      // A kernel fault leaves the CUDA context unusable: every later configuration would fail
+      // too, so stop here (this throws) unless the device is still fine.
+      if (sync) cuda_synchronize("after the failed configuration " + config_text(trial.config));
     }
     trials.push_back(trial);
     progress.update(phase, i + 1, total);
@@ -95,7 +101,8 @@ SearchResult run_optimize(Plan& plan, Progress& progress) {
   os << "\nSearching " << forward_candidates.size() << " forward pass configs (each: " << o.optimize_warmup_steps
      << " warmup runs, median of " << kTimedRunsPerConfig << " timed runs)\n";
   RunOptions forward_options = run_options(plan, Pass::forward);
-  result.forward = search(forward_candidates, o.optimize_warmup_steps, "forward configs", progress,
+  const bool sync = on_cuda(plan.problem);
+  result.forward = search(forward_candidates, o.optimize_warmup_steps, sync, "forward configs", progress,
                           [&](const std::optional<TileConfig>& config) {
                             forward_options.config = config;
                             na_forward(workspace.forward_args(), forward_options);
@@ -115,7 +122,7 @@ SearchResult run_optimize(Plan& plan, Progress& progress) {
     os << "\nSearching " << backward_candidates.size() << " backward pass configs (each: "
        << o.optimize_warmup_steps << " warmup runs, median of " << kTimedRunsPerConfig << " timed runs)\n";
     RunOptions backward_options = run_options(plan, Pass::backward);
-    result.backward = search(backward_candidates, o.optimize_warmup_steps, "backward configs", progress,
+    result.backward = search(backward_candidates, o.optimize_warmup_steps, sync, "backward configs", progress,
                              [&](const std::optional<TileConfig>& config) {
                                backward_options.config = config;
                                na_backward(workspace.backward_args(), backward_options);
@@ -133,6 +140,7 @@ SearchResult run_optimize(Plan& plan, Progress& progress) {
   best.add_title("Best configuration");
   best.add_row({"backend", plan.forward_backend});
   best.add_row({"fmha_backend", o.fmha_backend.empty() ? "(unused)" : o.fmha_backend + " (unused)"});
+  best.add_row({"device", device_name(plan.problem.device)});
   best.add_row({"q_tile_shape", tile_text(plan.forward_config_used, true)});
   best.add_row({"kv_tile_shape", tile_text(plan.forward_config_used, false)});
   if (plan.forward_config_used.schedule != KernelSchedule::none)

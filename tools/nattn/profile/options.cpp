@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "nattn/backends.h"
+#include "nattn/cuda_device.h"
 #include "nattn/errors.h"
 
 namespace nattn::cli::profile {
@@ -32,7 +33,8 @@ const OptionSpec kOptions[] = {
     {"", "--dilation", Arity::list},          {"-c", "--causal", Arity::list},
     {"", "--dtype", Arity::one},              {"", "--backprop", Arity::flag},
     {"", "--add-kv", Arity::one},             {"", "--backend", Arity::one},
-    {"", "--fmha-backend", Arity::one},       {"", "--q-tile", Arity::list},
+    {"", "--fmha-backend", Arity::one},       {"", "--device", Arity::one},
+    {"", "--q-tile", Arity::list},
     {"", "--kv-tile", Arity::list},           {"", "--backward-q-tile", Arity::list},
     {"", "--backward-kv-tile", Arity::list},  {"", "--schedule", Arity::one},
     {"", "--warmup-steps", Arity::one},       {"", "--iterations", Arity::one},
@@ -254,6 +256,10 @@ ProfileOptions parse_options(int argc, char** argv) {
     else if (name == "--add-kv") o.additional_kv = parse_int(option, v, 0, "an integer >= 0");
     else if (name == "--backend") { check_backend_name(option, v, false); o.backend = v; }
     else if (name == "--fmha-backend") { check_backend_name(option, v, true); o.fmha_backend = v; }
+    else if (name == "--device") {
+      if (v != "cpu" && v != "cuda") fail(option, "'" + v + "' is not a device (allowed: cpu, cuda)");
+      o.device = v;
+    }
     else if (name == "--q-tile") o.q_tile = parse_int_list(option, values, 1, "positive integers, one per axis");
     else if (name == "--kv-tile") o.kv_tile = parse_int_list(option, values, 1, "positive integers, one per axis");
     else if (name == "--backward-q-tile")
@@ -327,7 +333,42 @@ ProfileOptions parse_options(int argc, char** argv) {
 
   if (o.dry_run && o.optimize)
     throw ValueError("--dry-run and --optimize cannot be used together (allowed: one of them, or neither)");
+  // The C++ backends run on one device each (flex-* are Python-only: resolve_backend rejects them).
+  const bool cuda_backend = is_cuda_backend(o.backend);
+  const bool cpu_backend = o.backend == "reference" || o.backend == "cpu";
+  if ((o.device == "cpu" && cuda_backend) || (o.device == "cuda" && cpu_backend)) {
+    fail("--device", "'" + o.device + "' conflicts with --backend " + o.backend + ", which runs on " +
+                         (cuda_backend ? "CUDA" : "CPU") + " tensors (allowed: " + (cuda_backend ? "cuda" : "cpu") +
+                         ", or leave out --device)");
+  }
   return o;
+}
+
+Device resolve_device(const ProfileOptions& o) {
+  const Device cpu{}, gpu{DeviceKind::cuda, 0};
+  std::string option, value;  // what asks for CUDA, if anything
+  if (o.device == "cpu") return cpu;
+  if (o.device == "cuda") {
+    option = "--device";
+    value = "cuda";
+  } else if (!o.backend.empty()) {
+    if (!is_cuda_backend(o.backend)) return cpu;
+    option = "--backend";
+    value = o.backend;
+  }
+  std::string why;
+  const bool available = cuda_device_count(&why) > 0;
+  if (option.empty()) return available ? gpu : cpu;  // automatic
+  if (available) return gpu;
+  const std::string runs = option == "--backend" ? " runs on CUDA tensors, but" : " is not available:";
+  if (!cuda_built()) {
+    throw RuntimeError(option + ": '" + value + "'" + runs + " this nattn was built without CUDA (allowed here: " +
+                       (option == "--backend" ? "--backend reference or cpu" : "--device cpu") +
+                       "; CUDA builds take -DNATTN_ENABLE_CUDA=ON)");
+  }
+  throw RuntimeError(option + ": '" + value + "'" + runs + " no CUDA device was found (" + why +
+                     ") (allowed here: " + (option == "--backend" ? "--backend reference or cpu" : "--device cpu") +
+                     ")");
 }
 
 NaProblem make_problem(const ProfileOptions& o) {
@@ -340,8 +381,8 @@ NaProblem make_problem(const ProfileOptions& o) {
   p.head_dim_v = o.dim_value;
   p.additional_kv = o.additional_kv;
   p.dtype = o.dtype;
-  p.device = Device{};
-  p.compute_capability = 0;
+  p.device = resolve_device(o);
+  p.compute_capability = p.device.kind == DeviceKind::cuda ? cuda_compute_capability(p.device.index) : 0;
   p.params.rank = o.rank();
   for (int a = 0; a < o.rank(); ++a) {
     const size_t i = static_cast<size_t>(a);
@@ -363,13 +404,34 @@ bool is_self_attention(const ProfileOptions& o) {
   return true;
 }
 
+namespace {
+
+// Which backends this nattn has, and where they run.
+std::string built_backends_text() {
+  std::vector<std::string> cpu_names, cuda_names;
+  for (const BackendInfo& info : list_backends()) {
+    if (!info.built || !info.supports_na) continue;
+    (is_cuda_backend(info.name) ? cuda_names : cpu_names).push_back(info.name);
+  }
+  std::string text = "Built in this nattn:\n  CPU (host memory): " + join(cpu_names, ", ") + "\n";
+  if (cuda_built() && !cuda_names.empty()) {
+    text += "  CUDA (GPU 0 memory; inputs filled on the host and copied up): " + join(cuda_names, ", ") + "\n";
+  } else {
+    text += "  CUDA: none (built without CUDA; -DNATTN_ENABLE_CUDA=ON adds cutlass-* and hopper-*)\n";
+  }
+  return text;
+}
+
+}  // namespace
+
 std::string help_text() {
   return R"(usage: nattn profile -i X [Y [Z]] [options]
 
 Time neighborhood attention (NA) on a backend, like NATTEN's profiler (python -m natten.profiler).
-Inputs are random heads-last tensors: Q [B, *S, H, D], K [B, *S, Hkv, D], V [B, *S, Hkv, Dv].
-The backends built in this version run on the CPU (reference, cpu).
-
+Inputs are random heads-last tensors: Q [B, *S, H, D], K [B, *S, Hkv, D], V [B, *S, Hkv, Dv],
+uniform in [-1, 1), on the device of the backend: reference and cpu run on the CPU; cutlass-*,
+hopper-* and blackwell-* on GPU 0.
+)" + built_backends_text() + R"(
 problem size:
   -i, --input-size X [Y [Z]]   token layout S, 1 to 3 integers (required)
   -b, --batch-size B           batch size [1]
@@ -385,15 +447,18 @@ NA parameters (one value for every axis, or one per axis):
   -c, --causal C...            causal per axis: true/false, 1/0, yes/no [false]
 
 run mode:
-      --dtype {fp32,fp16,bf16} element type [fp32: the CPU backends are the ones built; they
-                               accumulate in fp32 for every dtype]
+      --dtype {fp32,fp16,bf16} element type [fp32] (the CPU backends accumulate in fp32 for
+                               every dtype; hopper-fna runs fp16/bf16 only)
       --backprop               also time the backward pass (separately from the forward)
       --add-kv N               N additional key/value tokens attended by every query [0]
 
 backends and configurations:
-      --backend NAME           NA backend (e.g. reference, cpu) [automatic: explained in the output]
-      --fmha-backend NAME      FMHA backend for additional KV; validated, but unused by the CPU
-                               backends, which handle additional KV inside the NA op
+      --backend NAME           NA backend (e.g. cpu, cutlass-fna, hopper-fna) [automatic among the
+                               backends of the device: explained in the output]
+      --device {cpu,cuda}      where the tensors live [the device of --backend; without --backend,
+                               cuda (GPU 0) when this nattn has CUDA and a GPU is present, else cpu]
+      --fmha-backend NAME      FMHA backend for additional KV; validated, but unused: nattn's NA
+                               backends handle additional KV inside the NA op
       --q-tile T...            forward query tile shape (with --kv-tile)
       --kv-tile T...           forward key/value tile shape (with --q-tile)
       --backward-q-tile T...   backward query tile shape (with --backward-kv-tile)
@@ -402,8 +467,10 @@ backends and configurations:
 
 timing:
       --warmup-steps N         untimed runs before timing [10]
-      --iterations N           timed runs per operation; the median is reported [10]
-      --threads N              CPU threads, 0 = every hardware thread [0]
+      --iterations N           timed runs per operation; the median is reported [10]. Each run is
+                               timed by the wall clock; on a GPU with cudaDeviceSynchronize before
+                               and after each call, so that it counts the GPU work plus the launch
+      --threads N              CPU threads (CPU backends), 0 = every hardware thread [0]
 
 exploration:
       --dry-run                list the backends that can run the problem and their

@@ -35,6 +35,7 @@ struct ProfileOptions {
   // Backends and configs.
   std::string backend;       // "" = automatic
   std::string fmha_backend;  // "" = automatic
+  std::string device;        // --device: "" = automatic, "cpu" or "cuda" (GPU 0)
   std::vector<int64_t> q_tile, kv_tile, backward_q_tile, backward_kv_tile;
   std::optional<KernelSchedule> schedule;
 
@@ -66,7 +67,14 @@ ProfileOptions parse_options(int argc, char** argv);
 // The --help text.
 std::string help_text();
 
-// The shape-level problem the options describe (device cpu, requires_grad = backprop).
+// Where the tensors live: --device; else the device of --backend (cutlass-*, hopper-* and
+// blackwell-* run on CUDA tensors, the others on the CPU); else cuda:0 when this nattn was built
+// with CUDA and a CUDA device is present, else the CPU. Throws RuntimeError naming the option and
+// its value when CUDA is asked for but this nattn was built without it or no device is present.
+Device resolve_device(const ProfileOptions& options);
+
+// The problem the options describe, on resolve_device(options) with that device's compute
+// capability (0 on the CPU); requires_grad = backprop. Throws as resolve_device.
 NaProblem make_problem(const ProfileOptions& options);
 
 // True when the window covers the whole input on every axis and no axis is causal: plain

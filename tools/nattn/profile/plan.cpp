@@ -2,6 +2,7 @@
 #include <thread>
 
 #include "nattn/backends.h"
+#include "nattn/cuda_device.h"
 #include "nattn/errors.h"
 #include "nattn/profile/report.h"
 #include "nattn/profile/session.h"
@@ -13,8 +14,10 @@ std::string choose_or_throw(const NaProblem& problem, Pass pass, std::string& ex
   const Selection selection = choose_backend(problem, pass);
   explain = selection.explain();
   if (selection.backend.empty()) {
+    const bool gpu = problem.device.kind == DeviceKind::cuda;
     throw NotImplementedError(std::string("no backend can run this problem (") +
-                              (pass == Pass::forward ? "forward" : "backward") + " pass):\n" + explain);
+                              (pass == Pass::forward ? "forward" : "backward") + " pass):\n" + explain +
+                              (gpu ? "\n(--device cpu runs it on the CPU backends)" : ""));
   }
   return selection.backend;
 }
@@ -149,8 +152,26 @@ std::string config_text(const std::optional<TileConfig>& config) {
   return config->describe();
 }
 
+bool on_cuda(const NaProblem& problem) { return problem.device.kind == DeviceKind::cuda; }
+
+std::string device_text(const NaProblem& problem) {
+  if (!on_cuda(problem)) return "cpu";
+  if (problem.compute_capability <= 0) return device_name(problem.device);
+  const int cc = problem.compute_capability;
+  return device_name(problem.device) + " (" + cuda_device_name(problem.device.index) + ", compute capability " +
+         std::to_string(cc / 10) + "." + std::to_string(cc % 10) + ")";
+}
+
+std::string timing_method(const NaProblem& problem) {
+  if (!on_cuda(problem)) return "wall clock";
+  return "wall clock, cudaDeviceSynchronize before and after each call";
+}
+
 void print_problem(std::ostream& os, const ProfileOptions& o, const NaProblem& problem) {
-  os << "Problem: " << o.rank() << "-D neighborhood attention\n"
+  std::string note, why;  // an automatic CPU choice in a CUDA build: why not the GPU
+  if (!on_cuda(problem) && o.device.empty() && o.backend.empty() && cuda_built() && cuda_device_count(&why) == 0)
+    note = " (no CUDA device: " + why + ")";
+  os << "Problem: " << o.rank() << "-D neighborhood attention, device " << device_text(problem) << note << "\n"
      << "  input size " << tuple_string(o.input_size) << ", batch " << o.batch << ", heads " << o.heads
      << " (kv heads " << o.heads_kv << "), dim " << o.dim << " (value dim " << o.dim_value << "), dtype "
      << dtype_name(o.dtype) << "\n"
@@ -161,7 +182,6 @@ void print_problem(std::ostream& os, const ProfileOptions& o, const NaProblem& p
     os << "  note: the window covers the whole input on every axis and no axis is causal: this is\n"
           "        self-attention; it is profiled through the same NA op (NATTEN sends it to FMHA)\n";
   }
-  (void)problem;
 }
 
 void print_plan(std::ostream& os, const Plan& plan) {
@@ -176,8 +196,7 @@ void print_plan(std::ostream& os, const Plan& plan) {
       print_indented(os, plan.backward_explain, "  ");
   }
   if (!o.fmha_backend.empty()) {
-    os << "FMHA backend: " << o.fmha_backend
-       << " (unused: the CPU backends handle additional KV inside the NA op)\n";
+    os << "FMHA backend: " << o.fmha_backend << " (unused: " << kFmhaBackendUnused << ")\n";
   }
   auto origin = [&o](const std::optional<TileConfig>& requested) {
     return requested ? " (requested)" : (o.optimize ? " (default; --optimize searches below)" : " (default)");
@@ -189,11 +208,14 @@ void print_plan(std::ostream& os, const Plan& plan) {
   }
   if (!o.backprop && !o.backward_q_tile.empty())
     os << "Backward tiles: ignored (no --backprop)\n";
-  os << "Threads: "
-     << (o.num_threads == 0 ? std::to_string(hardware_threads()) + " (every hardware thread)"
-                            : std::to_string(o.num_threads))
-     << "; timing: " << o.warmup_steps << " warmup steps, median of " << o.iterations
-     << " timed runs per operation\n";
+  if (!on_cuda(plan.problem)) {
+    os << "Threads: "
+       << (o.num_threads == 0 ? std::to_string(hardware_threads()) + " (every hardware thread)"
+                              : std::to_string(o.num_threads))
+       << "\n";
+  }
+  os << "Timing: " << o.warmup_steps << " warmup steps, median of " << o.iterations
+     << " timed runs per operation (" << timing_method(plan.problem) << ")\n";
 }
 
 }  // namespace nattn::cli::profile

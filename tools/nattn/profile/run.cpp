@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "nattn/cuda_device.h"
 #include "nattn/errors.h"
 #include "nattn/profile/report.h"
 #include "nattn/profile/session.h"
@@ -71,21 +72,24 @@ std::vector<OperationResult> run_timed(const Plan& plan, Progress& progress) {
   Workspace workspace(plan.problem, o.backprop);
   const RunOptions forward_options = run_options(plan, Pass::forward);
   const RunOptions backward_options = run_options(plan, Pass::backward);
+  const bool sync = on_cuda(plan.problem);
 
   for (int64_t step = 0; step < o.warmup_steps; ++step) {
     na_forward(workspace.forward_args(), forward_options);
     if (o.backprop) na_backward(workspace.backward_args(), backward_options);
     progress.update("warmup", step + 1, o.warmup_steps);
   }
+  if (sync) cuda_synchronize("after the warmup runs");
 
   OperationResult forward{plan.forward_backend, "NaForward", {}};
   OperationResult backward{plan.backward_backend, "NaBackward", {}};
   for (int64_t step = 0; step < o.iterations; ++step) {
     // The backward of each iteration uses the output and LSE of that iteration's forward.
-    forward.samples.seconds.push_back(time_call([&] { na_forward(workspace.forward_args(), forward_options); }));
+    forward.samples.seconds.push_back(
+        time_call([&] { na_forward(workspace.forward_args(), forward_options); }, sync));
     if (o.backprop) {
       backward.samples.seconds.push_back(
-          time_call([&] { na_backward(workspace.backward_args(), backward_options); }));
+          time_call([&] { na_backward(workspace.backward_args(), backward_options); }, sync));
     }
     progress.update("timing", step + 1, o.iterations);
   }
@@ -109,7 +113,8 @@ void print_results(std::ostream& os, const Plan& plan, const std::vector<Operati
   }
   table.add_footer({"", "Total", std::to_string(calls), format_time(total)});
   table.print(os);
-  os << "Runtime: median of the timed calls of each operation (wall clock); Total: sum of the medians.\n";
+  os << "Runtime: median of the timed calls of each operation (" << timing_method(plan.problem)
+     << "); Total: sum of the medians.\n";
   for (const OperationResult& r : results) {
     os << "  " << r.operation << ": min " << format_time(r.samples.min()) << ", max "
        << format_time(r.samples.max()) << "\n";
@@ -143,6 +148,12 @@ void write_json(const std::string& path, const Plan& plan, const std::vector<Ope
   json.key("tool").value("nattn profile");
   json.key("version").value(NATTN_VERSION_STRING);
   json.key("mode").value(o.optimize ? "optimize" : "profile");
+  json.key("device").value(device_name(plan.problem.device));
+  if (on_cuda(plan.problem)) {
+    json.key("device_name").value(cuda_device_name(plan.problem.device.index));
+    json.key("compute_capability").value(plan.problem.compute_capability);
+  }
+  json.key("timing").value(timing_method(plan.problem));
 
   json.key("problem").begin_object();
   json.key("rank").value(o.rank());

@@ -56,6 +56,15 @@ struct SearchResult {
   std::vector<ConfigTrial> forward, backward;
 };
 
+// Why --fmha-backend is unused.
+inline constexpr const char* kFmhaBackendUnused = "nattn's NA backends handle additional KV inside the NA op";
+
+// Where the problem runs: "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3, compute capability 9.0)".
+bool on_cuda(const NaProblem& problem);
+std::string device_text(const NaProblem& problem);
+// How each timed call is measured (the footnote of the results and the JSON "timing" field).
+std::string timing_method(const NaProblem& problem);
+
 // The problem summary printed above every result.
 void print_problem(std::ostream& os, const ProfileOptions& options, const NaProblem& problem);
 void print_plan(std::ostream& os, const Plan& plan);

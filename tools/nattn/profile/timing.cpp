@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "nattn/cuda_device.h"
+
 namespace nattn::cli::profile {
 
 double Samples::median() const {
@@ -28,9 +30,11 @@ double Samples::max() const {
   return *std::max_element(seconds.begin(), seconds.end());
 }
 
-double time_call(const std::function<void()>& fn) {
+double time_call(const std::function<void()>& fn, bool synchronize_cuda) {
+  if (synchronize_cuda) cuda_synchronize("before a timed call");
   const auto start = std::chrono::steady_clock::now();
   fn();
+  if (synchronize_cuda) cuda_synchronize("after a timed call");
   const auto stop = std::chrono::steady_clock::now();
   return std::chrono::duration<double>(stop - start).count();
 }

@@ -17,8 +17,11 @@ struct Samples {
   double max() const;
 };
 
-// Seconds taken by one call of `fn` (std::chrono::steady_clock).
-double time_call(const std::function<void()>& fn);
+// Seconds taken by one call of `fn` (std::chrono::steady_clock). With `synchronize_cuda`, the
+// current CUDA device is synchronized before the clock starts (earlier work is not counted) and
+// before it stops (the GPU work `fn` queued is counted, not only its launch); a failed kernel
+// surfaces there as a RuntimeError.
+double time_call(const std::function<void()>& fn, bool synchronize_cuda = false);
 
 // A progress line on stderr ("\r[warmup 3/10]", "\r[timing 5/10]"), redrawn at most every 100 ms.
 // Disabled when asked, or when stderr is not a terminal (so logs and tests stay clean).

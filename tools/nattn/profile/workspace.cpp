@@ -3,9 +3,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "core/half.h"
 #include "nattn/errors.h"
@@ -80,7 +82,39 @@ HostBuffer::HostBuffer(DType dtype, std::vector<int64_t> shape) {
   view_ = TensorView(storage_.get(), dtype, std::move(shape));
 }
 
-Workspace::Workspace(const NaProblem& p, bool with_backward, uint64_t seed) {
+TensorView Workspace::input(DType dtype, const std::vector<int64_t>& shape, uint64_t seed) {
+  HostBuffer host(dtype, shape);
+  fill_uniform(host.view(), seed);
+  total_bytes_ += host.bytes();
+  if (device_.kind == DeviceKind::cpu) {
+    host_.push_back(std::move(host));
+    return host_.back().view();
+  }
+  // Filled on the host (the same values as on the CPU), copied up; the host copy is dropped.
+  device_buffers_.emplace_back(host.bytes(), device_.index);
+  device_buffers_.back().upload(host.view().data, host.bytes());
+  return device_buffers_.back().view(dtype, shape);
+}
+
+TensorView Workspace::output(DType dtype, const std::vector<int64_t>& shape) {
+  if (device_.kind == DeviceKind::cpu) {
+    host_.emplace_back(dtype, shape);
+    fill_zero(host_.back());
+    total_bytes_ += host_.back().bytes();
+    return host_.back().view();
+  }
+  const int64_t bytes = checked_bytes(shape, dtype_size(dtype));
+  if (bytes < 0) {
+    throw ValueError("problem too large: a tensor of shape " + shape_string(shape) +
+                     " overflows int64 (allowed: at most 2^63 - 1 bytes per tensor)");
+  }
+  device_buffers_.emplace_back(bytes, device_.index);
+  device_buffers_.back().zero();
+  total_bytes_ += bytes;
+  return device_buffers_.back().view(dtype, shape);
+}
+
+Workspace::Workspace(const NaProblem& p, bool with_backward, uint64_t seed) : device_(p.device) {
   std::vector<int64_t> q_shape{p.batch}, k_shape{p.batch}, v_shape{p.batch}, o_shape{p.batch}, lse_shape{p.batch};
   for (int64_t extent : p.spatial) {
     for (auto* shape : {&q_shape, &k_shape, &v_shape, &o_shape, &lse_shape}) shape->push_back(extent);
@@ -94,7 +128,7 @@ Workspace::Workspace(const NaProblem& p, bool with_backward, uint64_t seed) {
   const std::vector<int64_t> add_v_shape{p.batch, p.additional_kv, p.heads_kv, p.head_dim_v};
 
   // Refuse before allocating what the machine cannot hold (overcommit would let it through and
-  // the process would be killed while filling).
+  // the process would be killed while filling; a GPU allocation would fail half-way).
   std::vector<std::pair<const std::vector<int64_t>*, int64_t>> planned = {
       {&q_shape, dtype_size(p.dtype)}, {&k_shape, dtype_size(p.dtype)}, {&v_shape, dtype_size(p.dtype)},
       {&o_shape, dtype_size(p.dtype)}, {&lse_shape, 4}};
@@ -109,76 +143,49 @@ Workspace::Workspace(const NaProblem& p, bool with_backward, uint64_t seed) {
       throw ValueError("problem too large: the tensors overflow int64 bytes (" + p.describe() + ")");
     }
   }
-  const int64_t available = physical_memory_bytes();
-  if (available > 0 && needed > available) {
-    throw RuntimeError("problem too large: the tensors need " + gib(needed) + " but the machine has " +
-                       gib(available) + " of memory");
+  if (device_.kind == DeviceKind::cuda) {
+    int64_t free_bytes = 0, total_memory = 0;
+    cuda_memory_info(device_.index, free_bytes, total_memory);
+    if (needed > free_bytes) {
+      throw RuntimeError("problem too large: the tensors need " + gib(needed) + " but " + device_name(device_) +
+                         " has " + gib(free_bytes) + " free (of " + gib(total_memory) + ")");
+    }
+  } else {
+    const int64_t available = physical_memory_bytes();
+    if (available > 0 && needed > available) {
+      throw RuntimeError("problem too large: the tensors need " + gib(needed) + " but the machine has " +
+                         gib(available) + " of memory");
+    }
   }
-
-  query_ = HostBuffer(p.dtype, q_shape);
-  key_ = HostBuffer(p.dtype, k_shape);
-  value_ = HostBuffer(p.dtype, v_shape);
-  out_ = HostBuffer(p.dtype, o_shape);
-  lse_ = HostBuffer(DType::f32, lse_shape);
-  fill_uniform(query_.view(), seed);
-  fill_uniform(key_.view(), seed + 1);
-  fill_uniform(value_.view(), seed + 2);
-  fill_zero(out_);
-  fill_zero(lse_);
-
-  forward_.query = query_.view();
-  forward_.key = key_.view();
-  forward_.value = value_.view();
-  forward_.out = out_.view();
-  forward_.lse = lse_.view();
+  // The views point at the buffers' storage, which stays put when host_ / device_buffers_ grow.
+  forward_.query = input(p.dtype, q_shape, seed);
+  forward_.key = input(p.dtype, k_shape, seed + 1);
+  forward_.value = input(p.dtype, v_shape, seed + 2);
+  forward_.out = output(p.dtype, o_shape);
+  forward_.lse = output(DType::f32, lse_shape);
   forward_.params = p.params;
   if (p.additional_kv > 0) {
-    add_key_ = HostBuffer(p.dtype, add_k_shape);
-    add_value_ = HostBuffer(p.dtype, add_v_shape);
-    fill_uniform(add_key_.view(), seed + 3);
-    fill_uniform(add_value_.view(), seed + 4);
-    forward_.additional_keys = add_key_.view();
-    forward_.additional_values = add_value_.view();
+    forward_.additional_keys = input(p.dtype, add_k_shape, seed + 3);
+    forward_.additional_values = input(p.dtype, add_v_shape, seed + 4);
   }
   if (!with_backward) return;
 
-  dout_ = HostBuffer(p.dtype, o_shape);
-  dquery_ = HostBuffer(p.dtype, q_shape);
-  dkey_ = HostBuffer(p.dtype, k_shape);
-  dvalue_ = HostBuffer(p.dtype, v_shape);
-  fill_uniform(dout_.view(), seed + 5);
-  fill_zero(dquery_);
-  fill_zero(dkey_);
-  fill_zero(dvalue_);
-  backward_.query = query_.view();
-  backward_.key = key_.view();
-  backward_.value = value_.view();
-  backward_.out = out_.view();
-  backward_.lse = lse_.view();
-  backward_.dout = dout_.view();
-  backward_.dquery = dquery_.view();
-  backward_.dkey = dkey_.view();
-  backward_.dvalue = dvalue_.view();
+  backward_.query = forward_.query;
+  backward_.key = forward_.key;
+  backward_.value = forward_.value;
+  backward_.out = forward_.out;
+  backward_.lse = *forward_.lse;
+  backward_.dout = input(p.dtype, o_shape, seed + 5);
+  backward_.dquery = output(p.dtype, q_shape);
+  backward_.dkey = output(p.dtype, k_shape);
+  backward_.dvalue = output(p.dtype, v_shape);
   backward_.params = p.params;
   if (p.additional_kv > 0) {
-    dadd_key_ = HostBuffer(p.dtype, add_k_shape);
-    dadd_value_ = HostBuffer(p.dtype, add_v_shape);
-    fill_zero(dadd_key_);
-    fill_zero(dadd_value_);
-    backward_.additional_keys = add_key_.view();
-    backward_.additional_values = add_value_.view();
-    backward_.dadditional_keys = dadd_key_.view();
-    backward_.dadditional_values = dadd_value_.view();
+    backward_.additional_keys = forward_.additional_keys;
+    backward_.additional_values = forward_.additional_values;
+    backward_.dadditional_keys = output(p.dtype, add_k_shape);
+    backward_.dadditional_values = output(p.dtype, add_v_shape);
   }
-}
-
-int64_t Workspace::total_bytes() const {
-  int64_t total = 0;
-  for (const HostBuffer* b : {&query_, &key_, &value_, &out_, &lse_, &add_key_, &add_value_, &dout_,
-                              &dquery_, &dkey_, &dvalue_, &dadd_key_, &dadd_value_}) {
-    total += b->bytes();
-  }
-  return total;
 }
 
 double forward_flops(const NaProblem& p) {

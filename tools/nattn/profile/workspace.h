@@ -1,11 +1,13 @@
 // The tensors a profile run needs: random heads-last inputs and the outputs, owned here, with the
-// argument structs of the ops pointing at them.
+// argument structs of the ops pointing at them. They live on the problem's device: host memory for
+// the CPU, GPU memory for CUDA (inputs filled on the host and copied up, outputs zeroed there).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "nattn/cuda_device.h"
 #include "nattn/ops.h"
 #include "nattn/problem.h"
 
@@ -30,18 +32,25 @@ class HostBuffer {
 
 class Workspace {
  public:
-  // Allocates and fills every tensor of `problem` (inputs uniform in [-1, 1] from `seed`). With
-  // `with_backward`, also dout (random) and the gradient outputs. Throws ValueError when the
-  // problem is too large to index with int64 or to allocate.
+  // Allocates and fills every tensor of `problem` on problem.device (inputs uniform in [-1, 1)
+  // from `seed`, the same values on either device). With `with_backward`, also dout (random) and
+  // the gradient outputs. Throws ValueError when the problem is too large to index with int64,
+  // RuntimeError when the device cannot hold it or a CUDA call fails.
   Workspace(const NaProblem& problem, bool with_backward, uint64_t seed = 1234);
 
   const NaForwardArgs& forward_args() const { return forward_; }
   const NaBackwardArgs& backward_args() const { return backward_; }
-  int64_t total_bytes() const;
+  int64_t total_bytes() const { return total_bytes_; }
+  const Device& device() const { return device_; }
 
  private:
-  HostBuffer query_, key_, value_, out_, lse_, add_key_, add_value_;
-  HostBuffer dout_, dquery_, dkey_, dvalue_, dadd_key_, dadd_value_;
+  TensorView input(DType dtype, const std::vector<int64_t>& shape, uint64_t seed);  // uniform [-1, 1)
+  TensorView output(DType dtype, const std::vector<int64_t>& shape);                // zeros
+
+  Device device_;
+  std::vector<HostBuffer> host_;              // the tensors on the CPU
+  std::vector<DeviceBuffer> device_buffers_;  // the tensors on the GPU
+  int64_t total_bytes_ = 0;
   NaForwardArgs forward_;
   NaBackwardArgs backward_;
 };
