@@ -1,5 +1,6 @@
 // Helpers of the `nattn profile` tests (test_cli_profile, test_cli_profile_cuda): run the built CLI
-// (NATTN_CLI_PATH) with stdout and stderr captured, and a minimal JSON parser for --json output.
+// (NATTN_CLI_PATH, or $NATTN_CLI when set: for test binaries carried to another machine) with stdout
+// and stderr captured, and a minimal JSON parser for --json output.
 #pragma once
 
 #include <sys/wait.h>
@@ -46,7 +47,8 @@ inline std::string temp_path(const std::string& name) {
 inline CliResult run_profile(const std::vector<std::string>& args) {
   const std::string out_path = temp_path("stdout.txt");
   const std::string err_path = temp_path("stderr.txt");
-  std::string command = shell_quote(NATTN_CLI_PATH) + " profile";
+  const char* cli = std::getenv("NATTN_CLI");
+  std::string command = shell_quote(cli != nullptr && cli[0] != '\0' ? cli : NATTN_CLI_PATH) + " profile";
   for (const std::string& a : args) command += " " + shell_quote(a);
   command += " >" + shell_quote(out_path) + " 2>" + shell_quote(err_path) + " </dev/null";
   const int status = std::system(command.c_str());
