@@ -45,8 +45,14 @@ struct Axis {
 };
 
 // Number of tokens in dilation group g (0 <= g < d) of an axis of extent L.
+// group_extent_as / window_as: the same in the integer type I (the CUDA kernels use 32 bits when
+// every coordinate fits); the int64_t versions are the reference.
+template <class I>
+NATTN_HD I group_extent_as(I extent, I dilation, I group) {
+  return group < extent ? (extent - group + dilation - 1) / dilation : I{0};
+}
 NATTN_HD int64_t group_extent(int64_t extent, int64_t dilation, int64_t group) {
-  return group < extent ? (extent - group + dilation - 1) / dilation : 0;
+  return group_extent_as<int64_t>(extent, dilation, group);
 }
 
 // In-group index of the first member of dilation group g at or after original coordinate x: the
@@ -58,14 +64,24 @@ NATTN_HD int64_t group_begin(int64_t x, int64_t dilation, int64_t group) {
 
 // Window of in-group query j in a group of extent lg, as in-group key indices.
 // Requires 1 <= k <= lg (validated by the callers) and 1 <= s.
-NATTN_HD Range window(int64_t j, int64_t lg, int64_t k, int64_t s, bool causal) {
+template <class I>
+NATTN_HD void window_as(I j, I lg, I k, I s, bool causal, I& start, I& end) {
+  auto lo = [](I a, I b) { return a < b ? a : b; };
+  auto hi = [](I a, I b) { return a > b ? a : b; };
   if (causal) {
-    const int64_t leader = min64(s * (j / s) + s - 1, lg - 1);
-    return Range{max64(leader - k + 1, 0), min64(j + 1, lg)};
+    const I leader = lo(s * (j / s) + s - 1, lg - 1);
+    start = hi(leader - k + 1, I{0});
+    end = lo(j + 1, lg);
+    return;
   }
-  const int64_t leader = min64(s * (j / s) + s / 2, lg - 1);
-  const int64_t start = min64(max64(leader - k / 2, 0), lg - k);
-  return Range{start, start + k};
+  const I leader = lo(s * (j / s) + s / 2, lg - 1);
+  start = lo(hi(leader - k / 2, I{0}), lg - k);
+  end = start + k;
+}
+NATTN_HD Range window(int64_t j, int64_t lg, int64_t k, int64_t s, bool causal) {
+  Range r;
+  window_as<int64_t>(j, lg, k, s, causal, r.start, r.end);
+  return r;
 }
 
 NATTN_HD Range window(int64_t j, int64_t lg, const Axis& a) {

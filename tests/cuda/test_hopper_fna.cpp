@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <random>
 #include <set>
@@ -396,7 +397,15 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
   std::vector<int64_t> seen_count;
   for (int64_t pb = 0; pb < G; ++pb)
     for (int64_t mb = 0; mb < mq; ++mb) {
+      sh->ctx = na::Ctx{};
       na::make_ctx(g, static_cast<int>(mb), static_cast<int>(pb), sh->ctx);
+      // The kernel's 32-bit context math (every extent here is small) equals the 64-bit one.
+      if (!g.narrow) err("expected 32-bit context math (NaGeom::narrow) for extents below 2^30");
+      NaGeom wide_geom = g;
+      wide_geom.narrow = 0;
+      na::Ctx wide{};
+      na::make_ctx(wide_geom, static_cast<int>(mb), static_cast<int>(pb), wide);
+      if (std::memcmp(&wide, &sh->ctx, sizeof wide) != 0) err("32-bit context differs from the 64-bit one");
       std::vector<std::set<std::vector<int64_t>>> seen(128);
       std::vector<bool> real(128);
       std::vector<std::vector<int64_t>> xq(128, std::vector<int64_t>(3, 0));

@@ -78,41 +78,59 @@ struct Shared {
 // Axis i of the context (the axes are independent: the kernel computes them on three lanes).
 // m_block: linear Q tile index; pb: permuted batch index
 // b * G + group. An axis without real queries (possible with dilation) gets tn = 0.
-NATTN_NA_HD void make_ctx_axis(const NaGeom& g, int m_block, int pb, int i, Ctx& c) {
+// I: the integer type of the arithmetic, int32_t when NaGeom::narrow says every coordinate fits
+// (a fraction of the int64 divisions' cost, on the path before a CTA's first load), else int64_t.
+template <class I>
+NATTN_NA_HD void make_ctx_axis_as(const NaGeom& g, int m_block, int pb, int i, Ctx& c) {
   const sem::Permutation qp = rank3(g.qp), kvp = rank3(g.kvp);
-  int64_t grp[3], nq[3], r[3];
-  qp.delinear(pb % qp.num_groups(), qp.dilation, grp);
-  for (int a = 0; a < 3; ++a) nq[a] = qp.tiles(a);
+  I grp[3], nq[3], r[3], dil[3];
+  for (int a = 0; a < 3; ++a) {
+    nq[a] = qp.tiles_as<I>(a);
+    dil[a] = static_cast<I>(qp.dilation[a]);
+  }
+  qp.delinear(static_cast<I>(pb) % (dil[0] * dil[1] * dil[2]), dil, grp);
   // The Q tile at permuted positions m_block * 128 .. (direct mode: the same order, axis 0 fastest;
   // walking another axis first changed nothing measurable on the video problem).
-  qp.delinear(m_block, nq, r);
+  qp.delinear(static_cast<I>(m_block), nq, r);
   const sem::Axis& ax = g.ax[i];
-  c.lg[i] = sem::group_extent(ax.extent, ax.dilation, grp[i]);
-  c.q0[i] = r[i] * qp.tile[i];
-  c.qlo[i] = c.q0[i];
-  c.qhi[i] = sem::min64(c.q0[i] + qp.tile[i], c.lg[i]);
-  if (c.qlo[i] >= c.qhi[i]) {
+  const I k = static_cast<I>(ax.kernel), s = static_cast<I>(ax.stride);
+  const I lg = sem::group_extent_as<I>(static_cast<I>(ax.extent), dil[i], grp[i]);
+  const I qt = static_cast<I>(qp.tile[i]);
+  const I q0 = r[i] * qt;
+  const I qhi = q0 + qt < lg ? q0 + qt : lg;
+  c.lg[i] = lg;
+  c.q0[i] = c.qlo[i] = q0;
+  c.qhi[i] = qhi;
+  if (q0 >= qhi) {
     c.tn[i] = 0;
     return;
   }
-  const sem::Range first = sem::window(c.qlo[i], c.lg[i], ax);
-  const sem::Range last = sem::window(c.qhi[i] - 1, c.lg[i], ax);
-  c.in_lo[i] = static_cast<int>(last.start);
-  c.in_hi[i] = static_cast<int>(first.end);
-  const sem::Range box{first.start, last.end};  // sem::kv_box
-  const int64_t t = kvp.tile[i];
+  I first_start, first_end, last_start, last_end;
+  sem::window_as<I>(q0, lg, k, s, ax.causal, first_start, first_end);
+  sem::window_as<I>(qhi - 1, lg, k, s, ax.causal, last_start, last_end);
+  c.in_lo[i] = static_cast<int>(last_start);
+  c.in_hi[i] = static_cast<int>(first_end);
+  // The KV box (sem::kv_box) is [first_start, last_end).
+  const I t = static_cast<I>(kvp.tile[i]);
   if (g.direct) {  // tiles of the box itself: the first starts at the box's first key
     c.tlo[i] = 0;
-    c.kvo[i] = static_cast<int>(box.start);
-    c.tn[i] = static_cast<int>(sem::ceil_div(box.end - box.start, t));
+    c.kvo[i] = static_cast<int>(first_start);
+    c.tn[i] = static_cast<int>((last_end - first_start + t - 1) / t);
   } else {  // tiles of the global tile grid of the permuted sequence
-    c.tlo[i] = static_cast<int>(box.start / t);
-    c.kvo[i] = static_cast<int>(c.tlo[i] * t);
-    c.tn[i] = static_cast<int>(sem::ceil_div(box.end, t) - box.start / t);
+    c.tlo[i] = static_cast<int>(first_start / t);
+    c.kvo[i] = static_cast<int>(static_cast<I>(c.tlo[i]) * t);
+    c.tn[i] = static_cast<int>((last_end + t - 1) / t - first_start / t);
   }
   // Tile m covers keys [kvo + m t, kvo + (m + 1) t); kvo <= in_lo and kvo < in_hi.
-  c.ia[i] = static_cast<int>(sem::ceil_div(c.in_lo[i] - c.kvo[i], t));
-  c.ib[i] = static_cast<int>((c.in_hi[i] - c.kvo[i]) / t);
+  c.ia[i] = static_cast<int>((static_cast<I>(c.in_lo[i] - c.kvo[i]) + t - 1) / t);
+  c.ib[i] = static_cast<int>(static_cast<I>(c.in_hi[i] - c.kvo[i]) / t);
+}
+
+NATTN_NA_HD void make_ctx_axis(const NaGeom& g, int m_block, int pb, int i, Ctx& c) {
+  if (g.narrow)
+    make_ctx_axis_as<int32_t>(g, m_block, pb, i, c);
+  else
+    make_ctx_axis_as<int64_t>(g, m_block, pb, i, c);
 }
 
 // After the three axes: the walk length, and whether the Q tile has any real query.
