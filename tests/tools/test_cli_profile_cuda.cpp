@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/cli_profile_util.h"
+#include "tools/cli_test_util.h"
 
 namespace {
 

@@ -1,7 +1,6 @@
 // `nattn verify`: runs the built CLI (NATTN_CLI_PATH) on the golden cases, on a corrupted copy of
 // some of them, and with bad usage, and checks its output lines and exit codes.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,29 +12,14 @@
 #include <vector>
 
 #include "golden/json.h"
+#include "tools/cli_test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::stringstream ss;
-  ss << file.rdbuf();
-  return ss.str();
-}
-
-std::string shell_quote(const std::string& word) {
-  std::string out = "'";
-  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+using nattn::test::cli::CliResult;
+using nattn::test::cli::read_file;
 
 // A scratch directory private to this process.
 fs::path scratch_dir() {
@@ -48,20 +32,7 @@ fs::path scratch_dir() {
   return dir;
 }
 
-// Runs `nattn verify ARGS...` with stdout and stderr captured separately.
-CliResult run_verify(const std::vector<std::string>& args) {
-  const std::string out_path = (scratch_dir() / "stdout.txt").string();
-  const std::string err_path = (scratch_dir() / "stderr.txt").string();
-  std::string command = shell_quote(NATTN_CLI_PATH) + " verify";
-  for (const std::string& a : args) command += " " + shell_quote(a);
-  command += " >" + shell_quote(out_path) + " 2>" + shell_quote(err_path) + " </dev/null";
-  const int status = std::system(command.c_str());
-  CliResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = read_file(out_path);
-  result.err = read_file(err_path);
-  return result;
-}
+CliResult run_verify(const std::vector<std::string>& args) { return nattn::test::cli::run_cli("verify", args); }
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;

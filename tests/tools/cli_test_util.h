@@ -1,6 +1,6 @@
-// Helpers of the `nattn profile` tests (test_cli_profile, test_cli_profile_cuda): run the built CLI
-// (NATTN_CLI_PATH, or $NATTN_CLI when set: for test binaries carried to another machine) with stdout
-// and stderr captured, and a minimal JSON parser for --json output.
+// Helpers of the CLI tests (test_cli_verify, test_cli_profile, test_cli_profile_cuda): run the built
+// CLI (NATTN_CLI_PATH, or $NATTN_CLI when set: for test binaries carried to another machine) with
+// stdout and stderr captured, and a minimal JSON parser for `nattn profile --json` output.
 #pragma once
 
 #include <sys/wait.h>
@@ -26,7 +26,7 @@ struct CliResult {
 };
 
 inline std::string read_file(const std::string& path) {
-  std::ifstream file(path);
+  std::ifstream file(path, std::ios::binary);
   std::stringstream ss;
   ss << file.rdbuf();
   return ss.str();
@@ -40,15 +40,15 @@ inline std::string shell_quote(const std::string& word) {
 
 // Per process, so that test programs running in parallel do not share files.
 inline std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "nattn_profile_" + std::to_string(getpid()) + "_" + name;
+  return ::testing::TempDir() + "nattn_cli_" + std::to_string(getpid()) + "_" + name;
 }
 
-// Runs `nattn profile ARGS...` with stdout and stderr captured separately.
-inline CliResult run_profile(const std::vector<std::string>& args) {
+// Runs `nattn SUBCOMMAND ARGS...` with stdout and stderr captured separately.
+inline CliResult run_cli(const std::string& subcommand, const std::vector<std::string>& args) {
   const std::string out_path = temp_path("stdout.txt");
   const std::string err_path = temp_path("stderr.txt");
   const char* cli = std::getenv("NATTN_CLI");
-  std::string command = shell_quote(cli != nullptr && cli[0] != '\0' ? cli : NATTN_CLI_PATH) + " profile";
+  std::string command = shell_quote(cli != nullptr && cli[0] != '\0' ? cli : NATTN_CLI_PATH) + " " + subcommand;
   for (const std::string& a : args) command += " " + shell_quote(a);
   command += " >" + shell_quote(out_path) + " 2>" + shell_quote(err_path) + " </dev/null";
   const int status = std::system(command.c_str());
@@ -58,6 +58,8 @@ inline CliResult run_profile(const std::vector<std::string>& args) {
   result.err = read_file(err_path);
   return result;
 }
+
+inline CliResult run_profile(const std::vector<std::string>& args) { return run_cli("profile", args); }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
