@@ -526,6 +526,24 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
   std::printf("  %d random problems checked (permuted mode), %d without dilation in direct mode\n", runs, runs_direct);
 }
 
+// Host only (no GPU): the kernel's context math runs in 32 bits only where every value fits
+// (NaGeom::narrow); a huge dilation makes the Q tile span (tile x dilation) exceed 2^30.
+TEST(HopperFnaHost, NarrowContextOnlyWhereItFits) {
+  NaParams p;
+  p.rank = 1;
+  p.kernel_size[0] = 2;
+  p.stride[0] = 1;
+  p.dilation[0] = 1;
+  TileConfig cfg{{128}, {128}, KernelSchedule::cooperative};
+  EXPECT_EQ(cuda::sm90::na_geometry(p, {1000}, cfg, false).narrow, 1);
+  EXPECT_EQ(cuda::sm90::na_geometry(p, {(int64_t{1} << 30) - 1}, cfg, false).narrow, 1);
+  EXPECT_EQ(cuda::sm90::na_geometry(p, {int64_t{1} << 30}, cfg, false).narrow, 0);
+  p.dilation[0] = int64_t{1} << 24;  // 128 x 2^24 = 2^31
+  EXPECT_EQ(cuda::sm90::na_geometry(p, {int64_t{1} << 26}, cfg, false).narrow, 0);
+  p.dilation[0] = int64_t{1} << 22;  // 128 x 2^22 = 2^29
+  EXPECT_EQ(cuda::sm90::na_geometry(p, {int64_t{1} << 26}, cfg, false).narrow, 1);
+}
+
 // Host only (no GPU): every golden case, as an fp16 / bf16 problem on an SM90 device, is accepted by
 // the registry for hopper-fna (what `nattn verify --backend hopper-fna` needs), has forward configs,
 // and the kernel's tile walk with the default config matches the brute force on its geometry.

@@ -283,12 +283,13 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   g.win_off[2] = static_cast<int>(g.qp.tile[0] + g.qp.tile[1]);
   g.direct = direct ? 1 : 0;
   // 32-bit context math: coordinates stay below extent + stride + tile <= 2^31 when every extent
-  // (and so every kernel, stride and dilation) and the product of the dilations are below 2^30.
+  // (and so every kernel, stride and dilation), every Q tile x dilation span (Permutation::tiles_as)
+  // and the product of the dilations are below 2^30.
   constexpr int64_t kNarrow = int64_t{1} << 30;
   int64_t dilations = 1;
   bool narrow = true;
   for (int i = 0; i < 3; ++i) {
-    narrow = narrow && g.ax[i].extent < kNarrow;
+    narrow = narrow && g.ax[i].extent < kNarrow && g.qp.tile[i] * g.qp.dilation[i] < kNarrow;
     dilations *= g.ax[i].dilation;
   }
   // NATTN_HOPPER_FNA_WIDE_CTX=1 forces the 64-bit math (benchmarks: bench/RESULTS.md compares the two).
