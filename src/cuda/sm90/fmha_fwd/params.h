@@ -92,7 +92,7 @@ struct NaGeom {
   int kv_shift[3] = {0, 0, 0}, kv_mask[3] = {0, 0, 0};
   int kv_tiles[3] = {1, 1, 1};  // kvp.tiles(i): the KV tile grid (tile index = kvp.linear)
   int win_off[3] = {0, 0, 0};   // row-window table offset of each axis: sum of the Q tile sizes before it
-  // 1: every extent and the product of the dilations are below 2^30, so the per-CTA context math
+  // 1: every extent, Q tile x dilation span and the dilation product are below 2^30, so the context math
   // (na::make_ctx_axis) runs in 32 bits.
   int narrow = 0;
 
