@@ -22,6 +22,7 @@ struct BackendInfo {
   bool supports_fmha = false;
   bool built = false;       // compiled into this library
   std::string description;  // one line
+  DeviceKind device = DeviceKind::cpu;  // where its tensors live (the capability table's device)
 };
 
 // All known backends, in automatic-selection preference order.

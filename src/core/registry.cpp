@@ -167,7 +167,7 @@ std::vector<BackendInfo> list_backends() {
   std::vector<BackendInfo> out;
   for (const auto& spec : detail::backend_specs())
     out.push_back(BackendInfo{spec.name, spec.supports_na, spec.supports_fmha,
-                              detail::find_built_backend(spec.name) != nullptr, spec.description});
+                              detail::find_built_backend(spec.name) != nullptr, spec.description, spec.device});
   return out;
 }
 

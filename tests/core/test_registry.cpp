@@ -48,6 +48,7 @@ TEST(Registry, ListsEveryPlannedBackendOnce) {
   EXPECT_EQ(names, expected);
   EXPECT_EQ(backends.size(), expected.size());
   for (const auto& b : backends) {
+    EXPECT_EQ(b.device, b.name == "cpu" || b.name == "reference" ? DeviceKind::cpu : DeviceKind::cuda) << b.name;
     // cutlass-* are built when CUDA is enabled, hopper-* when the CUDA archs include 90;
     // blackwell-* and flex-* are not built by this library.
     if (b.name.rfind("cutlass-", 0) != 0 && b.name.rfind("hopper-", 0) != 0) {

@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "nattn/backends.h"
 #include "nattn/errors.h"
 
 #ifdef NATTN_WITH_CUDA
@@ -110,8 +111,9 @@ void cuda_synchronize(const std::string& context) {
 }
 
 bool is_cuda_backend(const std::string& backend) {
-  return backend.rfind("cutlass-", 0) == 0 || backend.rfind("hopper-", 0) == 0 ||
-         backend.rfind("blackwell-", 0) == 0;
+  for (const BackendInfo& info : list_backends())
+    if (info.name == backend) return info.device == DeviceKind::cuda;
+  return false;
 }
 
 // ---- DeviceBuffer --------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ void cuda_memory_info(int index, int64_t& free_bytes, int64_t& total_bytes);
 // RuntimeError "cudaDeviceSynchronize CONTEXT: CUDA error: ..." (context: e.g. "after a timed call").
 void cuda_synchronize(const std::string& context);
 
-// True for the backends that run on CUDA tensors: cutlass-*, hopper-*, blackwell-*.
+// True for the backends that run on CUDA tensors (BackendInfo::device, from the registry's
+// capability table): cutlass-*, hopper-*, blackwell-*, flex-*; false for unknown names.
 bool is_cuda_backend(const std::string& backend);
 
 // One allocation on GPU `device` (cudaMalloc; cudaFree on destruction). Move-only.
