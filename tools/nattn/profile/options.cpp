@@ -335,7 +335,7 @@ ProfileOptions parse_options(int argc, char** argv) {
     throw ValueError("--dry-run and --optimize cannot be used together (allowed: one of them, or neither)");
   // The C++ backends run on one device each (flex-* are Python-only: resolve_backend rejects them).
   const bool cuda_backend = is_cuda_backend(o.backend);
-  const bool cpu_backend = o.backend == "reference" || o.backend == "cpu";
+  const bool cpu_backend = is_known_backend(o.backend) && !cuda_backend;
   if ((o.device == "cpu" && cuda_backend) || (o.device == "cuda" && cpu_backend)) {
     fail("--device", "'" + o.device + "' conflicts with --backend " + o.backend + ", which runs on " +
                          (cuda_backend ? "CUDA" : "CPU") + " tensors (allowed: " + (cuda_backend ? "cuda" : "cpu") +
