@@ -1,6 +1,7 @@
 // Forward + backward timing of cutlass-fna (bf16, head dim 128, batch 1) on two anchor problems:
 // median of 10 timed calls after 3 warm-ups, CUDA events. Backward FLOPs counted as 2.5x forward
 // (S and dP recomputed, dV, dK, dQ: 5 GEMMs against the forward's 2).
+// Both backward modes: deterministic (dq + dkdv kernels) and fused dQ (deterministic = false).
 // Usage: bench_cuda_bwd
 #include <cuda_runtime.h>
 
@@ -81,14 +82,23 @@ int main() {
     b.dkey = TensorView(dk, DType::bf16, shape, gpu);
     b.dvalue = TensorView(dv, DType::bf16, shape, gpu);
     b.params = params;
-    RunOptions opt;
+    RunOptions opt;  // deterministic (the default): the dq and dkdv kernels
     opt.backend = "cutlass-fna";
+    RunOptions fused = opt;  // deterministic = false: dQ fused into the dkdv kernel (fp32 atomics)
+    fused.deterministic = false;
     const double fwd = bench::median_ms([&] { na_forward(a, opt); });
-    const double bwd = bench::median_ms([&] { na_backward(b, opt); });
+    // The two backward modes alternate twice (same clocks and temperature for both).
+    double bwd = 1e30, bwd_fused = 1e30;
+    for (int round = 0; round < 2; ++round) {
+      bwd = std::min(bwd, bench::median_ms([&] { na_backward(b, opt); }));
+      bwd_fused = std::min(bwd_fused, bench::median_ms([&] { na_backward(b, fused); }));
+    }
     CHECK(cudaGetLastError());
     const double flops = 4.0 * tokens * window * d * pr.heads;
     std::printf("| %s (default configs) | %.2f | %.2f | %.2f | %.0f | %.0f |\n", pr.name.c_str(), fwd, bwd,
                 fwd + bwd, flops / (fwd * 1e-3) / 1e12, 2.5 * flops / (bwd * 1e-3) / 1e12);
+    std::printf("| %s, fused dQ (deterministic = false) | %.2f | %.2f | %.2f | %.0f | %.0f |\n", pr.name.c_str(), fwd,
+                bwd_fused, fwd + bwd_fused, flops / (fwd * 1e-3) / 1e12, 2.5 * flops / (bwd_fused * 1e-3) / 1e12);
     // A few other compiled backward configs (volume 64 / 64).
     const std::vector<TileConfig> others =
         pr.spatial.size() == 2
@@ -101,8 +111,10 @@ int main() {
       RunOptions o2 = opt;
       o2.config = cfg;
       const double ms = bench::median_ms([&] { na_backward(b, o2); });
-      std::printf("    backward %s: %.2f ms (%.0f TFLOP/s)\n", cfg.describe().c_str(), ms,
-                  2.5 * flops / (ms * 1e-3) / 1e12);
+      o2.deterministic = false;
+      const double ms_fused = bench::median_ms([&] { na_backward(b, o2); });
+      std::printf("    backward %s: %.2f ms (%.0f TFLOP/s); fused dQ %.2f ms (%.0f TFLOP/s)\n", cfg.describe().c_str(),
+                  ms, 2.5 * flops / (ms * 1e-3) / 1e12, ms_fused, 2.5 * flops / (ms_fused * 1e-3) / 1e12);
     }
     std::fflush(stdout);
     for (void* p : {q, k, v, dout, o, dq, dk, dv}) cudaFree(p);

@@ -88,7 +88,7 @@ NaParams params_of(const NaCase& c) {
 
 // One NA backward on the GPU and on the reference. `repeat` > 0: run the GPU backward again and
 // require bit-identical gradients.
-void run_na_case(const NaCase& c, DType dtype, uint64_t seed, bool repeat = false) {
+void run_na_case(const NaCase& c, DType dtype, uint64_t seed, bool repeat = false, bool deterministic = true) {
   std::mt19937_64 rng(seed);
   auto shape = [&](int64_t heads, int64_t dim) {
     std::vector<int64_t> s = {c.batch};
@@ -145,6 +145,7 @@ void run_na_case(const NaCase& c, DType dtype, uint64_t seed, bool repeat = fals
   RunOptions gpu;
   gpu.backend = "cutlass-fna";
   gpu.config = c.config;
+  gpu.deterministic = deterministic;
   na_backward(da, gpu);
   check_cuda(cudaDeviceSynchronize(), "na_backward");
   std::vector<GradCheck> grads = {{"dq", &dq, &rdq}, {"dk", &dk, &rdk}, {"dv", &dv, &rdv}};
@@ -231,7 +232,7 @@ struct FmhaCase {
   std::vector<int> cu_q, cu_kv;  // varlen when non-empty (batch 1; sq/skv = row counts)
 };
 
-void run_fmha_case(const FmhaCase& c, DType dtype, uint64_t seed, bool repeat = false) {
+void run_fmha_case(const FmhaCase& c, DType dtype, uint64_t seed, bool repeat = false, bool deterministic = true) {
   std::mt19937_64 rng(seed);
   Dual q, k, v, dout, o, lse, dq, dk, dv;
   q.init(dtype, {c.batch, c.sq, c.heads, c.d}, c.pad, &rng, false);
@@ -291,6 +292,7 @@ void run_fmha_case(const FmhaCase& c, DType dtype, uint64_t seed, bool repeat = 
   fmha_backward(ha, ref);
   RunOptions gpu;
   gpu.backend = "cutlass-fmha";
+  gpu.deterministic = deterministic;
   fmha_backward(da, gpu);
   check_cuda(cudaDeviceSynchronize(), "fmha_backward");
   const std::vector<GradCheck> grads = {{"dq", &dq, &rdq}, {"dk", &dk, &rdk}, {"dv", &dv, &rdv}};
@@ -336,6 +338,34 @@ TEST_F(CudaBackward, FmhaMatchesReference) {
     }
 }
 
+// RunOptions::deterministic = false: the tensor-core path fuses dQ into the dK/dV kernel (fp32
+// atomics, then a conversion pass); fp32 runs the SIMT kernels (not fused) either way.
+TEST_F(CudaBackward, NaFusedDqMatchesReference) {
+  uint64_t seed = 9876;
+  for (const NaCase& c : na_cases())
+    for (DType t : {DType::f32, DType::f16, DType::bf16}) {
+      SCOPED_TRACE(c.name + " " + dtype_name(t) + " fused dQ");
+      try {
+        run_na_case(c, t, seed++, false, false);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << c.name << " " << dtype_name(t) << " (fused dQ): " << e.what();
+      }
+    }
+}
+
+TEST_F(CudaBackward, FmhaFusedDqMatchesReference) {
+  uint64_t seed = 177;
+  for (const FmhaCase& c : fmha_cases())
+    for (DType t : {DType::f16, DType::bf16}) {
+      SCOPED_TRACE(c.name + " " + dtype_name(t) + " fused dQ");
+      try {
+        run_fmha_case(c, t, seed++, false, false);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << c.name << " " << dtype_name(t) << " (fused dQ): " << e.what();
+      }
+    }
+}
+
 // Two runs of the same backward give bit-identical gradients (no atomics anywhere), also with
 // RunOptions::deterministic left at its default.
 TEST_F(CudaBackward, Deterministic) {
@@ -366,7 +396,10 @@ TEST_F(CudaBackward, GoldenCases) {
     GTEST_SKIP() << "no golden cases: " << e.what();
   }
   int checked = 0, without = 0;
-  for (DType dtype : {DType::f32, DType::f16, DType::bf16}) {
+  // Deterministic (two kernels) in every dtype; fused dQ (deterministic = false) in 16-bit.
+  const std::vector<std::pair<DType, bool>> runs = {
+      {DType::f32, true}, {DType::f16, true}, {DType::bf16, true}, {DType::f16, false}, {DType::bf16, false}};
+  for (const auto& [dtype, deterministic] : runs) {
     const golden::Tolerances tol = golden::tolerances_for(dtype);
     for (const std::string& path : paths) {
       const golden::Case gc = golden::load_case(path);
@@ -406,6 +439,7 @@ TEST_F(CudaBackward, GoldenCases) {
       }
       RunOptions opt;
       opt.backend = "cutlass-fna";
+      opt.deterministic = deterministic;
       try {
         na_backward(a, opt);
         check_cuda(cudaDeviceSynchronize(), "na_backward");
@@ -420,7 +454,8 @@ TEST_F(CudaBackward, GoldenCases) {
       }
       for (const auto& [name, dual] : outs) {
         const golden::Comparison cmp = golden::compare(dual->fetch().to_float(), gc.array(name), tol.grad);
-        EXPECT_TRUE(cmp.passed()) << gc.name << " " << dtype_name(dtype) << " " << name << ": error "
+        EXPECT_TRUE(cmp.passed()) << gc.name << " " << dtype_name(dtype) << (deterministic ? "" : " fused dQ") << " "
+                                  << name << ": error "
                                   << cmp.max_error << " allowed " << cmp.allowed;
       }
       ++checked;
@@ -437,6 +472,8 @@ TEST_F(CudaBackward, SmallForSanitizer) {
     if (c.name == "2d_additional_kv_mqa") run_na_case(c, DType::bf16, 7);
     if (c.name == "2d_strided_misaligned") run_na_case(c, DType::f32, 8);
     if (c.name == "3d_k3x5x7_d2_causal") run_na_case(c, DType::f16, 9);
+    if (c.name == "1d_k255_interior_hd128") run_na_case(c, DType::bf16, 19, false, false);  // fused dQ, hd 128
+    if (c.name == "2d_additional_kv_mqa") run_na_case(c, DType::f16, 20, false, false);    // fused dQ, extra KV
   }
   FmhaCase f;
   f.name = "varlen_small";
@@ -447,6 +484,7 @@ TEST_F(CudaBackward, SmallForSanitizer) {
   f.skv = 85;
   f.causal = true;
   run_fmha_case(f, DType::f16, 10);
+  run_fmha_case(f, DType::bf16, 21, false, false);  // fused dQ
 }
 
 // fp16/bf16 on the SIMT kernels (what SM75 runs), forced on this GPU through the testing hook.

@@ -36,6 +36,30 @@ __global__ void delta_kernel(const DeltaParams p) {
   }
 }
 
+// One warp per (batch, token, head) row, as delta_kernel.
+template <class T>
+__global__ void dq_convert_kernel(const DqConvertParams p) {
+  const int64_t rows = p.batch * p.tokens * p.heads;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
+       row += warps) {
+    const int64_t h = row % p.heads;
+    int64_t r = row / p.heads;
+    const int64_t t = r % p.tokens;
+    const int64_t b = r / p.tokens;
+    int64_t x[3];
+    r = t;
+    x[2] = r % p.extent[2];
+    r /= p.extent[2];
+    x[1] = r % p.extent[1];
+    x[0] = r / p.extent[1];
+    T* dst = static_cast<T*>(p.dq) + offset5(p.dqs, b, x, h);
+    const float* src = p.accum + row * p.accum_ld;
+    for (int cc = lane; cc < p.head_dim; cc += 32) dst[cc] = from_f<T>(src[cc] * p.scale);
+  }
+}
+
 __global__ void zero_kernel(unsigned char* data, int64_t esize, int64_t rows, int64_t heads, int64_t dim,
                             int64_t ts_t, int64_t ts_h, const int* cu, int64_t nseq) {
   const int64_t first = cu[nseq];
@@ -65,6 +89,19 @@ void launch_delta(const DeltaParams& p, DType dtype, cudaStream_t stream) {
     case DType::f16: delta_kernel<__half><<<grid, 256, 0, stream>>>(p); break;
     case DType::bf16: delta_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(p); break;
     default: throw NotImplementedError("cutlass backward: delta pre-pass: unsupported dtype");
+  }
+  NATTN_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_dq_convert(const DqConvertParams& p, DType dtype, cudaStream_t stream) {
+  const int64_t rows = p.batch * p.tokens * p.heads;
+  if (rows == 0) return;
+  const unsigned grid = blocks_for(rows, 8);
+  switch (dtype) {
+    case DType::f32: dq_convert_kernel<float><<<grid, 256, 0, stream>>>(p); break;
+    case DType::f16: dq_convert_kernel<__half><<<grid, 256, 0, stream>>>(p); break;
+    case DType::bf16: dq_convert_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(p); break;
+    default: throw NotImplementedError("cutlass backward: dQ conversion: unsupported dtype");
   }
   NATTN_CUDA_CHECK(cudaGetLastError());
 }

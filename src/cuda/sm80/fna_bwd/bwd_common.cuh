@@ -472,9 +472,11 @@ __device__ __forceinline__ void fill_cols(const BwdParams& p, const Ctx& c, cons
   }
 }
 
-// Element offsets of a walked row in B1 and B2 (cached per tile in shared memory).
+// Element offsets of a walked row in B1 and B2 (cached per tile in shared memory); dkdv with a
+// fused dQ: the element offset of the walked query's row in dq_accum (-1: not a real query).
 struct RowOff {
   int64_t b1, b2;
+  int64_t acc;
 };
 
 // As fill_cols, and the B1/B2 offsets of every walked row: one thread per row, so that the tile
@@ -487,16 +489,19 @@ __device__ __forceinline__ void fill_cols_off(const BwdParams& p, const Ctx& c, 
     Info inf;
     const bool ok = walked_row<kDkdv>(p, c, tile, kk, ad, inf);
     s_info[kk] = inf;
-    s_off[kk] = RowOff{ad.b1, ad.b2};
+    int64_t acc = -1;
     if (kDkdv) {
       ColStat st{INFINITY, 0.f};
       if (ok) {
+        const int64_t row = (c.b * p.tokens + ad.tok) * p.heads + tile.head;  // [B, tokens, H]
         const float l = p.lse[ad.lsoff];
         st.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
-        st.delta = p.delta[(c.b * p.tokens + ad.tok) * p.heads + tile.head];
+        st.delta = p.delta[row];
+        acc = row * p.dq_accum_ld;
       }
       s_stat[kk] = st;
     }
+    s_off[kk] = RowOff{ad.b1, ad.b2, acc};
   }
 }
 

@@ -64,6 +64,92 @@ __device__ __forceinline__ void load_rows(T* smem, const T* gbase, int ncols, bo
   }
 }
 
+// ---- fused dQ (dkdv kernel with BwdParams::dq_accum) ----------------------------------------------
+
+template <int kSubN> constexpr int ds_ld() { return kSubN + 8; }  // dS^T staging row: +16 bytes
+
+// Where a half's dS^T [64 keys][kSubN queries] is staged: walked rows of the current buffer that
+// nothing reads any more. Two halves (head dim 128): the half's own 32 rows of B2 (32 x (HD + 8)
+// >= 64 x 40 elements; the other half's rows stay intact); one half (head dim <= 64): B1 and B2,
+// contiguous (2 x 64 x (HD + 8) >= 64 x 72 elements).
+template <class T, int HD, int kSubN>
+__device__ __forceinline__ T* dq_stage(T* b1, int n0) {
+  constexpr int LD = mma_ld<HD>();
+  static_assert(kSubN == kTileN || (kTileN / 2) * LD >= kTileM * ds_ld<kSubN>(), "dS^T fits the half's B2 rows");
+  static_assert(kSubN != kTileN || 2 * kTileN * LD >= kTileM * ds_ld<kSubN>(), "dS^T fits B1 and B2");
+  return kSubN < kTileN ? b1 + kTileN * LD + n0 * LD : b1;
+}
+
+// dq_accum[q] += dS[q][:] K for the kSubN walked queries of one half. sds: dS^T [64 keys][ds_ld];
+// sk: the CTA's keys [64][LD] (zero rows past the tile, so they add nothing); off: the half's
+// walked rows (acc < 0: not a real query, skipped). The warps split the queries x head-dim tile:
+// kWn head-dim slices, kWm query slices; fp32 atomics (the order of the additions varies).
+template <class T, int HD, int kSubN>
+__device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const RowOff* off, float* accum, int warp,
+                                              int lane) {
+  using Op = Mma<T>;
+  constexpr int LD = mma_ld<HD>();
+  constexpr int kDsLd = ds_ld<kSubN>();
+  constexpr int kWn = HD >= 64 ? 4 : 2;
+  constexpr int kWm = 4 / kWn;
+  constexpr int kCols = HD / kWn;        // head-dim columns per warp: 32 / 16 / 16
+  constexpr int kNp = 1;                 // n16 column pairs per pass
+  constexpr int kPasses = kCols / 16;    // one pass per 16 columns (registers: the dK/dV accumulators stay live)
+  constexpr int kMt = kSubN / 16 / kWm;  // m16 query tiles per warp
+  static_assert(kPasses >= 1 && kMt >= 1, "warp tile");
+  const int m0 = (warp / kWn) * (kMt * 16);
+  const int gq = lane / 4, t4 = lane % 4;
+#pragma unroll 1
+  for (int pass = 0; pass < kPasses; ++pass) {
+  const int c0 = (warp % kWn) * kCols + pass * 16;
+  float acc[kMt][2 * kNp][4];
+#pragma unroll
+  for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+    for (int j = 0; j < 2 * kNp; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < kTileM / 16; ++kk) {
+    uint32_t b[kNp][4];
+#pragma unroll
+    for (int np = 0; np < kNp; ++np) {
+      const int boff = (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + c0 + np * 16 + 8 * (lane / 16);
+      cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sk + boff), b[np][0], b[np][1],
+                                    b[np][2], b[np][3]);
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt) {
+      // A = dS (queries x keys) from dS^T: matrix i = lane / 8 covers queries +8 (i & 1), keys +8 (i >> 1).
+      const int i = lane / 8;
+      const int aoff = (kk * 16 + (i >> 1) * 8 + lane % 8) * kDsLd + m0 + mt * 16 + (i & 1) * 8;
+      uint32_t a[4];
+      cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sds + aoff), a[0], a[1], a[2], a[3]);
+#pragma unroll
+      for (int np = 0; np < kNp; ++np) {
+        float* o0 = acc[mt][2 * np];
+        float* o1 = acc[mt][2 * np + 1];
+        Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[np][0], b[np][1], o0[0], o0[1], o0[2],
+                      o0[3]);
+        Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[np][2], b[np][3], o1[0], o1[1], o1[2],
+                      o1[3]);
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t base = off[m0 + mt * 16 + gq + 8 * r].acc;
+      if (base < 0) continue;
+      float* row = accum + base + c0 + 2 * t4;
+#pragma unroll
+      for (int j = 0; j < 2 * kNp; ++j) {
+        atomicAdd(row + j * 8, acc[mt][j][2 * r]);
+        atomicAdd(row + j * 8 + 1, acc[mt][j][2 * r + 1]);
+      }
+    }
+  }
+}
+
 template <class T, int HD>
 constexpr int mma_smem_bytes(int stages) {
   return (2 + 2 * stages) * kTileM * mma_ld<HD>() * static_cast<int>(sizeof(T));
@@ -91,6 +177,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
 
   const Ctx& c = shared_ctx<kDkdv>(p);
   if (!c.any_row) return;
+  const bool fused_dq = kDkdv && p.dq_accum != nullptr;  // CTA-uniform
 
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -240,14 +327,22 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
           s[j][e] = pr;
           dp[j][e] = pr * (dp[j][e] - dl);
         }
+      // dS in 16 bits, two elements per word (row r of n-tile j): the A operand below and, with a
+      // fused dQ, what is staged in shared memory afterwards (half the registers of fp32 dS).
+      uint32_t ds_pk[kNTiles][2];
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j) {
+        ds_pk[j][0] = Op::pack(dp[j][0], dp[j][1]);
+        ds_pk[j][1] = Op::pack(dp[j][2], dp[j][3]);
+      }
       // acc1 += dS B1 (dq: dS K; dkdv: dS^T Q); dkdv: acc2 += P B2 (P^T dO).
 #pragma unroll
       for (int kk = 0; kk < kSubN / 16; ++kk) {
         uint32_t ad[4], ap[4];
-        ad[0] = Op::pack(dp[2 * kk][0], dp[2 * kk][1]);
-        ad[1] = Op::pack(dp[2 * kk][2], dp[2 * kk][3]);
-        ad[2] = Op::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-        ad[3] = Op::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+        ad[0] = ds_pk[2 * kk][0];
+        ad[1] = ds_pk[2 * kk][1];
+        ad[2] = ds_pk[2 * kk + 1][0];
+        ad[3] = ds_pk[2 * kk + 1][1];
         if (kDkdv) {
           ap[0] = Op::pack(s[2 * kk][0], s[2 * kk][1]);
           ap[1] = Op::pack(s[2 * kk][2], s[2 * kk][3]);
@@ -275,6 +370,23 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
                           v1[3]);
           }
         }
+      }
+      if (kDkdv && fused_dq) {
+        // dQ of this half's walked queries: dQ[q][:] += sum over the CTA's keys of dS[q][key] K[key][:].
+        // dS^T (this warp's 16 keys x kSubN queries, still in dp) goes to shared memory, into walked
+        // rows of this buffer that no warp reads any more (barrier first), so that each warp can take
+        // all 64 keys for a slice of the dQ tile; the products are added to dq_accum atomically.
+        T* sds = dq_stage<T, HD, kSubN>(sB + buf * 2 * kTileN * LD, n0);
+        __syncthreads();  // every warp is past its reads of those walked rows
+#pragma unroll
+        for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int key = row0 + gq + 8 * r, q = j * 8 + 2 * t4;
+            *reinterpret_cast<uint32_t*>(sds + key * ds_ld<kSubN>() + q) = ds_pk[j][r];
+          }
+        __syncthreads();
+        fused_dq_tile<T, HD, kSubN>(sds, sA1, s_coff[buf] + n0, p.dq_accum, warp, lane);
       }
     }
     __syncthreads();  // every warp is done with this buffer

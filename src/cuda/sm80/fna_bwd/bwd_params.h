@@ -67,6 +67,13 @@ struct BwdParams {
   const int* cu_kv = nullptr;
 
   int aligned = 0;  // 16-byte vector loads are legal for every row of every input tensor
+
+  // Fused dQ (dkdv kernel, tensor-core path, RunOptions::deterministic = false): the dkdv kernel
+  // also computes each walked tile's dQ contribution dS K and adds it with fp32 atomics into
+  // dq_accum [B, tokens, H, dq_accum_ld] (zeroed by the host); the dq kernel is not launched and
+  // a conversion pass writes dQ = scale * dq_accum. nullptr: the deterministic two-kernel path.
+  float* dq_accum = nullptr;
+  int64_t dq_accum_ld = 0;
 };
 
 }  // namespace nattn::cuda::fna_bwd

@@ -13,6 +13,7 @@
 #include "cuda/common/device.h"
 #include "cuda/sm80/fna_bwd/bwd_aux.h"
 #include "cuda/sm80/fna_bwd/bwd_params.h"
+#include "core/log.h"
 #include "nattn/errors.h"
 
 namespace nattn::cuda::fna_bwd {
@@ -141,6 +142,59 @@ std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, C
            " bytes of shared memory per block; compute capability " + std::to_string(cc) + " allows " +
            std::to_string(smem_limit);
   return {};
+}
+
+// Fused dQ (BwdParams::dq_accum): with RunOptions::deterministic = false and the tensor-core
+// kernels, the dkdv kernel also accumulates dQ with fp32 atomics into a zeroed [B, tokens, H, hd]
+// workspace and the dq kernel (which recomputes S and dP) is skipped; a conversion pass writes dQ.
+// Not taken (the deterministic two-kernel path runs) for the SIMT kernels, sub-domains, or when
+// the workspace cannot be allocated (logged once).
+class DqAccum {
+ public:
+  DqAccum(bool want, const Choice& ch, const BwdParams& p, cudaStream_t stream) : stream_(stream) {
+    if (!want || ch.kind != "mma") return;
+    ld_ = ch.entry->hd;
+    const size_t bytes = static_cast<size_t>(p.batch * p.tokens * p.heads * ld_) * sizeof(float);
+    if (bytes == 0) return;
+    const cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      ptr_ = nullptr;
+      ::nattn::detail::log_once(::nattn::detail::LogLevel::warning, "cutlass-bwd-fused-dq-alloc",
+               std::string("cutlass backward: no memory for the fused-dQ workspace (") + std::to_string(bytes) +
+                   " bytes: " + cudaGetErrorString(e) + "); using the deterministic two-kernel backward");
+      return;
+    }
+    NATTN_CUDA_CHECK(cudaMemsetAsync(ptr_, 0, bytes, stream));
+  }
+  ~DqAccum() {
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);  // best effort in a destructor
+  }
+  DqAccum(const DqAccum&) = delete;
+  DqAccum& operator=(const DqAccum&) = delete;
+  float* get() const { return ptr_; }
+  int64_t ld() const { return ld_; }
+
+ private:
+  float* ptr_ = nullptr;
+  int64_t ld_ = 0;
+  cudaStream_t stream_;
+};
+
+// dQ = scale * accum, into the dQ tensor (strides5 layout, extents of the local queries).
+void convert_dq(const DqAccum& acc, const BwdParams& p, DType dtype, cudaStream_t stream) {
+  DqConvertParams cp;
+  cp.accum = acc.get();
+  cp.accum_ld = acc.ld();
+  cp.dq = p.dq;
+  for (int i = 0; i < 5; ++i) cp.dqs[i] = p.dqs[i];
+  for (int i = 0; i < 3; ++i) cp.extent[i] = p.q_extent[i];
+  cp.batch = p.batch;
+  cp.tokens = p.tokens;
+  cp.heads = p.heads;
+  cp.head_dim = p.head_dim;
+  cp.scale = p.scale;
+  launch_dq_convert(cp, dtype, stream);
 }
 
 void check_config(const char* backend, const TileConfig& config, int rank, BwdParams& p) {
@@ -302,13 +356,20 @@ void na_backward(const NaBackwardArgs& a, const TileConfig& config, const RunOpt
   launch_delta(dp, dtype, stream);
   p.delta = ws.get();
 
-  BwdParams pq = p;
-  for (int i = 0; i < 3; ++i) pq.own_tiles[i] = own_q[i];
-  launch(ch, pq, false, gx_dq, p.heads, p.batch, stream);
+  // Sub-domains keep the two-kernel path (their dQ / dK split across ranks is tested there).
+  const DqAccum acc(!options.deterministic && !a.sub_domain, ch, p, stream);
+  if (acc.get() == nullptr) {
+    BwdParams pq = p;
+    for (int i = 0; i < 3; ++i) pq.own_tiles[i] = own_q[i];
+    launch(ch, pq, false, gx_dq, p.heads, p.batch, stream);
+  }
   BwdParams pk = p;
   for (int i = 0; i < 3; ++i) pk.own_tiles[i] = own_kv[i];
   pk.na_ctas = groups * kvtiles;
+  pk.dq_accum = acc.get();
+  pk.dq_accum_ld = acc.ld();
   launch(ch, pk, true, gx_dkdv, p.heads_kv, p.batch, stream);
+  if (acc.get() != nullptr) convert_dq(acc, p, dtype, stream);
 }
 
 void fmha_backward(const FmhaBackwardArgs& a, const TileConfig& config, const RunOptions& options) {
@@ -384,20 +445,34 @@ void fmha_backward(const FmhaBackwardArgs& a, const TileConfig& config, const Ru
     const int64_t gx_q = (max_q + kTileM - 1) / kTileM, gx_kv = (max_kv + kTileM - 1) / kTileM;
     check_sizes(backend, p, std::max(gx_q, gx_kv), p.heads, nseq, props);
     int64_t ts[3];
-    strides3(a.dquery, ts);
-    zero_uncovered(p.dq, esize, p.seqlen_q, p.heads, p.head_dim, ts, p.cu_q, nseq, stream);
     strides3(a.dkey, ts);
     zero_uncovered(p.dek, esize, p.seqlen_kv, p.heads_kv, p.head_dim, ts, p.cu_kv, nseq, stream);
     strides3(a.dvalue, ts);
     zero_uncovered(p.dev, esize, p.seqlen_kv, p.heads_kv, p.head_dim_v, ts, p.cu_kv, nseq, stream);
-    launch(ch, p, false, gx_q, p.heads, nseq, stream);
-    launch(ch, p, true, gx_kv, p.heads_kv, nseq, stream);
+    // dQ: the fused path converts every row (rows no sequence covers get 0 from the zeroed
+    // accumulator); the two-kernel path zeroes them here.
+    const DqAccum acc(!options.deterministic, ch, p, stream);
+    if (acc.get() == nullptr) {
+      strides3(a.dquery, ts);
+      zero_uncovered(p.dq, esize, p.seqlen_q, p.heads, p.head_dim, ts, p.cu_q, nseq, stream);
+      launch(ch, p, false, gx_q, p.heads, nseq, stream);
+    }
+    BwdParams pk = p;
+    pk.dq_accum = acc.get();
+    pk.dq_accum_ld = acc.ld();
+    launch(ch, pk, true, gx_kv, p.heads_kv, nseq, stream);
+    if (acc.get() != nullptr) convert_dq(acc, p, dtype, stream);
     return;
   }
   const int64_t gx_q = (p.seqlen_q + kTileM - 1) / kTileM, gx_kv = (p.seqlen_kv + kTileM - 1) / kTileM;
   check_sizes(backend, p, std::max(gx_q, gx_kv), p.heads, p.batch, props);
-  launch(ch, p, false, gx_q, p.heads, p.batch, stream);
-  launch(ch, p, true, gx_kv, p.heads_kv, p.batch, stream);
+  const DqAccum acc(!options.deterministic, ch, p, stream);
+  if (acc.get() == nullptr) launch(ch, p, false, gx_q, p.heads, p.batch, stream);
+  BwdParams pk = p;
+  pk.dq_accum = acc.get();
+  pk.dq_accum_ld = acc.ld();
+  launch(ch, pk, true, gx_kv, p.heads_kv, p.batch, stream);
+  if (acc.get() != nullptr) convert_dq(acc, p, dtype, stream);
 }
 
 }  // namespace nattn::cuda::fna_bwd
