@@ -10,6 +10,7 @@
 #include <cute/arch/mma_sm80.hpp>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_bwd/bwd_common.cuh"
 
 namespace nattn::cuda::fna_bwd {
@@ -134,17 +135,31 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const R
       }
     }
   }
+  // The atomics: thread (gq, t4) holds columns 2 t4 and 2 t4 + 1 of rows gq and gq + 8 (per n8
+  // tile j). Lanes gq and gq ^ 1 swap one value so that each instruction covers whole 32-byte
+  // sectors: first the even row of the pair (lane gq: column 2 t4, lane gq | 1: column 2 t4 + 1),
+  // then the odd row (lane gq & ~1: column 2 t4, lane gq | 1: column 2 t4 + 1): 4 sectors of 8
+  // floats per instruction instead of 8 half-filled ones.
+  const bool odd = (gq & 1) != 0;
 #pragma unroll
   for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int64_t base = off[m0 + mt * 16 + gq + 8 * r].acc;
-      if (base < 0) continue;
-      float* row = accum + base + c0 + 2 * t4;
+      const int pair = m0 + mt * 16 + (gq & ~1) + 8 * r;  // the even row of this lane's row pair
+      const int64_t base_even = off[pair].acc, base_odd = off[pair + 1].acc;
+      const int col = c0 + 2 * t4 + (odd ? 1 : 0);
 #pragma unroll
       for (int j = 0; j < 2 * kNp; ++j) {
-        atomicAdd(row + j * 8, acc[mt][j][2 * r]);
-        atomicAdd(row + j * 8 + 1, acc[mt][j][2 * r + 1]);
+        // even lane: keeps (own row = even, column 2 t4), sends (even row, 2 t4 + 1);
+        // odd lane: keeps (own row = odd, column 2 t4 + 1), sends (odd row, 2 t4).
+        const float keep = odd ? acc[mt][j][2 * r + 1] : acc[mt][j][2 * r];
+        const float send = odd ? acc[mt][j][2 * r] : acc[mt][j][2 * r + 1];
+        const float got = __shfl_xor_sync(0xffffffffu, send, 4);
+        // even lane: even row <- keep, odd row <- got (odd row, 2 t4); odd lane: even row <- got
+        // (even row, 2 t4 + 1), odd row <- keep.
+        const float v_even = odd ? got : keep, v_odd = odd ? keep : got;
+        if (base_even >= 0) atomicAdd(accum + base_even + col + j * 8, v_even);
+        if (base_odd >= 0) atomicAdd(accum + base_odd + col + j * 8, v_odd);
       }
     }
   }
@@ -171,9 +186,11 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   T* sA2 = sA1 + kTileM * LD;
   T* sB = sA2 + kTileM * LD;  // stages x (B1, B2)
   __shared__ Info s_rinfo[kTileM];
-  __shared__ Info s_cinfo[2][kTileN];
+  __shared__ ColInfo s_cinfo[2][kTileN];  // walked rows: real token, sequence index (phase B)
   __shared__ ColStat s_cstat[2][kTileN];
   __shared__ RowOff s_coff[2][kTileN];
+  __shared__ uint64_t s_rep[2];  // tile_mask repunits of the walked tile shape
+  __shared__ uint2 s_qw[2][kTileM];  // per buffer and stationary row: its tile visibility word, by column quad
 
   const Ctx& c = shared_ctx<kDkdv>(p);
   if (!c.any_row) return;
@@ -202,10 +219,34 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
     return ok;
   });
   cute::cp_async_fence();
+  // Element masks of phase-A tiles (tile_mask.cuh): per stationary row and axis, the interval of
+  // walked in-group coordinates it sees. dq: the query's window (as stationary_row leaves it).
+  // dkdv: the queries whose window holds the key (sem::inverse_window), clipped to the walked box
+  // (a sub-domain's box holds only the local queries); padding keys take the last real key's
+  // interval (their K / V rows are zero and their dK / dV are never stored).
+  const bool na_rows = !p.fmha && !c.extra;
   for (int r = tid; r < kTileM; r += kMmaThreads) {
     RowAddr ad;
-    stationary_row<kDkdv>(p, c, r, ad, s_rinfo[r]);
+    Info& ri = s_rinfo[r];
+    stationary_row<kDkdv>(p, c, r, ad, ri);
+    if (kDkdv && na_rows) {
+      int a[3];
+      delin_pow2(r, p.kv_shift, a);
+#pragma unroll
+      for (int i = 0; i < 3; ++i) {
+        const int64_t key = sem::min64(c.olo[i] + a[i], c.ohi[i] - 1);
+        const sem::Range w = sem::inverse_window(key, c.lg[i], c.ax[i]);
+        ri.lo[i] = static_cast<int>(sem::max64(w.start, c.blo[i]));
+        ri.hi[i] = static_cast<int>(sem::min64(w.end, c.bhi[i]));
+      }
+    }
   }
+  if (tid == 0) {
+    const tile_mask::Repunits rep = tile_mask::repunits(kDkdv ? p.q_shift : p.kv_shift);
+    s_rep[0] = rep.rep1;
+    s_rep[1] = rep.rep0;
+  }
+  __syncthreads();  // s_rinfo and s_rep before issue() builds visibility words from them
   // dq: the statistics of this thread's two query rows.
   float rl2[2] = {0.f, 0.f}, rdelta[2] = {0.f, 0.f};
   if (!kDkdv) {
@@ -242,9 +283,36 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
       gB2 = static_cast<const T*>(tile.phase_a ? p.v : p.ev);
     }
     // Row addresses, mask info and statistics first (one thread per row), then the copies.
-    fill_cols_off<kDkdv, kMmaThreads>(p, c, tile, s_cinfo[buf], s_cstat[buf], s_coff[buf]);
+    // Threads 64-127 meanwhile build a masked tile's visibility words, one stationary row each,
+    // transposed by column quad, into s_qw[buf] (tile_mask.cuh). Phase A: the per-axis intervals
+    // of s_rinfo. Phase B (64 consecutive walked indices from n0): the real ones (< nb_len) and,
+    // FMHA causal, query index >= key index.
+    static_assert(kMmaThreads == kTileN + kTileM, "threads 0-63: walked rows; 64-127: stationary rows");
+    if (tid < kTileN) {
+      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cinfo[buf], s_cstat[buf], s_coff[buf]);
+    } else if (tile.masked) {
+      const int r = tid - kTileN;
+      const Info& ri = s_rinfo[r];
+      uint64_t vis;
+      if (tile.phase_a) {
+        vis = tile_mask::tile_visibility(ri.lo, ri.hi, tile.c, kDkdv ? p.q_shift : p.kv_shift, s_rep[0], s_rep[1]);
+      } else {
+        auto cl = [](int64_t v) { return static_cast<int>(sem::min64(sem::max64(v, 0), kTileN)); };
+        int64_t lo = 0, hi = c.nb_len - tile.n0;
+        if (p.fmha && p.fmha_causal) {
+          if (kDkdv)
+            lo = ri.qi - tile.n0;  // queries at or after the key
+          else
+            hi = sem::min64(hi, ri.qi + 1 - tile.n0);  // keys up to the query
+        }
+        vis = tile_mask::bit_range(cl(lo), cl(hi));
+      }
+      uint32_t w0, w1;
+      tile_mask::quad_transpose(vis, w0, w1);
+      s_qw[buf][r] = make_uint2(w0, w1);
+    }
     __syncthreads();
-    const Info* info = s_cinfo[buf];
+    const ColInfo* info = s_cinfo[buf];
     const RowOff* roff = s_coff[buf];
     load_rows<T, HD, LD, kTileN>(b1, gB1, p.head_dim, aligned, [&](int kk, int64_t& off) {
       off = roff[kk].b1;
@@ -275,10 +343,21 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
     __syncthreads();
     const T* sB1 = sB + buf * 2 * kTileN * LD;
     const T* sB2 = sB1 + kTileN * LD;
-
 #pragma unroll 1
     for (int half = 0; half < kTileN / kSubN; ++half) {
       const int n0 = half * kSubN;
+      // Masked tile: bit 16 r + 2 j + e of hmask = the half's walked column 8 j + 2 t4 + e is seen by
+      // stationary row row0 + gq + 8 r (row words from s_qw, built when the tile was issued).
+      uint32_t hmask = 0;
+      if (cur.masked) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const uint2 w = s_qw[buf][row0 + gq + 8 * r];
+          const uint32_t x = (t4 & 2) ? w.y : w.x;
+          hmask |= ((t4 & 1) ? (x >> 16) : (x & 0xffffu)) << (16 * r);
+        }
+        hmask >>= n0 / 4;  // the half's columns from bit 0 (row gq) / 16 (row gq + 8)
+      }
       float s[kNTiles][4], dp[kNTiles][4];
 #pragma unroll
       for (int j = 0; j < kNTiles; ++j)
@@ -323,7 +402,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
           const float l2 = kDkdv ? s_cstat[buf][col].lse2 : rl2[r];
           const float dl = kDkdv ? s_cstat[buf][col].delta : rdelta[r];
           float pr = exp2f(s[j][e] * p.scale_log2 - l2);
-          if (cur.masked && !visible<kDkdv>(p, c, cur, s_rinfo[row0 + gq + 8 * r], s_cinfo[buf][col])) pr = 0.f;
+          if (cur.masked && ((hmask >> (16 * r + 2 * j + (e % 2))) & 1u) == 0) pr = 0.f;
           s[j][e] = pr;
           dp[j][e] = pr * (dp[j][e] - dl);
         }

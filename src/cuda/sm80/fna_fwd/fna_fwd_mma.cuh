@@ -13,6 +13,7 @@
 #include <cute/arch/mma_sm80.hpp>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_fwd/fna_common.cuh"
 
 namespace nattn::cuda::fna {
@@ -38,13 +39,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
-}
-
-// Bits [lo, hi) of a 64-bit word (0 <= lo, hi <= 64; empty if hi <= lo).
-__device__ __forceinline__ uint64_t bit_range(int lo, int hi) {
-  if (hi <= lo) return 0;
-  const uint64_t h = hi >= 64 ? ~uint64_t{0} : ((uint64_t{1} << hi) - 1);
-  return h & ~((uint64_t{1} << lo) - 1);
 }
 
 // m16 row tiles per warp: 2 (32 query rows per warp: every K/V fragment read from shared memory
@@ -158,23 +152,6 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool a
   }
 }
 
-// Transpose the 2-bit units of a row's 64-bit visibility word so that the 16 bits of column
-// quad t (keys 8j + 2t + e, j = 0..7, e = 0..1; bit 2j + e) are contiguous: word 0 holds quads 0
-// (bits 0-15) and 1 (16-31), word 1 quads 2 and 3.
-__device__ __forceinline__ void quad_transpose(uint64_t vis, uint32_t& w0, uint32_t& w1) {
-  uint32_t lo = static_cast<uint32_t>(vis), hi = static_cast<uint32_t>(vis >> 32);
-  // Bit index (j1 j0 t1 t0 e) -> (t1 t0 j1 j0 e) inside each 32-bit half: two delta swaps.
-  auto swap = [](uint32_t x, int d, uint32_t m) {
-    const uint32_t t = ((x >> d) ^ x) & m;
-    return x ^ t ^ (t << d);
-  };
-  lo = swap(swap(lo, 6, 0x00CC00CCu), 12, 0x0000F0F0u);
-  hi = swap(swap(hi, 6, 0x00CC00CCu), 12, 0x0000F0F0u);
-  // Byte t of lo / hi: quad t, keys j = 0..3 / 4..7.
-  w0 = __byte_perm(lo, hi, 0x5140);
-  w1 = __byte_perm(lo, hi, 0x7362);
-}
-
 template <class T, int HD, int BM>
 __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(const __grid_constant__ FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -253,11 +230,9 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
     x.evb = c.b * p.evs[0] + c.kvbase * p.evs[1] + c.hk * p.evs[2];
     x.ek1 = p.eks[1];
     x.ev1 = p.evs[1];
-    const int t2 = 1 << p.kv_shift[2], t1 = 1 << p.kv_shift[1], t0 = 1 << p.kv_shift[0];
-    x.rep1 = 0;
-    for (int k = 0; k < t1; ++k) x.rep1 |= uint64_t{1} << (k * t2);
-    x.rep0 = 0;
-    for (int k = 0; k < t0; ++k) x.rep0 |= uint64_t{1} << (k * t1 * t2);
+    const tile_mask::Repunits rep = tile_mask::repunits(p.kv_shift);
+    x.rep1 = rep.rep1;
+    x.rep0 = rep.rep0;
     x.cached = cached;
     s_x = x;
   }
@@ -350,33 +325,17 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
       {
         const RowWin& rw = s_win[row0 + lane % (16 * kWM)];
         if (cur.phase_a) {
-          const int sh2 = p.kv_shift[2], sh12 = p.kv_shift[1] + p.kv_shift[2];
-          const int t2 = 1 << p.kv_shift[2], t1 = 1 << p.kv_shift[1], t0 = 1 << p.kv_shift[0];
-          auto cl = [](int v, int hi) { return min(max(v, 0), hi); };
-          vis = bit_range(cl(rw.lo[2] - cur.c[2], t2), cl(rw.hi[2] - cur.c[2], t2));
-          vis *= x.rep1;
-          vis &= bit_range(cl(rw.lo[1] - cur.c[1], t1) << sh2, cl(rw.hi[1] - cur.c[1], t1) << sh2);
-          vis *= x.rep0;
-          vis &= bit_range(cl(rw.lo[0] - cur.c[0], t0) << sh12, cl(rw.hi[0] - cur.c[0], t0) << sh12);
+          vis = tile_mask::tile_visibility(rw.lo, rw.hi, cur.c, p.kv_shift, x.rep1, x.rep0);
         } else {
           int lim = static_cast<int>(c.nb_len) - cur.n0;
           if (p.fmha && p.fmha_causal) lim = min(lim, rw.qi + 1 - cur.n0);
-          vis = bit_range(0, min(max(lim, 0), BN));
+          vis = tile_mask::bit_range(0, min(max(lim, 0), BN));
         }
       }
       uint32_t w0, w1;
-      quad_transpose(vis, w0, w1);
+      tile_mask::quad_transpose(vis, w0, w1);
 #pragma unroll
-      for (int mt = 0; mt < kWM; ++mt) {
-        cmask[mt] = 0;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int src = mt * 16 + gq + 8 * r;
-          const uint32_t a0 = __shfl_sync(0xffffffffu, w0, src), a1 = __shfl_sync(0xffffffffu, w1, src);
-          const uint32_t w = (t4 & 2) ? a1 : a0;
-          cmask[mt] |= ((t4 & 1) ? (w >> 16) : (w & 0xffffu)) << (16 * r);
-        }
-      }
+      for (int mt = 0; mt < kWM; ++mt) cmask[mt] = tile_mask::quad_row_bits(w0, w1, mt * 16 + gq, t4);
     }
 
     // The scale is folded into the exponent, p = 2^(s*sc - ref) with ref = max(s)*sc, when it is
