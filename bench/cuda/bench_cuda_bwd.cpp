@@ -2,7 +2,7 @@
 // median of 10 timed calls after 3 warm-ups, CUDA events. Backward FLOPs counted as 2.5x forward
 // (S and dP recomputed, dV, dK, dQ: 5 GEMMs against the forward's 2).
 // Both backward modes: deterministic (dq + dkdv kernels) and fused dQ (deterministic = false).
-// Usage: bench_cuda_bwd
+// Usage: bench_cuda_bwd [--only SUBSTR] [--profile-fused]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,7 +32,23 @@ struct Problem {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // --only SUBSTR: the problems whose name contains SUBSTR. --profile-fused: one forward, then two
+  // fused-dQ backward calls and nothing else (for ncu: skip the first dkdv launch, profile the second).
+  std::string only;
+  bool profile_fused = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (a == "--profile-fused") {
+      profile_fused = true;
+    } else {
+      std::fprintf(stderr, "bench_cuda_bwd: unknown argument '%s' (allowed: --only SUBSTR, --profile-fused)\n",
+                   a.c_str());
+      return 2;
+    }
+  }
   const int64_t d = 128;
   const std::vector<Problem> problems = {
       {"2D 128x128 k13x13, 16 heads", {128, 128}, {13, 13}, 16},
@@ -41,6 +57,7 @@ int main() {
   std::printf("| problem (bf16, hd128) | fwd ms | bwd ms | fwd+bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n"
               "|---|---|---|---|---|---|\n");
   for (const Problem& pr : problems) {
+    if (!only.empty() && pr.name.find(only) == std::string::npos) continue;
     int64_t tokens = 1, window = 1;
     for (size_t i = 0; i < pr.spatial.size(); ++i) {
       tokens *= pr.spatial[i];
@@ -86,6 +103,14 @@ int main() {
     opt.backend = "cutlass-fna";
     RunOptions fused = opt;  // deterministic = false: dQ fused into the dkdv kernel (fp32 atomics)
     fused.deterministic = false;
+    if (profile_fused) {
+      na_forward(a, opt);
+      for (int i = 0; i < 2; ++i) na_backward(b, fused);
+      CHECK(cudaDeviceSynchronize());
+      for (void* p : {q, k, v, dout, o, dq, dk, dv}) cudaFree(p);
+      cudaFree(lse);
+      continue;
+    }
     const double fwd = bench::median_ms([&] { na_forward(a, opt); });
     // The two backward modes alternate twice (same clocks and temperature for both).
     double bwd = 1e30, bwd_fused = 1e30;
