@@ -9,23 +9,34 @@ namespace nattn::cuda::fna_bwd {
 
 namespace {
 
-template <class T>
-__global__ void delta_kernel(const DeltaParams p) {
-  const int64_t rows = p.batch * p.tokens * p.heads;
-  const int lane = threadIdx.x % 32;
+// Calls f(row, b, x, h) for the rows [0, batch * tokens * heads) of a [batch, tokens, heads]
+// layout, one warp per row (grid-stride): batch b, head h, spatial coordinates x of the token
+// (`extent`, last axis fastest).
+template <class F>
+__device__ __forceinline__ void for_each_row_warp(int64_t batch, int64_t tokens, int64_t heads, const int64_t* extent,
+                                                  F&& f) {
+  const int64_t rows = batch * tokens * heads;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
        row += warps) {
-    const int64_t h = row % p.heads;
-    int64_t r = row / p.heads;
-    const int64_t t = r % p.tokens;
-    const int64_t b = r / p.tokens;
+    const int64_t h = row % heads;
+    int64_t r = row / heads;
+    const int64_t t = r % tokens;
+    const int64_t b = r / tokens;
     int64_t x[3];
     r = t;
-    x[2] = r % p.extent[2];
-    r /= p.extent[2];
-    x[1] = r % p.extent[1];
-    x[0] = r / p.extent[1];
+    x[2] = r % extent[2];
+    r /= extent[2];
+    x[1] = r % extent[1];
+    x[0] = r / extent[1];
+    f(row, b, x, h);
+  }
+}
+
+template <class T>
+__global__ void delta_kernel(const DeltaParams p) {
+  const int lane = threadIdx.x % 32;
+  for_each_row_warp(p.batch, p.tokens, p.heads, p.extent, [&](int64_t row, int64_t b, const int64_t* x, int64_t h) {
     const T* o = static_cast<const T*>(p.o) + offset5(p.os, b, x, h);
     const T* d = static_cast<const T*>(p.dout) + offset5(p.dos, b, x, h);
     float sum = 0.f;
@@ -33,31 +44,17 @@ __global__ void delta_kernel(const DeltaParams p) {
 #pragma unroll
     for (int m = 16; m > 0; m /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, m);
     if (lane == 0) p.delta[row] = sum;
-  }
+  });
 }
 
-// One warp per (batch, token, head) row, as delta_kernel.
 template <class T>
 __global__ void dq_convert_kernel(const DqConvertParams p) {
-  const int64_t rows = p.batch * p.tokens * p.heads;
   const int lane = threadIdx.x % 32;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
-       row += warps) {
-    const int64_t h = row % p.heads;
-    int64_t r = row / p.heads;
-    const int64_t t = r % p.tokens;
-    const int64_t b = r / p.tokens;
-    int64_t x[3];
-    r = t;
-    x[2] = r % p.extent[2];
-    r /= p.extent[2];
-    x[1] = r % p.extent[1];
-    x[0] = r / p.extent[1];
+  for_each_row_warp(p.batch, p.tokens, p.heads, p.extent, [&](int64_t row, int64_t b, const int64_t* x, int64_t h) {
     T* dst = static_cast<T*>(p.dq) + offset5(p.dqs, b, x, h);
     const float* src = p.accum + row * p.accum_ld;
     for (int cc = lane; cc < p.head_dim; cc += 32) dst[cc] = from_f<T>(src[cc] * p.scale);
-  }
+  });
 }
 
 __global__ void zero_kernel(unsigned char* data, int64_t esize, int64_t rows, int64_t heads, int64_t dim,

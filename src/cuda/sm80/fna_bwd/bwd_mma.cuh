@@ -10,6 +10,7 @@
 #include <cute/arch/mma_sm80.hpp>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/fast_math.cuh"
 #include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_bwd/bwd_common.cuh"
 
@@ -401,7 +402,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
           const int col = n0 + j * 8 + 2 * t4 + (e % 2);
           const float l2 = kDkdv ? s_cstat[buf][col].lse2 : rl2[r];
           const float dl = kDkdv ? s_cstat[buf][col].delta : rdelta[r];
-          float pr = exp2f(s[j][e] * p.scale_log2 - l2);
+          float pr = fast_exp2(s[j][e] * p.scale_log2 - l2);
           if (cur.masked && ((hmask >> (16 * r + 2 * j + (e % 2))) & 1u) == 0) pr = 0.f;
           s[j][e] = pr;
           dp[j][e] = pr * (dp[j][e] - dl);

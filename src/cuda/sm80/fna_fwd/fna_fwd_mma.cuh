@@ -13,6 +13,7 @@
 #include <cute/arch/mma_sm80.hpp>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/fast_math.cuh"
 #include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_fwd/fna_common.cuh"
 
@@ -33,13 +34,6 @@ template <> struct MmaOp<__nv_bfloat16> {
     return *reinterpret_cast<uint32_t*>(&h);
   }
 };
-
-// 2^x (one MUFU.EX2; results below 2^-126 flush to zero, 2^-inf = 0).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // m16 row tiles per warp: 2 (32 query rows per warp: every K/V fragment read from shared memory
 // feeds two MMAs) up to head dim 128; 1 (16 rows) at 256 for registers.
