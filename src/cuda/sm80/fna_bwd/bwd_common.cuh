@@ -458,10 +458,12 @@ __device__ __forceinline__ bool visible(const BwdParams& p, const Ctx& c, const 
   return visible_b<kDkdv>(p, row, ColInfo{col.qi, col.ok});
 }
 
-// Per-walked-column statistics in shared memory (dkdv: the query's LSE*log2e and delta).
+// Per-walked-column statistics in shared memory (dkdv: the query's LSE*log2e and delta; with a
+// fused dQ, the element offset of its row in dq_accum, -1 for a walked row that is not a query).
 struct ColStat {
   float lse2;
   float delta;
+  int64_t acc;
 };
 
 // Walked-row info + statistics for one tile, written by the threads of the CTA.
@@ -474,7 +476,7 @@ __device__ __forceinline__ void fill_cols(const BwdParams& p, const Ctx& c, cons
     const bool ok = walked_row<kDkdv>(p, c, tile, kk, ad, inf);
     s_info[kk] = inf;
     if (kDkdv) {
-      ColStat st{INFINITY, 0.f};
+      ColStat st{INFINITY, 0.f, -1};
       if (ok) {
         const float l = p.lse[ad.lsoff];
         // a query that attends nothing (LSE -inf) has P = 0 everywhere
@@ -486,11 +488,9 @@ __device__ __forceinline__ void fill_cols(const BwdParams& p, const Ctx& c, cons
   }
 }
 
-// Element offsets of a walked row in B1 and B2 (cached per tile in shared memory); dkdv with a
-// fused dQ: the element offset of the walked query's row in dq_accum (-1: not a real query).
+// Element offsets of a walked row in B1 and B2 (cached per tile in shared memory).
 struct RowOff {
   int64_t b1, b2;
-  int64_t acc;
 };
 
 // As fill_cols, and the B1/B2 offsets of every walked row: one thread per row, so that the tile
@@ -503,19 +503,18 @@ __device__ __forceinline__ void fill_cols_off(const BwdParams& p, const Ctx& c, 
     Info inf;
     const bool ok = walked_row<kDkdv, false>(p, c, tile, kk, ad, inf);
     s_info[kk] = ColInfo{inf.qi, inf.ok};
-    int64_t acc = -1;
     if (kDkdv) {
-      ColStat st{INFINITY, 0.f};
+      ColStat st{INFINITY, 0.f, -1};
       if (ok) {
         const int64_t row = (c.b * p.tokens + ad.tok) * p.heads + tile.head;  // [B, tokens, H]
         const float l = p.lse[ad.lsoff];
         st.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
         st.delta = p.delta[row];
-        acc = row * p.dq_accum_ld;
+        st.acc = row * p.dq_accum_ld;
       }
       s_stat[kk] = st;
     }
-    s_off[kk] = RowOff{ad.b1, ad.b2, acc};
+    s_off[kk] = RowOff{ad.b1, ad.b2};
   }
 }
 

@@ -83,11 +83,11 @@ __device__ __forceinline__ T* dq_stage(T* b1, int n0) {
 }
 
 // dq_accum[q] += dS[q][:] K for the kSubN walked queries of one half. sds: dS^T [64 keys][ds_ld];
-// sk: the CTA's keys [64][LD] (zero rows past the tile, so they add nothing); off: the half's
-// walked rows (acc < 0: not a real query, skipped). The warps split the queries x head-dim tile:
+// sk: the CTA's keys [64][LD] (zero rows past the tile, so they add nothing); off: the half.s
+// walked-row statistics (acc < 0: not a real query, skipped). The warps split the queries x head-dim tile:
 // kWn head-dim slices, kWm query slices; fp32 atomics (the order of the additions varies).
 template <class T, int HD, int kSubN>
-__device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const RowOff* off, float* accum, int warp,
+__device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const ColStat* off, float* accum, int warp,
                                               int lane) {
   using Op = Mma<T>;
   constexpr int LD = mma_ld<HD>();
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   T* sB = sA2 + kTileM * LD;  // stages x (B1, B2)
   __shared__ Info s_rinfo[kTileM];
   __shared__ ColInfo s_cinfo[2][kTileN];  // walked rows: real token, sequence index (phase B)
-  __shared__ ColStat s_cstat[2][kTileN];
+  __shared__ ColStat s_cstat[kDkdv ? 2 : 1][kDkdv ? kTileN : 1];  // dkdv only (dq keeps its rows' in registers)
   __shared__ RowOff s_coff[2][kTileN];
   __shared__ uint64_t s_rep[2];  // tile_mask repunits of the walked tile shape
   __shared__ uint2 s_qw[2][kTileM];  // per buffer and stationary row: its tile visibility word, by column quad
@@ -290,7 +290,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
     // FMHA causal, query index >= key index.
     static_assert(kMmaThreads == kTileN + kTileM, "threads 0-63: walked rows; 64-127: stationary rows");
     if (tid < kTileN) {
-      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cinfo[buf], s_cstat[buf], s_coff[buf]);
+      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cinfo[buf], s_cstat[kDkdv ? buf : 0], s_coff[buf]);
     } else if (tile.masked) {
       const int r = tid - kTileN;
       const Info& ri = s_rinfo[r];
@@ -400,8 +400,8 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2;
           const int col = n0 + j * 8 + 2 * t4 + (e % 2);
-          const float l2 = kDkdv ? s_cstat[buf][col].lse2 : rl2[r];
-          const float dl = kDkdv ? s_cstat[buf][col].delta : rdelta[r];
+          const float l2 = kDkdv ? s_cstat[kDkdv ? buf : 0][kDkdv ? col : 0].lse2 : rl2[r];
+          const float dl = kDkdv ? s_cstat[kDkdv ? buf : 0][kDkdv ? col : 0].delta : rdelta[r];
           float pr = fast_exp2(s[j][e] * p.scale_log2 - l2);
           if (cur.masked && ((hmask >> (16 * r + 2 * j + (e % 2))) & 1u) == 0) pr = 0.f;
           s[j][e] = pr;
@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
             *reinterpret_cast<uint32_t*>(sds + key * ds_ld<kSubN>() + q) = ds_pk[j][r];
           }
         __syncthreads();
-        fused_dq_tile<T, HD, kSubN>(sds, sA1, s_coff[buf] + n0, p.dq_accum, warp, lane);
+        fused_dq_tile<T, HD, kSubN>(sds, sA1, s_cstat[kDkdv ? buf : 0] + n0, p.dq_accum, warp, lane);
       }
     }
     __syncthreads();  // every warp is done with this buffer
@@ -503,14 +503,20 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
 
 template <class T, int HD>
 void launch_mma(const BwdParams& p, bool dkdv, int stages, dim3 grid, cudaStream_t stream) {
-  const int smem = mma_smem_bytes<T, HD>(stages);
-  if (dkdv) {
-    NATTN_CUDA_CHECK(cudaFuncSetAttribute(fna_bwd_mma_kernel<T, HD, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    fna_bwd_mma_kernel<T, HD, true><<<grid, kMmaThreads, smem, stream>>>(p, stages);
-  } else {
-    NATTN_CUDA_CHECK(cudaFuncSetAttribute(fna_bwd_mma_kernel<T, HD, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    fna_bwd_mma_kernel<T, HD, false><<<grid, kMmaThreads, smem, stream>>>(p, stages);
+  const auto kernel = dkdv ? fna_bwd_mma_kernel<T, HD, true> : fna_bwd_mma_kernel<T, HD, false>;
+  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        mma_smem_bytes<T, HD>(stages)));
+  // One walked-tile buffer instead of two where that lets more CTAs share an SM: the kernels are
+  // latency-bound, and another resident CTA hides a tile's loads better than the second buffer
+  // (H100, dq kernel at head dim 128: 3 CTAs with 1 stage vs 2 with 2 stages, 3-D backward 453 ->
+  // 415 ms). The dkdv kernel's registers allow 2 CTAs either way there.
+  if (stages == 2) {
+    int two = 0, one = 0;
+    NATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&two, kernel, kMmaThreads, mma_smem_bytes<T, HD>(2)));
+    NATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&one, kernel, kMmaThreads, mma_smem_bytes<T, HD>(1)));
+    if (one > two) stages = 1;
   }
+  kernel<<<grid, kMmaThreads, mma_smem_bytes<T, HD>(stages), stream>>>(p, stages);
   NATTN_CUDA_CHECK(cudaGetLastError());
 }
 
