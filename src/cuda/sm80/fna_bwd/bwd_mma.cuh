@@ -83,11 +83,12 @@ __device__ __forceinline__ T* dq_stage(T* b1, int n0) {
 }
 
 // dq_accum[q] += dS[q][:] K for the kSubN walked queries of one half. sds: dS^T [64 keys][ds_ld];
-// sk: the CTA's keys [64][LD] (zero rows past the tile, so they add nothing); off: the half.s
-// walked-row statistics (acc < 0: not a real query, skipped). The warps split the queries x head-dim tile:
-// kWn head-dim slices, kWm query slices; fp32 atomics (the order of the additions varies).
+// sk: the CTA's keys [64][LD] (zero rows past the tile, so they add nothing); stat: the half's
+// walked-row statistics (acc < 0: not a real query, skipped). The warps split the queries x
+// head-dim tile: kWn head-dim slices, kWm query slices; fp32 atomics (the order of the additions
+// varies).
 template <class T, int HD, int kSubN>
-__device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const ColStat* off, float* accum, int warp,
+__device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const ColStat* stat, float* accum, int warp,
                                               int lane) {
   using Op = Mma<T>;
   constexpr int LD = mma_ld<HD>();
@@ -103,66 +104,66 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
   const int gq = lane / 4, t4 = lane % 4;
 #pragma unroll 1
   for (int pass = 0; pass < kPasses; ++pass) {
-  const int c0 = (warp % kWn) * kCols + pass * 16;
-  float acc[kMt][2 * kNp][4];
+    const int c0 = (warp % kWn) * kCols + pass * 16;
+    float acc[kMt][2 * kNp][4];
 #pragma unroll
-  for (int mt = 0; mt < kMt; ++mt)
+    for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
-    for (int j = 0; j < 2 * kNp; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+      for (int j = 0; j < 2 * kNp; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
 #pragma unroll
-  for (int kk = 0; kk < kTileM / 16; ++kk) {
-    uint32_t b[kNp][4];
-#pragma unroll
-    for (int np = 0; np < kNp; ++np) {
-      const int boff = (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + c0 + np * 16 + 8 * (lane / 16);
-      cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sk + boff), b[np][0], b[np][1],
-                                    b[np][2], b[np][3]);
-    }
-#pragma unroll
-    for (int mt = 0; mt < kMt; ++mt) {
-      // A = dS (queries x keys) from dS^T: matrix i = lane / 8 covers queries +8 (i & 1), keys +8 (i >> 1).
-      const int i = lane / 8;
-      const int aoff = (kk * 16 + (i >> 1) * 8 + lane % 8) * kDsLd + m0 + mt * 16 + (i & 1) * 8;
-      uint32_t a[4];
-      cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sds + aoff), a[0], a[1], a[2], a[3]);
+    for (int kk = 0; kk < kTileM / 16; ++kk) {
+      uint32_t b[kNp][4];
 #pragma unroll
       for (int np = 0; np < kNp; ++np) {
-        float* o0 = acc[mt][2 * np];
-        float* o1 = acc[mt][2 * np + 1];
-        Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[np][0], b[np][1], o0[0], o0[1], o0[2],
-                      o0[3]);
-        Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[np][2], b[np][3], o1[0], o1[1], o1[2],
-                      o1[3]);
+        const int boff = (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + c0 + np * 16 + 8 * (lane / 16);
+        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sk + boff), b[np][0], b[np][1],
+                                      b[np][2], b[np][3]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt) {
+        // A = dS (queries x keys) from dS^T: matrix i = lane / 8 covers queries +8 (i & 1), keys +8 (i >> 1).
+        const int i = lane / 8;
+        const int aoff = (kk * 16 + (i >> 1) * 8 + lane % 8) * kDsLd + m0 + mt * 16 + (i & 1) * 8;
+        uint32_t a[4];
+        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sds + aoff), a[0], a[1], a[2], a[3]);
+#pragma unroll
+        for (int np = 0; np < kNp; ++np) {
+          float* o0 = acc[mt][2 * np];
+          float* o1 = acc[mt][2 * np + 1];
+          Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[np][0], b[np][1], o0[0], o0[1], o0[2],
+                        o0[3]);
+          Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[np][2], b[np][3], o1[0], o1[1], o1[2],
+                        o1[3]);
+        }
       }
     }
-  }
-  // The atomics: thread (gq, t4) holds columns 2 t4 and 2 t4 + 1 of rows gq and gq + 8 (per n8
-  // tile j). Lanes gq and gq ^ 1 swap one value so that each instruction covers whole 32-byte
-  // sectors: first the even row of the pair (lane gq: column 2 t4, lane gq | 1: column 2 t4 + 1),
-  // then the odd row (lane gq & ~1: column 2 t4, lane gq | 1: column 2 t4 + 1): 4 sectors of 8
-  // floats per instruction instead of 8 half-filled ones.
-  const bool odd = (gq & 1) != 0;
+    // The atomics: thread (gq, t4) holds columns 2 t4 and 2 t4 + 1 of rows gq and gq + 8 (per n8
+    // tile j). Lanes gq and gq ^ 1 swap one value so that each instruction covers whole 32-byte
+    // sectors: first the even row of the pair (lane gq: column 2 t4, lane gq | 1: column 2 t4 + 1),
+    // then the odd row (lane gq & ~1: column 2 t4, lane gq | 1: column 2 t4 + 1): 4 sectors of 8
+    // floats per instruction instead of 8 half-filled ones.
+    const bool odd = (gq & 1) != 0;
 #pragma unroll
-  for (int mt = 0; mt < kMt; ++mt)
+    for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int pair = m0 + mt * 16 + (gq & ~1) + 8 * r;  // the even row of this lane's row pair
-      const int64_t base_even = off[pair].acc, base_odd = off[pair + 1].acc;
-      const int col = c0 + 2 * t4 + (odd ? 1 : 0);
+      for (int r = 0; r < 2; ++r) {
+        const int pair = m0 + mt * 16 + (gq & ~1) + 8 * r;  // the even row of this lane's row pair
+        const int64_t base_even = stat[pair].acc, base_odd = stat[pair + 1].acc;
+        const int col = c0 + 2 * t4 + (odd ? 1 : 0);
 #pragma unroll
-      for (int j = 0; j < 2 * kNp; ++j) {
-        // even lane: keeps (own row = even, column 2 t4), sends (even row, 2 t4 + 1);
-        // odd lane: keeps (own row = odd, column 2 t4 + 1), sends (odd row, 2 t4).
-        const float keep = odd ? acc[mt][j][2 * r + 1] : acc[mt][j][2 * r];
-        const float send = odd ? acc[mt][j][2 * r] : acc[mt][j][2 * r + 1];
-        const float got = __shfl_xor_sync(0xffffffffu, send, 4);
-        // even lane: even row <- keep, odd row <- got (odd row, 2 t4); odd lane: even row <- got
-        // (even row, 2 t4 + 1), odd row <- keep.
-        const float v_even = odd ? got : keep, v_odd = odd ? keep : got;
-        if (base_even >= 0) atomicAdd(accum + base_even + col + j * 8, v_even);
-        if (base_odd >= 0) atomicAdd(accum + base_odd + col + j * 8, v_odd);
+        for (int j = 0; j < 2 * kNp; ++j) {
+          // even lane: keeps (own row = even, column 2 t4), sends (even row, 2 t4 + 1);
+          // odd lane: keeps (own row = odd, column 2 t4 + 1), sends (odd row, 2 t4).
+          const float keep = odd ? acc[mt][j][2 * r + 1] : acc[mt][j][2 * r];
+          const float send = odd ? acc[mt][j][2 * r] : acc[mt][j][2 * r + 1];
+          const float got = __shfl_xor_sync(0xffffffffu, send, 4);
+          // even lane: even row <- keep, odd row <- got (odd row, 2 t4); odd lane: even row <- got
+          // (even row, 2 t4 + 1), odd row <- keep.
+          const float v_even = odd ? got : keep, v_odd = odd ? keep : got;
+          if (base_even >= 0) atomicAdd(accum + base_even + col + j * 8, v_even);
+          if (base_odd >= 0) atomicAdd(accum + base_odd + col + j * 8, v_odd);
+        }
       }
-    }
   }
 }
 
@@ -188,7 +189,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   T* sB = sA2 + kTileM * LD;  // stages x (B1, B2)
   __shared__ Info s_rinfo[kTileM];
   __shared__ ColInfo s_cinfo[2][kTileN];  // walked rows: real token, sequence index (phase B)
-  __shared__ ColStat s_cstat[kDkdv ? 2 : 1][kDkdv ? kTileN : 1];  // dkdv only (dq keeps its rows' in registers)
+  __shared__ ColStat s_cstat[kDkdv ? 2 : 1][kDkdv ? kTileN : 1];  // dkdv only (dq keeps its rows' statistics in registers)
   __shared__ RowOff s_coff[2][kTileN];
   __shared__ uint64_t s_rep[2];  // tile_mask repunits of the walked tile shape
   __shared__ uint2 s_qw[2][kTileM];  // per buffer and stationary row: its tile visibility word, by column quad
@@ -453,7 +454,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
       }
       if (kDkdv && fused_dq) {
         // dQ of this half's walked queries: dQ[q][:] += sum over the CTA's keys of dS[q][key] K[key][:].
-        // dS^T (this warp's 16 keys x kSubN queries, still in dp) goes to shared memory, into walked
+        // dS^T (this warp's 16 keys x kSubN queries, packed in ds_pk) goes to shared memory, into walked
         // rows of this buffer that no warp reads any more (barrier first), so that each warp can take
         // all 64 keys for a slice of the dQ tile; the products are added to dq_accum atomically.
         T* sds = dq_stage<T, HD, kSubN>(sB + buf * 2 * kTileN * LD, n0);
