@@ -68,3 +68,10 @@ add_executable(bench_hopper_fna ${PROJECT_SOURCE_DIR}/bench/cuda/bench_hopper_fn
 target_include_directories(bench_hopper_fna PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(bench_hopper_fna PRIVATE nattn CUDA::cudart nattn_warnings)
 # ================================================================ end of the Hopper NA forward
+
+# Host checks of the portable kernels' element-mask bit words (no GPU: not labelled `cuda`, so CI
+# runs them).
+add_executable(test_tile_mask ${PROJECT_SOURCE_DIR}/tests/cuda/test_tile_mask.cpp)
+target_include_directories(test_tile_mask PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(test_tile_mask PRIVATE GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
+add_test(NAME test_tile_mask COMMAND test_tile_mask)
