@@ -1,6 +1,9 @@
 // The operations. Every op validates its arguments (throwing ValueError / NotImplementedError with
 // the argument, its value and what is allowed), selects a backend (or uses the one named in
-// RunOptions), and writes into caller-provided outputs. Nothing here allocates device memory.
+// RunOptions), and writes into caller-provided outputs. Outputs are never allocated here; some
+// CUDA paths take stream-ordered scratch memory for the duration of the call (cudaMallocAsync,
+// freed on the same stream): the cutlass backward's delta and, with deterministic = false, its
+// fp32 dQ accumulator (B x tokens x H x head dim), and hopper-fna's permuted copies.
 //
 // Layout is heads-last: Q [B, *S, H, D], K [B, *S, Hkv, D], V [B, *S, Hkv, Dv], O [B, *S, H, Dv],
 // LSE [B, *S, H] float32 (natural log). Any int64 strides are accepted, except that the last axis
