@@ -429,22 +429,8 @@ __device__ __forceinline__ bool walked_row(const BwdParams& p, const Ctx& c, con
 }
 
 // Does the query of (row, col) see the key of (row, col)? dq: row = query, col = key; dkdv: row =
-// key, col = query. Only called on masked tiles.
-// What the tensor-core kernels keep per walked row (their phase-A masks are bit words built from
-// the stationary rows, tile_mask.cuh): a real token, and its index in the sequence.
-struct ColInfo {
-  int qi;
-  int ok;
-};
-
-// The phase-B part of `visible` (additional keys: all seen; FMHA: the top-left causal rule).
-template <bool kDkdv>
-__device__ __forceinline__ bool visible_b(const BwdParams& p, const Info& row, const ColInfo& col) {
-  if (!col.ok) return false;
-  if (p.fmha && p.fmha_causal) return kDkdv ? row.qi <= col.qi : col.qi <= row.qi;
-  return true;
-}
-
+// key, col = query. Only called on masked tiles, by the SIMT kernels (the tensor-core kernels test
+// bit words, tile_mask.cuh).
 template <bool kDkdv>
 __device__ __forceinline__ bool visible(const BwdParams& p, const Ctx& c, const Tile& tile, const Info& row,
                                         const Info& col) {
@@ -455,7 +441,8 @@ __device__ __forceinline__ bool visible(const BwdParams& p, const Ctx& c, const 
     return q.lo[0] <= k.lo[0] && k.lo[0] < q.hi[0] && q.lo[1] <= k.lo[1] && k.lo[1] < q.hi[1] &&
            q.lo[2] <= k.lo[2] && k.lo[2] < q.hi[2];
   }
-  return visible_b<kDkdv>(p, row, ColInfo{col.qi, col.ok});
+  if (p.fmha && p.fmha_causal) return kDkdv ? row.qi <= col.qi : col.qi <= row.qi;
+  return true;
 }
 
 // Per-walked-column statistics in shared memory (dkdv: the query's LSE*log2e and delta; with a
@@ -493,16 +480,18 @@ struct RowOff {
   int64_t b1, b2;
 };
 
-// As fill_cols, and the B1/B2 offsets of every walked row: one thread per row, so that the tile
-// loaders read the addresses instead of recomputing them per 16-byte chunk.
+// For the tensor-core kernels, whose masks are bit words built from the stationary rows: per
+// walked row whether it is a real token (s_ok), the statistics as fill_cols, and its B1/B2
+// offsets (one thread per row, so that the tile loaders read the addresses instead of recomputing
+// them per 16-byte chunk).
 template <bool kDkdv, int kNT>
-__device__ __forceinline__ void fill_cols_off(const BwdParams& p, const Ctx& c, const Tile& tile, ColInfo* s_info,
+__device__ __forceinline__ void fill_cols_off(const BwdParams& p, const Ctx& c, const Tile& tile, int* s_ok,
                                               ColStat* s_stat, RowOff* s_off) {
   for (int kk = threadIdx.x; kk < kTileN; kk += kNT) {
     ColAddr ad;
     Info inf;
     const bool ok = walked_row<kDkdv, false>(p, c, tile, kk, ad, inf);
-    s_info[kk] = ColInfo{inf.qi, inf.ok};
+    s_ok[kk] = ok ? 1 : 0;
     if (kDkdv) {
       ColStat st{INFINITY, 0.f, -1};
       if (ok) {

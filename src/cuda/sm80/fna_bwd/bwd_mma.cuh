@@ -96,8 +96,7 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
   constexpr int kWn = HD >= 64 ? 4 : 2;
   constexpr int kWm = 4 / kWn;
   constexpr int kCols = HD / kWn;        // head-dim columns per warp: 32 / 16 / 16
-  constexpr int kNp = 1;                 // n16 column pairs per pass
-  constexpr int kPasses = kCols / 16;    // one pass per 16 columns (registers: the dK/dV accumulators stay live)
+  constexpr int kPasses = kCols / 16;    // one pass per 16 columns, two n8 tiles (registers: the dK/dV accumulators stay live)
   constexpr int kMt = kSubN / 16 / kWm;  // m16 query tiles per warp
   static_assert(kPasses >= 1 && kMt >= 1, "warp tile");
   const int m0 = (warp / kWn) * (kMt * 16);
@@ -105,20 +104,16 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
 #pragma unroll 1
   for (int pass = 0; pass < kPasses; ++pass) {
     const int c0 = (warp % kWn) * kCols + pass * 16;
-    float acc[kMt][2 * kNp][4];
+    float acc[kMt][2][4];
 #pragma unroll
     for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
-      for (int j = 0; j < 2 * kNp; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+      for (int j = 0; j < 2; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kTileM / 16; ++kk) {
-      uint32_t b[kNp][4];
-#pragma unroll
-      for (int np = 0; np < kNp; ++np) {
-        const int boff = (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + c0 + np * 16 + 8 * (lane / 16);
-        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sk + boff), b[np][0], b[np][1],
-                                      b[np][2], b[np][3]);
-      }
+      uint32_t b[4];  // K: 16 keys x the pass's 16 columns (n8 tiles 0 and 1)
+      const int boff = (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + c0 + 8 * (lane / 16);
+      cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sk + boff), b[0], b[1], b[2], b[3]);
 #pragma unroll
       for (int mt = 0; mt < kMt; ++mt) {
         // A = dS (queries x keys) from dS^T: matrix i = lane / 8 covers queries +8 (i & 1), keys +8 (i >> 1).
@@ -126,15 +121,10 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
         const int aoff = (kk * 16 + (i >> 1) * 8 + lane % 8) * kDsLd + m0 + mt * 16 + (i & 1) * 8;
         uint32_t a[4];
         cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sds + aoff), a[0], a[1], a[2], a[3]);
-#pragma unroll
-        for (int np = 0; np < kNp; ++np) {
-          float* o0 = acc[mt][2 * np];
-          float* o1 = acc[mt][2 * np + 1];
-          Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[np][0], b[np][1], o0[0], o0[1], o0[2],
-                        o0[3]);
-          Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[np][2], b[np][3], o1[0], o1[1], o1[2],
-                        o1[3]);
-        }
+        float* o0 = acc[mt][0];
+        float* o1 = acc[mt][1];
+        Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[0], b[1], o0[0], o0[1], o0[2], o0[3]);
+        Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[2], b[3], o1[0], o1[1], o1[2], o1[3]);
       }
     }
     // The atomics: thread (gq, t4) holds columns 2 t4 and 2 t4 + 1 of rows gq and gq + 8 (per n8
@@ -151,7 +141,7 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
         const int64_t base_even = stat[pair].acc, base_odd = stat[pair + 1].acc;
         const int col = c0 + 2 * t4 + (odd ? 1 : 0);
 #pragma unroll
-        for (int j = 0; j < 2 * kNp; ++j) {
+        for (int j = 0; j < 2; ++j) {
           // even lane: keeps (own row = even, column 2 t4), sends (even row, 2 t4 + 1);
           // odd lane: keeps (own row = odd, column 2 t4 + 1), sends (odd row, 2 t4).
           const float keep = odd ? acc[mt][j][2 * r + 1] : acc[mt][j][2 * r];
@@ -188,7 +178,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   T* sA2 = sA1 + kTileM * LD;
   T* sB = sA2 + kTileM * LD;  // stages x (B1, B2)
   __shared__ Info s_rinfo[kTileM];
-  __shared__ ColInfo s_cinfo[2][kTileN];  // walked rows: real token, sequence index (phase B)
+  __shared__ int s_cok[2][kTileN];  // walked rows: a real token (their loads zero-fill the others)
   __shared__ ColStat s_cstat[kDkdv ? 2 : 1][kDkdv ? kTileN : 1];  // dkdv only (dq keeps its rows' statistics in registers)
   __shared__ RowOff s_coff[2][kTileN];
   __shared__ uint64_t s_rep[2];  // tile_mask repunits of the walked tile shape
@@ -291,7 +281,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
     // FMHA causal, query index >= key index.
     static_assert(kMmaThreads == kTileN + kTileM, "threads 0-63: walked rows; 64-127: stationary rows");
     if (tid < kTileN) {
-      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cinfo[buf], s_cstat[kDkdv ? buf : 0], s_coff[buf]);
+      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cok[buf], s_cstat[kDkdv ? buf : 0], s_coff[buf]);
     } else if (tile.masked) {
       const int r = tid - kTileN;
       const Info& ri = s_rinfo[r];
@@ -314,15 +304,15 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
       s_qw[buf][r] = make_uint2(w0, w1);
     }
     __syncthreads();
-    const ColInfo* info = s_cinfo[buf];
+    const int* real = s_cok[buf];
     const RowOff* roff = s_coff[buf];
     load_rows<T, HD, LD, kTileN>(b1, gB1, p.head_dim, aligned, [&](int kk, int64_t& off) {
       off = roff[kk].b1;
-      return info[kk].ok != 0;
+      return real[kk] != 0;
     });
     load_rows<T, HD, LD, kTileN>(b2, gB2, p.head_dim_v, aligned, [&](int kk, int64_t& off) {
       off = roff[kk].b2;
-      return info[kk].ok != 0;
+      return real[kk] != 0;
     });
     cute::cp_async_fence();
   };

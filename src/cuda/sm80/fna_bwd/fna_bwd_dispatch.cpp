@@ -58,19 +58,27 @@ int64_t smem_bytes(const std::string& kind, DType dtype, int hd, int stages) {
   return 4 * kTileM * (hd + (es == 4 ? 1 : 2)) * es;
 }
 
-// fp32 workspace on the stream (stream-ordered allocation; freed on the stream when done).
+// fp32 workspace on the stream (stream-ordered allocation; freed on the stream when done). A
+// required workspace throws when it cannot be allocated; an optional one (a faster path that has
+// a fallback) leaves get() == nullptr and logs why, once.
 class Workspace {
  public:
-  Workspace(size_t bytes, cudaStream_t stream) : stream_(stream) {
+  enum class Need { required, optional };
+  Workspace(size_t bytes, cudaStream_t stream, Need need = Need::required) : stream_(stream) {
     if (bytes == 0) return;
-    const cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream);
+    cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream);
     if (e == cudaErrorNotSupported) {
       (void)cudaGetLastError();
-      NATTN_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+      e = cudaMalloc(&ptr_, bytes);
       async_ = false;
-    } else {
-      NATTN_CUDA_CHECK(e);
     }
+    if (e == cudaSuccess) return;
+    ptr_ = nullptr;
+    if (need == Need::required) NATTN_CUDA_CHECK(e);
+    (void)cudaGetLastError();
+    ::nattn::detail::log_once(::nattn::detail::LogLevel::warning, "cutlass-bwd-optional-workspace",
+                              "cutlass backward: no memory for an optional workspace (" + std::to_string(bytes) +
+                                  " bytes: " + cudaGetErrorString(e) + "); running the path without it");
   }
   ~Workspace() {
     if (ptr_ == nullptr) return;
@@ -148,37 +156,22 @@ std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, C
 // kernels, the dkdv kernel also accumulates dQ with fp32 atomics into a zeroed [B, tokens, H, hd]
 // workspace and the dq kernel (which recomputes S and dP) is skipped; a conversion pass writes dQ.
 // Not taken (the deterministic two-kernel path runs) for the SIMT kernels, sub-domains, or when
-// the workspace cannot be allocated (logged once).
+// the workspace cannot be allocated (Workspace::Need::optional: logged once).
 class DqAccum {
  public:
-  DqAccum(bool want, const Choice& ch, const BwdParams& p, cudaStream_t stream) : stream_(stream) {
-    if (!want || ch.kind != "mma") return;
-    ld_ = ch.entry->hd;
-    const size_t bytes = static_cast<size_t>(p.batch * p.tokens * p.heads * ld_) * sizeof(float);
-    if (bytes == 0) return;
-    const cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      ptr_ = nullptr;
-      ::nattn::detail::log_once(::nattn::detail::LogLevel::warning, "cutlass-bwd-fused-dq-alloc",
-               std::string("cutlass backward: no memory for the fused-dQ workspace (") + std::to_string(bytes) +
-                   " bytes: " + cudaGetErrorString(e) + "); using the deterministic two-kernel backward");
-      return;
-    }
-    NATTN_CUDA_CHECK(cudaMemsetAsync(ptr_, 0, bytes, stream));
+  DqAccum(bool want, const Choice& ch, const BwdParams& p, cudaStream_t stream)
+      : ld_(want && ch.kind == "mma" ? ch.entry->hd : 0),
+        bytes_(static_cast<size_t>(p.batch * p.tokens * p.heads * ld_) * sizeof(float)),
+        ws_(bytes_, stream, Workspace::Need::optional) {
+    if (ws_.get() != nullptr) NATTN_CUDA_CHECK(cudaMemsetAsync(ws_.get(), 0, bytes_, stream));
   }
-  ~DqAccum() {
-    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);  // best effort in a destructor
-  }
-  DqAccum(const DqAccum&) = delete;
-  DqAccum& operator=(const DqAccum&) = delete;
-  float* get() const { return ptr_; }
-  int64_t ld() const { return ld_; }
+  float* get() const { return ws_.get(); }              // nullptr: not taken (deterministic path)
+  int64_t ld() const { return get() != nullptr ? ld_ : 0; }  // floats per [B, tokens, H] row
 
  private:
-  float* ptr_ = nullptr;
-  int64_t ld_ = 0;
-  cudaStream_t stream_;
+  int64_t ld_;
+  size_t bytes_;
+  Workspace ws_;
 };
 
 // dQ = scale * accum, into the dQ tensor (strides5 layout, extents of the local queries).
