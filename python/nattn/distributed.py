@@ -71,7 +71,8 @@ def even_slabs(extent, parts):
 
 def _resolve_backend(backend, like):
     """None: 'reference' on the CPU (the CPU backend that takes a sub-domain), automatic selection
-    ('') for CUDA tensors (the core picks a CUDA backend that runs sub-domains: cutlass-fna)."""
+    ('') for CUDA tensors (the core picks a CUDA backend that runs sub-domains: hopper-fna forwards on
+    SM90 where its direct mode applies, cutlass-fna otherwise)."""
     if backend is None:
         return "" if _args.is_torch(like) and like.device.type == "cuda" else "reference"
     if not isinstance(backend, str):
@@ -734,8 +735,8 @@ def distributed_na(query, key, value, kernel_size, axis, slab_sizes, stride=1, d
     replicated parameter). Returns out (and lse with return_lse) of the rank's slab.
 
     backend None: 'reference' for CPU tensors, automatic for CUDA tensors (a CUDA backend that runs
-    sub-domains, cutlass-fna); CUDA work runs on the current stream, the exchange on the process
-    group's (NCCL) stream. Every rank of the group must call it with the same arguments but its own
+    sub-domains: hopper-fna forwards on SM90, else cutlass-fna); CUDA work runs on the current
+    stream, the exchange on the process group's (NCCL) stream. Every rank of the group must call it with the same arguments but its own
     tensors (and, with autograd, run the backward too). With NCCL, let the first collective of the
     group involve every rank (e.g. a barrier) before the first call (torch's batch_isend_irecv rule).
     """

@@ -129,8 +129,9 @@ std::string capability_reject(const BackendSpec& spec, const NaProblem& p, Pass 
   if (!spec.supports_na) return std::string(spec.name) + " runs standard attention only, not neighborhood attention";
   const std::string name = spec.name;
   // Sub-domain NA (multi-device halos, issue 6): one rule for every backend but the oracle.
-  if (p.sub_domain && name != "reference" && name != "cutlass-fna")
-    return "sub-domain NA runs on the reference and cutlass-fna backends only";
+  // hopper-fna takes one in its direct mode (forward; its own reject names the remaining rules).
+  if (p.sub_domain && name != "reference" && name != "cutlass-fna" && !(name == "hopper-fna" && pass == Pass::forward))
+    return "sub-domain NA runs on the reference and cutlass-fna backends only (and on hopper-fna forward)";
   if (name.rfind("hopper-", 0) == 0 || name.rfind("blackwell-", 0) == 0 || name.rfind("cutlass-", 0) == 0 ||
       name.rfind("flex-", 0) == 0) {
     if (p.rank() < 1 || p.rank() > 3) return name + " supports 1-D, 2-D and 3-D NA";

@@ -3,9 +3,12 @@
 // hooks the core needs (cuda_backend, cuda_compute_capability).
 #include <cuda_runtime.h>
 
+#include <optional>
 #include <string>
 
 #include "core/backend.h"
+#include "core/log.h"
+#include "core/validation.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "cuda/sm80/fna_bwd/fna_bwd_dispatch.h"
@@ -86,6 +89,20 @@ class HopperFna final : public Backend {
     return cuda::sm90::na_forward_reject(p);
   }
   void na_forward(const NaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
+    // A sub-domain runs in the direct mode only; the registry sees the problem, not the tensors, so
+    // a layout the direct mode cannot read (strides, alignment) runs on cutlass-fna instead.
+    if (args.sub_domain) {
+      const std::string blocker = cuda::sm90::na_forward_direct_blocker(args);
+      if (!blocker.empty()) {
+        log_once(LogLevel::warning, "hopper-fna sub-domain fallback",
+                 "hopper-fna: a sub-domain forward whose tensors the direct mode cannot read (" + blocker +
+                     ") runs on cutlass-fna (slower); logged once");
+        NaProblem p = validate(args, options);
+        p.compute_capability = cuda_compute_capability(args.query.device);
+        cuda::fna::na_forward(args, resolve_config("cutlass-fna", p, Pass::forward, std::nullopt), options);
+        return;
+      }
+    }
     cuda::sm90::na_forward(args, config, static_cast<cudaStream_t>(options.stream));
   }
 };

@@ -1,4 +1,5 @@
-// GPU tests of sub-domain NA (multi-device halos, issue 6) on cutlass-fna: random global grids,
+// GPU tests of sub-domain NA (multi-device halos, issue 6) on cutlass-fna (and the hopper-fna
+// forward's direct mode on SM90): random global grids,
 // random local query boxes and key/value boxes (the exact halo, sometimes wider), every NA
 // feature, forward (out, LSE) and backward (dQ, dK, dV) against the `reference` backend run on
 // the same sub-domain (whose equality with the single-domain result is tested in
@@ -19,6 +20,8 @@
 
 #include "common/test_util.h"
 #include "cuda/cuda_test_util.h"
+#include "cuda/sm90/fmha_fwd/na_fwd_sm90.h"
+#include "nattn/backends.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
 #include "nattn/semantics.h"
@@ -89,16 +92,18 @@ SubDomain sub_of(const Case& c) {
 
 // A random valid case: kernel * dilation <= extent on every axis, a non-empty query box, and a
 // key/value box holding its halo (the exact halo or up to 2 more tokens on each side).
-Case random_case(std::mt19937_64& rng, int index) {
+// hopper: a case hopper-fna's direct mode takes (fp16/bf16, no dilation, D == Dv in 32/64/128, the
+// default config), on larger grids so that boxes span several 128-token tiles.
+Case random_case(std::mt19937_64& rng, int index, bool hopper = false) {
   auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   Case c;
   const int rank = static_cast<int>(pick(1, 3));
   c.params.rank = rank;
-  const int64_t max_extent = rank == 1 ? 150 : rank == 2 ? 26 : 11;
+  const int64_t max_extent = hopper ? (rank == 1 ? 600 : rank == 2 ? 48 : 16) : (rank == 1 ? 150 : rank == 2 ? 26 : 11);
   for (int i = 0; i < rank; ++i) {
     const size_t u = static_cast<size_t>(i);
     const int64_t extent = pick(4, max_extent);
-    const int64_t dil = pick(1, 4) == 1 ? pick(2, 3) : 1;
+    const int64_t dil = !hopper && pick(1, 4) == 1 ? pick(2, 3) : 1;
     const int64_t d = std::min<int64_t>(dil, extent / 2);
     const int64_t k = pick(2, std::max<int64_t>(2, std::min<int64_t>(extent / d, rank == 1 ? 33 : 9)));
     c.params.kernel_size[u] = k;
@@ -121,14 +126,21 @@ Case random_case(std::mt19937_64& rng, int index) {
   c.d = pick(0, 3) == 0 ? 64 : 32;
   c.dv = pick(0, 4) == 0 ? 64 : c.d;
   if (index % 5 == 4 && rank == 2) c.config = TileConfig{{4, 16}, {4, 16}, KernelSchedule::none};
+  if (hopper) {
+    c.dtype = index % 2 ? DType::bf16 : DType::f16;
+    const int64_t dims[3] = {32, 64, 128};
+    c.d = c.dv = dims[index % 3];
+    c.config.reset();
+  }
   char buf[160];
   std::snprintf(buf, sizeof buf, "#%d rank %d %s", index, rank, c.params.describe().c_str());
   c.name = buf;
   return c;
 }
 
-// Forward and backward of one case on the GPU and on the reference.
-void run_case(const Case& c, uint64_t seed) {
+// Forward and backward (backward = false: the forward only) of one case on the GPU backend and on
+// the reference.
+void run_case(const Case& c, uint64_t seed, const std::string& backend = "cutlass-fna", bool backward = true) {
   std::mt19937_64 rng(seed);
   const DType t = c.dtype;
   const SubDomain sd = sub_of(c);
@@ -147,7 +159,7 @@ void run_case(const Case& c, uint64_t seed) {
 
   RunOptions ref, gpu;
   ref.backend = "reference";
-  gpu.backend = "cutlass-fna";
+  gpu.backend = backend;
   gpu.config = c.config;
   NaForwardArgs hf, df;
   hf.params = df.params = c.params;
@@ -161,6 +173,11 @@ void run_case(const Case& c, uint64_t seed) {
   const double el = max_abs(gather(glse.fetch(), glse.hview), gather(lse.host, lse.hview));
   EXPECT_LE(eo, tol(t)) << c.name << " " << dtype_name(t) << " out";
   EXPECT_LE(el, lse_tol(t)) << c.name << " " << dtype_name(t) << " lse";
+  if (!backward) {
+    std::printf("  %-70s %-5s hd %3lld out %.2g lse %.2g\n", c.name.c_str(), dtype_name(t),
+                static_cast<long long>(c.d), eo, el);
+    return;
+  }
 
   // Backward: the reference forward's out/LSE feed both.
   o.upload_storage();
@@ -206,6 +223,107 @@ TEST(CudaSubdomain, SmallForSanitizer) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   std::mt19937_64 rng(7);
   for (int i = 0; i < 6; ++i) run_case(random_case(rng, i), 77 + static_cast<uint64_t>(i));
+}
+
+// hopper-fna takes sub-domains in its direct mode (forward): random boxes against the reference, and
+// automatic selection picks it for such a forward on an SM90 device.
+bool hopper_fna_runs_here() {
+  bool built = false;
+  for (const BackendInfo& b : list_backends()) built = built || (b.name == "hopper-fna" && b.built);
+  int dev = 0, major = 0, minor = 0;
+  if (!built || cudaGetDevice(&dev) != cudaSuccess) return false;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  return major == 9 && minor == 0;
+}
+
+TEST(CudaSubdomain, HopperFnaForwardMatchesTheReference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!hopper_fna_runs_here()) GTEST_SKIP() << "hopper-fna not built or not an SM90 device";
+  std::mt19937_64 rng(20261125);
+  int ran = 0;
+  for (int i = 0; i < 90; ++i) {
+    const Case c = random_case(rng, i, true);
+    NaProblem p;
+    p.params = c.params;
+    for (size_t a = 0; a < c.global.size(); ++a) p.spatial.push_back(c.qhi[a] - c.qlo[a]);
+    p.batch = c.batch;
+    p.heads = c.heads;
+    p.heads_kv = c.heads_kv;
+    p.head_dim = c.d;
+    p.head_dim_v = c.dv;
+    p.dtype = c.dtype;
+    p.device = Device{DeviceKind::cuda, 0};
+    p.compute_capability = 90;
+    p.sub_domain = sub_of(c);
+    const std::string why = reject_reason("hopper-fna", p, Pass::forward);
+    if (!why.empty()) {  // only a head dim this build leaves out may skip
+      EXPECT_NE(why.find("no kernel compiled"), std::string::npos) << c.name << ": " << why;
+      continue;
+    }
+    try {
+      run_case(c, 5000 + static_cast<uint64_t>(i), "hopper-fna", false);
+      ++ran;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.name << " " << dtype_name(c.dtype) << ": " << e.what();
+    }
+  }
+  EXPECT_GT(ran, 30);
+  // Automatic selection: hopper-fna for the forward, cutlass-fna for the backward.
+  Case c = random_case(rng, 1, true);
+  NaProblem p;
+  p.params = c.params;
+  for (size_t a = 0; a < c.global.size(); ++a) p.spatial.push_back(c.qhi[a] - c.qlo[a]);
+  p.head_dim = p.head_dim_v = 64;
+  p.dtype = DType::bf16;
+  p.device = Device{DeviceKind::cuda, 0};
+  p.compute_capability = 90;
+  p.sub_domain = sub_of(c);
+  EXPECT_EQ(choose_backend(p, Pass::forward).backend, "hopper-fna");
+  EXPECT_EQ(choose_backend(p, Pass::backward).backend, "cutlass-fna");
+}
+
+// A sub-domain whose tensors the direct mode cannot read (a head stride that is not the head dim)
+// runs on cutlass-fna through hopper-fna (logged once), with the same result.
+TEST(CudaSubdomain, HopperFnaStridedSubdomainFallsBack) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!hopper_fna_runs_here()) GTEST_SKIP() << "hopper-fna not built or not an SM90 device";
+  Case c;
+  c.params.rank = 1;
+  c.params.kernel_size[0] = 9;
+  c.global = {300};
+  c.qlo = {100};
+  c.qhi = {220};
+  const sem::Range h = sem::halo_range(100, 220, 300, 9, 1, 1, false);
+  c.kvlo = {h.start};
+  c.kvhi = {h.end};
+  c.dtype = DType::bf16;
+  c.d = c.dv = 64;
+  // The reference and hopper-fna runs share the inputs; a padded head dim gives the strided views.
+  std::mt19937_64 rng(3);
+  Dual q, k, v, o, lse, go, glse;
+  const int64_t pad = 8;
+  q.init(c.dtype, shape_of(c, c.qlo, c.qhi, c.heads, c.d), pad, &rng, false);
+  k.init(c.dtype, shape_of(c, c.kvlo, c.kvhi, c.heads_kv, c.d), pad, &rng, false);
+  v.init(c.dtype, shape_of(c, c.kvlo, c.kvhi, c.heads_kv, c.dv), pad, &rng, false);
+  o.init(c.dtype, shape_of(c, c.qlo, c.qhi, c.heads, c.dv), 0, nullptr, true);
+  lse.init(DType::f32, shape_of(c, c.qlo, c.qhi, c.heads, 0), 0, nullptr, true);
+  go.init(c.dtype, shape_of(c, c.qlo, c.qhi, c.heads, c.dv), 0, nullptr, true);
+  glse.init(DType::f32, shape_of(c, c.qlo, c.qhi, c.heads, 0), 0, nullptr, true);
+  NaForwardArgs hf, df;
+  hf.params = df.params = c.params;
+  hf.sub_domain = df.sub_domain = sub_of(c);
+  hf.query = q.hview; hf.key = k.hview; hf.value = v.hview; hf.out = o.hview; hf.lse = lse.hview;
+  df.query = q.dview; df.key = k.dview; df.value = v.dview; df.out = go.dview; df.lse = glse.dview;
+  ASSERT_EQ(cuda::sm90::na_forward_direct_blocker(df), "head stride != head dim");
+  RunOptions ref, gpu;
+  ref.backend = "reference";
+  gpu.backend = "hopper-fna";
+  na_forward(hf, ref);
+  na_forward(df, gpu);
+  check_cuda(cudaDeviceSynchronize(), "na_forward");
+  EXPECT_LE(rel_l2(gather(go.fetch(), go.hview), gather(o.host, o.hview)), tol(c.dtype));
+  EXPECT_LE(max_abs(gather(glse.fetch(), glse.hview), gather(lse.host, lse.hview)), lse_tol(c.dtype));
 }
 
 // Slabs along axis 0 of a whole problem, each run with its exact halo, reassembled: equal to the

@@ -379,10 +379,13 @@ TEST_F(HopperFna, GoldenCases) {
 // padding key; also that tiles marked unmasked have every key visible to every real query.
 // direct: the direct mode's geometry (no dilation): rows and keys are grid coordinates decoded from
 // the tile origins as the TMA boxes lay them out, keys past the grid end are out-of-grid zeros.
-int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, std::string* why, bool direct = false) {
+// sd (direct mode): a sub-domain, extent the query box's and kv_extent the K/V box's; rows and keys
+// are then local box coordinates, checked against the spec at global = origin + local.
+int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, std::string* why, bool direct = false,
+               const SubDomain* sd = nullptr, const V& kv_extent = {}) {
   using namespace cuda::sm90;
   const int rank = params.rank;
-  const NaGeom g = na_geometry(params, extent, cfg, direct);
+  const NaGeom g = na_geometry(params, extent, cfg, direct, sd, kv_extent);
   const sem::Permutation& qp = g.qp;
   const sem::Permutation& kvp = g.kvp;
   sem::Axis ax[3];
@@ -416,7 +419,8 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
           bool in = true;
           for (int i = 0; i < 3; ++i) {
             x[i] = sh->ctx.q0[i] + ((r >> g.q_shift[i]) & g.q_mask[i]);
-            in = in && x[i] < ax[i].extent;
+            in = in && x[i] < g.qp.extent[i];
+            x[i] += g.q_org[i];  // global
           }
           real[static_cast<size_t>(r)] = in && sh->ctx.valid;
         } else {
@@ -454,7 +458,8 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
             if (direct) {
               for (int i = 0; i < 3; ++i) {
                 y[i] = tile.org[i] + ((col >> g.kv_shift[i]) & g.kv_mask[i]);
-                key_real = key_real && y[i] < ax[i].extent;
+                key_real = key_real && y[i] >= 0 && y[i] < g.kvp.extent[i];
+                y[i] += g.kv_org[i];  // global
               }
             } else {
               key_real = kvp.inverse(pb, static_cast<int64_t>(tile.index) * 128 + col, y);
@@ -524,6 +529,52 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
     ++runs_direct;
   }
   std::printf("  %d random problems checked (permuted mode), %d without dilation in direct mode\n", runs, runs_direct);
+}
+
+// The direct mode on sub-domains (multi-GPU halos): random global grids without dilation, a random
+// query box and a K/V box holding its halo (exact or up to 3 more keys each side); every real query
+// of the box sees exactly its global window, through local tile coordinates.
+TEST(HopperFnaWalk, SubDomainMatchesBruteForce) {
+  std::mt19937_64 rng(777);
+  const std::vector<std::vector<V>> tiles = {
+      {{128}}, {{16, 8}, {8, 16}, {128, 1}, {32, 4}}, {{4, 4, 8}, {2, 8, 8}, {8, 4, 4}, {1, 16, 8}, {2, 2, 32}}};
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  int runs = 0;
+  for (int it = 0; it < 400; ++it) {
+    const int rank = 1 + it % 3;
+    NaParams p;
+    p.rank = rank;
+    V q_extent, kv_extent;
+    SubDomain sd;
+    for (int i = 0; i < rank; ++i) {
+      const size_t u = static_cast<size_t>(i);
+      const int64_t L = rank == 1 ? pick(2, 500) : (rank == 2 ? pick(2, 48) : pick(2, 16));
+      const int64_t k = pick(2, L);
+      p.kernel_size[u] = k;
+      p.stride[u] = pick(1, k);
+      p.dilation[u] = 1;
+      p.is_causal[u] = pick(0, 2) == 0;
+      const int64_t a = pick(0, L - 1), b = pick(a + 1, L);
+      const sem::Range h = sem::halo_range(a, b, L, k, p.stride[u], 1, p.is_causal[u]);
+      const int64_t klo = std::max<int64_t>(0, h.start - pick(0, 3)), khi = std::min<int64_t>(L, h.end + pick(0, 3));
+      sd.global_extent[u] = L;
+      sd.q_origin[u] = a;
+      sd.kv_origin[u] = klo;
+      q_extent.push_back(b - a);
+      kv_extent.push_back(khi - klo);
+    }
+    const auto& ts = tiles[static_cast<size_t>(rank - 1)];
+    TileConfig cfg;
+    cfg.q_tile = ts[rng() % ts.size()];
+    cfg.kv_tile = rng() % 2 ? cfg.q_tile : ts[rng() % ts.size()];
+    cfg.schedule = KernelSchedule::cooperative;
+    std::string why;
+    const int bad = walk_check(p, q_extent, cfg, &why, true, &sd, kv_extent);
+    EXPECT_EQ(bad, 0) << "sub-domain " << sd.describe(rank) << " query box " << shape_string(q_extent) << " K/V box "
+                      << shape_string(kv_extent) << " " << p.describe() << " " << cfg.describe() << ": " << why;
+    ++runs;
+  }
+  std::printf("  %d random sub-domain problems checked (direct mode)\n", runs);
 }
 
 // Host only (no GPU): the kernel's context math runs in 32 bits only where every value fits
@@ -647,9 +698,15 @@ TEST_F(HopperFna, RejectsUnsupported) {
     b.additional_values = ek.dview;
     b.additional_keys = q.dview;
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
+    // A sub-domain runs in the direct mode only (not with dilation); an invalid one is a ValueError.
     b = a;
     b.sub_domain = SubDomain{};
+    b.sub_domain->global_extent = {16, 16, 1};
+    b.params.dilation = {2, 1, 1};
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
+    b.params.dilation = {1, 1, 1};
+    b.sub_domain->global_extent = {1, 1, 1};  // kernel 5 > global extent 1
+    EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
     b = a;
     b.scale = -1.0;
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);

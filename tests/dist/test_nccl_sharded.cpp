@@ -297,6 +297,9 @@ struct Variant {
   bool overlap = true;
   bool padded = false;
   bool keep_halo = false;  // forward fills caller-owned halo buffers; the backward reuses them
+  // The ranks' backend: "cutlass-fna", or "" (automatic: hopper-fna's direct mode for fp16/bf16
+  // forwards on SM90, cutlass-fna otherwise and for every backward).
+  std::string backend = "cutlass-fna";
 };
 
 // Runs `fn(rank)` on one host thread per rank; throws with every rank's error. A run that does not
@@ -391,7 +394,7 @@ void run_sharded(const Problem& p, DType dtype, const Global& g, int R, const Va
     cudaStream_t stream;
     check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
     nattn::dist::ShardedOptions opt;
-    opt.run.backend = "cutlass-fna";
+    opt.run.backend = var.backend;
     opt.overlap = var.overlap;
     if (var.keep_halo) {
       opt.key_halo = d.kh->view;
@@ -498,7 +501,7 @@ class NcclSharded : public ::testing::Test {
   }
 };
 
-const std::vector<Variant> kBasic = {{true, false, false}, {false, false, false}};
+const std::vector<Variant> kBasic = {{true, false, false}, {false, false, false}, {true, false, false, ""}};
 
 TEST_F(NcclSharded, OneD) {
   sweep({{"1d k7", {64}, params_of({7}, {1}, {1}, {false}), {0}},

@@ -618,17 +618,19 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       {},
       {}};
   if (direct) {
-    int64_t extent[3], q_tile[3], kv_tile[3];
+    // The tensors' own extents (a sub-domain's Q and K/V boxes differ; else both are the grid's).
+    int64_t q_extent[3], kv_extent[3], q_tile[3], kv_tile[3];
     for (int i = 0; i < 3; ++i) {
-      extent[i] = na->ax[i].extent;
+      q_extent[i] = na->qp.extent[i];
+      kv_extent[i] = na->kvp.extent[i];
       q_tile[i] = na->qp.tile[i];
       kv_tile[i] = na->kvp.tile[i];
     }
-    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, C::kBlockD, extent, na->q_sp, a.batch,
+    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, C::kBlockD, q_extent, na->q_sp, a.batch,
                               a.q_stride[0], q_tile);
-    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, C::kBlockD, extent, na->k_sp, a.batch,
+    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, C::kBlockD, kv_extent, na->k_sp, a.batch,
                               a.k_stride[0], kv_tile);
-    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, C::kBlockD, extent, na->v_sp, a.batch,
+    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, C::kBlockD, kv_extent, na->v_sp, a.batch,
                               a.v_stride[0], kv_tile);
   }
   auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;

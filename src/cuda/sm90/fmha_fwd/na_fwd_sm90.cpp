@@ -66,7 +66,6 @@ constexpr int64_t kMaxHeadDim = 128;  // the largest kernel head dim; smaller he
 // registry (na_forward_reject), so that both accept exactly the same problems.
 Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int64_t groups, int64_t n_extra,
                   bool sub_domain) {
-  if (sub_domain) return fail(Verdict::not_implemented, "sub-domain NA is not supported (use cutlass-fna)");
   if (dtype != DType::f16 && dtype != DType::bf16)
     return fail(Verdict::not_implemented, std::string("dtype ") + dtype_name(dtype) + " (allowed: fp16, bf16)");
   for (int64_t d : {D, Dv})
@@ -82,6 +81,13 @@ Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int6
     return fail(Verdict::not_implemented, std::string("additional KV tokens need the hopper-fmha kernel for ") +
                                               dtype_name(dtype) + " head dim " + std::to_string(dk) +
                                               ", not compiled into this build");
+  // Sub-domains (multi-GPU halos) run in the direct mode only: its window math takes the box origins.
+  if (sub_domain && (groups != 1 || n_extra > 0 || D != Dv || D != dk))
+    return fail(Verdict::not_implemented,
+                "sub-domain NA runs in the direct mode only: dilation 1, no additional KV tokens, and head dims "
+                "D == Dv equal to a compiled kernel's (32, 64, 128); got D=" +
+                    std::to_string(D) + " Dv=" + std::to_string(Dv) + " dilation groups=" + std::to_string(groups) +
+                    " additional KV=" + std::to_string(n_extra) + " (use cutlass-fna)");
   if (B * groups > 65535 || H > 65535)
     return fail(Verdict::not_implemented, "batch * dilation groups and heads must be <= 65535, got " +
                                               std::to_string(B * groups) + ", " + std::to_string(H));
@@ -92,13 +98,14 @@ double scale_of(const NaForwardArgs& a, int64_t D) {
   return a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(D));
 }
 
-// The permutation of one tile shape over the NA axes (rank = NA rank, flip = true).
-sem::Permutation make_perm(const NaForwardArgs& a, const std::vector<int64_t>& tile) {
+// The permutation of one tile shape over the NA axes (rank = NA rank, flip = true) of the query's
+// extent (of `t`'s where given: a sub-domain's K/V box differs from its query box).
+sem::Permutation make_perm(const NaForwardArgs& a, const std::vector<int64_t>& tile, const TensorView* t = nullptr) {
   sem::Permutation p;
   p.rank = a.params.rank;
   p.flip = true;
   for (int i = 0; i < p.rank; ++i) {
-    p.extent[i] = a.query.shape[static_cast<size_t>(i + 1)];
+    p.extent[i] = (t != nullptr ? *t : a.query).shape[static_cast<size_t>(i + 1)];
     p.tile[i] = tile[static_cast<size_t>(i)];
     p.dilation[i] = a.params.dilation[static_cast<size_t>(i)];
   }
@@ -132,6 +139,8 @@ Check check_config(const NaForwardArgs& a, const TileConfig& config) {
   return {};
 }
 
+std::string direct_blocker(const NaForwardArgs& a, int64_t dk);  // below, beside the direct mode
+
 Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   const TensorView &q = a.query, &k = a.key, &v = a.value, &o = a.out;
   const int rank = a.params.rank;
@@ -141,7 +150,6 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
     if (t->dim() != nd)
       return fail(Verdict::value_error, "query/key/value/out must be " + std::to_string(nd) + "-D [B, *S, H, D], got " +
                                             t->describe());
-  if (a.sub_domain) return fail(Verdict::not_implemented, "sub-domain NA is not supported (use cutlass-fna)");
   if (a.additional_keys.has_value() != a.additional_values.has_value())
     return fail(Verdict::value_error, "additional_keys and additional_values must be given together");
   std::vector<const TensorView*> all = {&q, &k, &v, &o};
@@ -163,11 +171,13 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   bool same = k.shape[0] == B && v.shape[0] == B && o.shape[0] == B && k.shape[static_cast<size_t>(rank + 2)] == D &&
               v.shape[static_cast<size_t>(rank + 1)] == Hkv && o.shape[static_cast<size_t>(rank + 1)] == H &&
               o.shape[static_cast<size_t>(rank + 2)] == Dv;
-  std::vector<int64_t> spatial;
+  // A sub-domain's K/V box may differ from its query box (the core checked that it holds the halo).
+  std::vector<int64_t> spatial, window_extent;
   for (int i = 1; i <= rank; ++i) {
     const size_t s = static_cast<size_t>(i);
     spatial.push_back(q.shape[s]);
-    same = same && k.shape[s] == q.shape[s] && v.shape[s] == q.shape[s] && o.shape[s] == q.shape[s];
+    window_extent.push_back(a.sub_domain ? a.sub_domain->global_extent[s - 1] : q.shape[s]);
+    same = same && v.shape[s] == k.shape[s] && o.shape[s] == q.shape[s] && (a.sub_domain || k.shape[s] == q.shape[s]);
   }
   if (!same)
     return fail(Verdict::value_error, "inconsistent shapes: query " + shape_string(q.shape) + ", key " +
@@ -197,23 +207,34 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
                                             l.describe());
   }
   try {
-    detail::validate_na_params(a.params, spatial, "hopper-fna");
+    detail::validate_na_params(a.params, window_extent, "hopper-fna");
   } catch (const ValueError& e) {
     return {Verdict::value_error, e.what()};
   }
   int64_t groups = 1;
   for (int i = 0; i < rank; ++i) groups *= a.params.dilation[static_cast<size_t>(i)];
-  Check c = shape_check(q.dtype, D, Dv, B, H, groups, n_extra, false);
+  Check c = shape_check(q.dtype, D, Dv, B, H, groups, n_extra, a.sub_domain.has_value());
   if (c.verdict != Verdict::ok) return c;
   const double scale = scale_of(a, D);
   if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
   if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
   c = check_config(a, config);
   if (c.verdict != Verdict::ok) return c;
-  const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);
+  const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile, &k);
   if (qp.seq_len() > kMaxSeq || kvp.seq_len() > kMaxSeq)
     return fail(Verdict::not_implemented, "permuted sequence lengths must be < 2^31 - 128, got " +
                                               std::to_string(qp.seq_len()) + ", " + std::to_string(kvp.seq_len()));
+  if (a.sub_domain) {
+    for (int64_t e : window_extent)
+      if (e > kMaxSeq)
+        return fail(Verdict::not_implemented, "sub_domain.global_extent must be < 2^31 - 128 on every axis, got " +
+                                                  shape_string(window_extent));
+    // The tensors' layout must suit the direct mode too (the problem-level rules are in shape_check).
+    const std::string blocker = direct_blocker(a, D);
+    if (!blocker.empty())
+      return fail(Verdict::not_implemented, "sub-domain NA runs in the direct mode only, which these tensors "
+                                            "do not allow (" + blocker + "; see na_forward_direct_blocker)");
+  }
   // Additional KV: one dense FMHA over the permuted queries of each batch entry, [B, G * Pq, H, D].
   if (n_extra > 0 && (qp.num_groups() * qp.seq_len() > kMaxSeq || n_extra > kMaxSeq))
     return fail(Verdict::not_implemented, "with additional KV tokens, dilation groups x permuted query length and the "
@@ -250,8 +271,12 @@ void decode(const sem::Permutation& p3, int* shift, int* mask) {
 }  // namespace
 
 NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config,
-                   bool direct) {
+                   bool direct, const SubDomain* sub_domain, const std::vector<int64_t>& kv_extent) {
   const int rank = params.rank;
+  if (sub_domain != nullptr && (!direct || static_cast<int>(kv_extent.size()) != rank))
+    throw ValueError("hopper-fna: na_geometry of a sub-domain needs the direct mode and the K/V extent of " +
+                     std::to_string(rank) + " axes (got direct=" + std::to_string(direct) + ", kv_extent " +
+                     shape_string(kv_extent) + ")");
   // Direct mode: NaGeom axis i is NA axis rank - 1 - i (the innermost spatial axis first, the
   // fastest inside a TMA box); permuted mode: the NA axes in order (flip = true makes axis 0 the
   // fastest inside a permuted tile).
@@ -261,7 +286,8 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   qp.flip = kvp.flip = true;
   for (int i = 0; i < rank; ++i) {
     const size_t s = src(i);
-    qp.extent[i] = kvp.extent[i] = extent[s];
+    qp.extent[i] = extent[s];
+    kvp.extent[i] = sub_domain != nullptr ? kv_extent[s] : extent[s];
     qp.dilation[i] = kvp.dilation[i] = params.dilation[s];
     qp.tile[i] = config.q_tile[s];
     kvp.tile[i] = config.kv_tile[s];
@@ -271,10 +297,16 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   g.kvp = rank3(kvp);
   for (int i = 0; i < 3; ++i) {
     const size_t s = i < rank ? src(i) : 0;
-    if (i < rank)
-      g.ax[i] = sem::Axis{extent[s], params.kernel_size[s], params.stride[s], params.dilation[s], params.is_causal[s]};
-    else
+    if (i < rank) {
+      const int64_t global = sub_domain != nullptr ? sub_domain->global_extent[s] : extent[s];
+      g.ax[i] = sem::Axis{global, params.kernel_size[s], params.stride[s], params.dilation[s], params.is_causal[s]};
+      if (sub_domain != nullptr) {  // origins < global extent < 2^31 (checked: TMA coordinates are int32)
+        g.q_org[i] = static_cast<int>(sub_domain->q_origin[s]);
+        g.kv_org[i] = static_cast<int>(sub_domain->kv_origin[s]);
+      }
+    } else {
       g.ax[i] = sem::Axis{1, 1, 1, 1, false};
+    }
   }
   decode(g.qp, g.q_shift, g.q_mask);
   decode(g.kvp, g.kv_shift, g.kv_mask);
@@ -381,7 +413,9 @@ void run_direct(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   const int64_t Hkv = k.shape[static_cast<size_t>(rank + 1)];
   std::vector<int64_t> extent;
   for (int i = 0; i < rank; ++i) extent.push_back(q.shape[static_cast<size_t>(i + 1)]);
-  NaGeom g = na_geometry(a.params, extent, config, true);
+  std::vector<int64_t> kv_extent;
+  for (int i = 0; i < rank; ++i) kv_extent.push_back(k.shape[static_cast<size_t>(i + 1)]);
+  NaGeom g = na_geometry(a.params, extent, config, true, a.sub_domain ? &*a.sub_domain : nullptr, kv_extent);
   // NaGeom axis i = NA axis rank - 1 - i = tensor dim rank - i; padded axes keep stride 0.
   for (int i = 0; i < rank; ++i) {
     const size_t d = static_cast<size_t>(rank - i);

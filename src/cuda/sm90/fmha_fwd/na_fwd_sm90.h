@@ -51,9 +51,12 @@ void na_forward(const NaForwardArgs& args, const TileConfig& config, cudaStream_
 // The kernel's NA geometry (rank-3 permutations with flip = true, per-axis parameters, in-tile
 // decode) for parameters already checked; exposed for the host self-check of the tile walk.
 // direct: the geometry of the direct mode (axes reversed, KV tiles from the KV box start; the
-// caller fills the strides), else of the permuted mode.
+// caller fills the strides), else of the permuted mode. extent: the query's spatial extent.
+// sub_domain (direct mode only): the window math on sub_domain->global_extent, the query box at
+// q_origin, the K/V box of extent kv_extent at kv_origin (NaGeom::q_org / kv_org).
 NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, const TileConfig& config,
-                   bool direct = false);
+                   bool direct = false, const SubDomain* sub_domain = nullptr,
+                   const std::vector<int64_t>& kv_extent = {});
 
 // "" when na_forward runs these (valid) arguments in direct mode: no permutation, the kernel reads
 // Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64 or 128, no additional KV,

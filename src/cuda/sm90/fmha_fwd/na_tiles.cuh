@@ -49,11 +49,12 @@ NATTN_NA_HD sem::Permutation rank3(const sem::Permutation& p) {
 // Per-CTA context (shared memory).
 struct Ctx {
   int64_t lg[3];           // extent of this CTA's dilation group per axis
-  int64_t q0[3];           // in-group origin of the Q tile box
-  int64_t qlo[3], qhi[3];  // its real (non-padding) queries: [q0, min(q0 + Tq, lg))
+  int64_t q0[3];           // in-group origin of the Q tile box (sub-domain: local, global = q_org + q0)
+  int64_t qlo[3], qhi[3];  // its real (non-padding) queries: [q0, min(q0 + Tq, lg)) (sub-domain: local extent)
   int tlo[3], tn[3];       // KV tile box: first KV tile coordinate and tile count per axis
   int kvo[3];              // in-group coordinate of the box's first key per axis: tlo * tile
-                           // (permuted mode, tiles on the global grid) or the KV box start (direct)
+                           // (permuted mode, tiles on the global grid) or the KV box start (direct;
+                           // sub-domain: local, global key = kv_org + key; in_lo / in_hi likewise)
   // Per axis, from the windows of the first and last real query (windows are intervals that move
   // forward with the query): keys [in_lo, in_hi) are seen by every real query, so a KV tile inside
   // them on every axis needs no mask (sem::classify's interior rule).
@@ -97,7 +98,11 @@ NATTN_NA_HD void make_ctx_axis_as(const NaGeom& g, int m_block, int pb, int i, C
   const I lg = sem::group_extent_as<I>(static_cast<I>(ax.extent), dil[i], grp[i]);
   const I qt = static_cast<I>(qp.tile[i]);
   const I q0 = r[i] * qt;
-  const I qhi = q0 + qt < lg ? q0 + qt : lg;
+  // Queries end at the group extent; a sub-domain's (direct mode) at its local extent, with the
+  // windows taken at the global coordinates q_org + x and the keys made local by - kv_org.
+  const I qend = g.direct ? static_cast<I>(qp.extent[i]) : lg;
+  const I qo = static_cast<I>(g.q_org[i]), ko = static_cast<I>(g.kv_org[i]);
+  const I qhi = q0 + qt < qend ? q0 + qt : qend;
   c.lg[i] = lg;
   c.q0[i] = c.qlo[i] = q0;
   c.qhi[i] = qhi;
@@ -106,8 +111,12 @@ NATTN_NA_HD void make_ctx_axis_as(const NaGeom& g, int m_block, int pb, int i, C
     return;
   }
   I first_start, first_end, last_start, last_end;
-  sem::window_as<I>(q0, lg, k, s, ax.causal, first_start, first_end);
-  sem::window_as<I>(qhi - 1, lg, k, s, ax.causal, last_start, last_end);
+  sem::window_as<I>(qo + q0, lg, k, s, ax.causal, first_start, first_end);
+  sem::window_as<I>(qo + qhi - 1, lg, k, s, ax.causal, last_start, last_end);
+  first_start -= ko;
+  first_end -= ko;
+  last_start -= ko;
+  last_end -= ko;
   c.in_lo[i] = static_cast<int>(last_start);
   c.in_hi[i] = static_cast<int>(first_end);
   // The KV box (sem::kv_box) is [first_start, last_end).
@@ -155,9 +164,9 @@ NATTN_NA_HD void fill_tables(const NaGeom& g, Shared& s, int tid, int nthreads) 
     const int i = e < g.win_off[1] ? 0 : (e < g.win_off[2] ? 1 : 2);
     // Padding rows take the window of the last real query of the axis (finite, inside the box).
     const int64_t j = sem::min64(c.q0[i] + (e - g.win_off[i]), c.qhi[i] - 1);
-    const sem::Range w = sem::window(j, c.lg[i], g.ax[i]);
-    s.win_lo[e] = static_cast<int>(w.start);
-    s.win_hi[e] = static_cast<int>(w.end);
+    const sem::Range w = sem::window(g.q_org[i] + j, c.lg[i], g.ax[i]);  // global query, local keys
+    s.win_lo[e] = static_cast<int>(w.start - g.kv_org[i]);
+    s.win_hi[e] = static_cast<int>(w.end - g.kv_org[i]);
   }
 }
 

@@ -103,6 +103,11 @@ struct NaGeom {
   // in reverse order (axis 0 = the innermost spatial axis, the fastest inside a TMA box), padded
   // to 3 with extent-1 axes; the strides below follow that order.
   int direct = 0;
+  // Sub-domain (direct mode only; multi-GPU halos, issue 6): the window math runs on the global grid
+  // (ax[i].extent) while the tensors hold a box of it: local query x is global query q_org + x, local
+  // key y is global key kv_org + y; qp.extent / kvp.extent are then the local Q / KV extents (the
+  // grid of Q tiles and the TMA bounds). All zero, and the three extents equal, without a sub-domain.
+  int q_org[3] = {0, 0, 0}, kv_org[3] = {0, 0, 0};
   int64_t q_sp[3] = {0, 0, 0}, k_sp[3] = {0, 0, 0}, v_sp[3] = {0, 0, 0};  // element strides per axis
   int64_t o_sp[3] = {0, 0, 0}, lse_sp[3] = {0, 0, 0};
 };
