@@ -142,7 +142,7 @@ def bench_sharded(shape, axes, sizes, group, args, device, timer):
         bwd = mode == "fwdbwd"
         leaves = [x.requires_grad_(bwd) for x in (q, k, v)]
         cfg = {ov: nd._setup(q, k, v, args.window, axes, sizes, group=group, overlap=ov, backend=args.backend)
-               for ov in (True, False)}
+               for ov in (True, False, "interior")}
         quiet = copy.copy(cfg[True])
         quiet.comm = False  # same kernels and copies, no exchange (halo buffers zero)
 
@@ -164,12 +164,12 @@ def bench_sharded(shape, axes, sizes, group, args, device, timer):
                 nd._wait(nd._p2p(cfg[True], sends, recvs))
 
         r = dict(total=timer(run(cfg[True])), serial=timer(run(cfg[False])), compute=timer(run(quiet)),
-                 comm=timer(comm_only))
-        p = cfg[True].plan
+                 comm=timer(comm_only), split=timer(run(cfg["interior"])))
+        p = cfg["interior"].plan
         volume = math.prod(s[1] - s[0] for s in p.slab)
         r["halo_ratio"] = math.prod(h[1] - h[0] for h in p.halo) / volume
         r["interior"] = -(math.prod(b[1] - b[0] for b in p.interior) / volume if p.interior else 0.0)
-        keys = ("total", "serial", "compute", "comm", "halo_ratio", "interior")
+        keys = ("total", "serial", "compute", "comm", "split", "halo_ratio", "interior")
         vals = torch.tensor([r[x] for x in keys], dtype=torch.float64, device=device)
         dist.all_reduce(vals, op=dist.ReduceOp.MAX, group=group)  # the slowest rank sets the step time
         res[mode] = dict(zip(keys, vals.tolist()))
@@ -195,8 +195,8 @@ def table(rows, args):
              f"{'x'.join(map(str, args.weak_slab))} per rank; median of {args.repeats} "
              f"(after {args.warmup} warm-up), max over ranks; times in ms.", "",
              "| scaling | split axes | GPUs | grid | global | mode | total | no overlap | compute alone "
-             "| exchange alone | overlap | halo/slab | interior | speedup | efficiency |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| exchange alone | overlap | interior split | halo/slab | interior | speedup | efficiency |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         interior = "-" if r["n"] == 1 else f"{100 * r.get('interior', 0):.0f}%"
         eff = "-" if r.get("efficiency") is None else f"{100 * r['efficiency']:.0f}%"
@@ -204,7 +204,8 @@ def table(rows, args):
         grid = "x".join(map(str, r["grid"])) if r["n"] > 1 else "-"
         lines.append(f"| {r['kind']} | {','.join(map(str, r['axes']))} | {r['n']} | {grid} | "
                      f"{'x'.join(map(str, r['shape']))} | {r['mode']} | {fmt(r['total'])} | {fmt(r['serial'])} | "
-                     f"{fmt(r['compute'])} | {fmt(r['comm'], 3)} | {ov} | {fmt(r.get('halo_ratio'))} | {interior} | "
+                     f"{fmt(r['compute'])} | {fmt(r['comm'], 3)} | {ov} | {fmt(r.get('split'))} | "
+                     f"{fmt(r.get('halo_ratio'))} | {interior} | "
                      f"{fmt(r.get('speedup'))} | {eff} |")
     return "\n".join(lines)
 
@@ -314,7 +315,7 @@ def main():
                     rows.append(r)
                     print(f"  {kind} axes={axes} n={n} {mode}: total {r['total']:.2f} ms, "
                           f"no overlap {fmt(r['serial'])}, compute {fmt(r['compute'])}, "
-                          f"exchange {fmt(r['comm'], 3)}", flush=True)
+                          f"exchange {fmt(r['comm'], 3)}, interior split {fmt(r.get('split'))}", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if rank == 0:

@@ -17,56 +17,17 @@ global dkey / dvalue are the sums of the ranks' contributions at their global po
   with the queries that need no halo, and their gradients sent back to and summed by their owners).
 """
 
-import functools
 import itertools
 import math
 
 import numpy as np
 
 from . import _args, _core, context
-from ._lib import require_lib
+from ._halo_plan import (_box_shape, _interior, _intersect, _make_plan, _Plan, _sl, even_slabs, halo_box,  # noqa: F401
+                         halo_range, slabs)
 
 __all__ = ["halo_range", "halo_box", "slabs", "even_slabs", "rank_slices", "na_subdomain",
            "na_subdomain_backward", "shard_na", "distributed_na"]
-
-
-# ---- halos ---------------------------------------------------------------------------------------
-
-
-def halo_range(q_lo, q_hi, extent, kernel_size, stride=1, dilation=1, is_causal=False):
-    """(kv_lo, kv_hi): the smallest global key range holding every window of the global queries
-    [q_lo, q_hi) of one axis of extent `extent` (all dilation groups)."""
-    lo, hi = require_lib().halo_range(int(q_lo), int(q_hi), int(extent), int(kernel_size), int(stride),
-                                      int(dilation), bool(is_causal))
-    return int(lo), int(hi)
-
-
-def halo_box(q_lo, q_hi, global_shape, kernel_size, stride=1, dilation=1, is_causal=False):
-    """Per-axis halo_range of the query box [q_lo, q_hi): returns (kv_lo, kv_hi) tuples."""
-    n = len(global_shape)
-    ks, st, dil, causal = _args.normalize_na_params(n, kernel_size, stride, dilation, is_causal)
-    ranges = [halo_range(q_lo[i], q_hi[i], global_shape[i], ks[i], st[i], dil[i], causal[i]) for i in range(n)]
-    return tuple(r[0] for r in ranges), tuple(r[1] for r in ranges)
-
-
-def slabs(sizes):
-    """[(lo, hi), ...] of consecutive slabs of the given sizes."""
-    out, at = [], 0
-    for s in sizes:
-        if int(s) < 0:
-            raise ValueError(f"slab sizes must be >= 0 (got {list(sizes)})")
-        out.append((at, at + int(s)))
-        at += int(s)
-    return out
-
-
-def even_slabs(extent, parts):
-    """Slab sizes splitting `extent` tokens into `parts` slabs as evenly as possible (the first
-    extent % parts slabs one token larger)."""
-    extent, parts = int(extent), int(parts)
-    if parts < 1 or extent < parts:
-        raise ValueError(f"even_slabs: cannot split extent={extent} into parts={parts} slabs of >= 1 token")
-    return [extent // parts + (1 if i < extent % parts else 0) for i in range(parts)]
 
 
 def _resolve_backend(backend, like):
@@ -305,92 +266,6 @@ def shard_na(query, key, value, kernel_size, splits, stride=1, dilation=1, is_ca
 
 
 # ---- torch.distributed ---------------------------------------------------------------------------------
-#
-# Boxes are tuples of (lo, hi) per spatial axis in global coordinates. A rank's slab is the product of
-# its slabs along the split axes (whole along the others); its halo box is halo_range of the slab
-# along the split axes (whole along the others). The halo box minus the slab is received from the ranks
-# whose slabs intersect it (diagonal neighbours and ranks further away included).
-
-
-def _intersect(a, b):
-    box = tuple((max(x[0], y[0]), min(x[1], y[1])) for x, y in zip(a, b))
-    return box if all(lo < hi for lo, hi in box) else None
-
-
-def _box_shape(box):
-    return tuple(hi - lo for lo, hi in box)
-
-
-def _sl(box, origin):
-    """Index of `box` in a [B, *spatial, H, D] tensor holding the global tokens origin + [0, ...)."""
-    return (slice(None),) + tuple(slice(lo - o[0], hi - o[0]) for (lo, hi), o in zip(box, origin))
-
-
-def _interior(lo, hi, extent, k, s, d, causal):
-    """The longest run [a, b) of queries of [lo, hi) whose windows lie inside [lo, hi) (one axis)."""
-    best, start = (lo, lo), None
-    for x in range(lo, hi + 1):
-        ok = False
-        if x < hi:
-            a, b = halo_range(x, x + 1, extent, k, s, d, causal)
-            ok = lo <= a and b <= hi
-        if ok and start is None:
-            start = x
-        elif not ok and start is not None:
-            if x - start > best[1] - best[0]:
-                best = (start, x)
-            start = None
-    return best
-
-
-class _Plan:
-    """What one rank sends, receives and computes (pure function of the arguments; see _make_plan)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
-@functools.lru_cache(maxsize=256)
-def _make_plan(global_shape, axes, sizes, rank, params, overlap):
-    ks, st, dil, causal = params
-    grid = tuple(len(s) for s in sizes)
-    bounds = [slabs(s) for s in sizes]
-    world = math.prod(grid)
-
-    def slab_of(r):
-        box = [(0, x) for x in global_shape]
-        for j, c in enumerate(np.unravel_index(r, grid)):
-            box[axes[j]] = bounds[j][int(c)]
-        return tuple(box)
-
-    def halo_of(box):
-        h = list(box)
-        for ax in axes:
-            h[ax] = halo_range(box[ax][0], box[ax][1], global_shape[ax], ks[ax], st[ax], dil[ax], causal[ax])
-        return tuple(h)
-
-    slab_boxes = [slab_of(r) for r in range(world)]
-    halos = [halo_of(b) for b in slab_boxes]
-    slab, halo = slab_boxes[rank], halos[rank]
-    sends = [(d, b) for d in range(world) if d != rank for b in [_intersect(slab, halos[d])] if b]
-    recvs = [(s, b) for s in range(world) if s != rank for b in [_intersect(slab_boxes[s], halo)] if b]
-    inner = list(slab)
-    for ax in axes:
-        inner[ax] = _interior(slab[ax][0], slab[ax][1], global_shape[ax], ks[ax], st[ax], dil[ax], causal[ax])
-    interior, boundary = None, [slab]
-    if overlap and all(lo < hi for lo, hi in inner):
-        # Onion split: along each split axis in turn, the low and high parts outside the interior.
-        interior, boundary, cur = tuple(inner), [], list(slab)
-        for ax in axes:
-            for part in ((slab[ax][0], inner[ax][0]), (inner[ax][1], slab[ax][1])):
-                if part[0] < part[1]:
-                    boundary.append(tuple(part if i == ax else cur[i] for i in range(len(cur))))
-            cur[ax] = inner[ax]
-    boundary_kv = [halo_of(b) for b in boundary]
-    return _Plan(global_shape=global_shape, axes=axes, grid=grid, rank=rank,
-                 coords=tuple(int(c) for c in np.unravel_index(rank, grid)), slab=slab, halo=halo,
-                 own=_intersect(slab, halo), sends=sends, recvs=recvs, interior=interior, boundary=boundary,
-                 boundary_kv=boundary_kv)
 
 
 class _Config:
@@ -500,14 +375,31 @@ def _na_bwd(cfg, q, k, v, ak, av, out, lse, dout, dq, box, kv_box):
     return dk, dv, dak, dav
 
 
+def _heads(x, hs):
+    """The heads `hs` (a slice) of a [..., H, D] tensor (a view), or None."""
+    return None if x is None else x[..., hs, :]
+
+
 def _forward_pass(cfg, q, k, v, ak, av, requires_grad):
-    """out, lse, k_ext, v_ext. Overlapped: post the halo exchange, run the interior queries on the
-    local keys, wait, run the boundary boxes on the halo-extended keys."""
+    """out, lse, k_ext, v_ext. overlap 'interior': post the halo exchange, run the interior queries
+    on the local keys, wait, run the boundary boxes on the halo-extended keys. 'heads': post the
+    exchange of every head chunk, then per chunk wait for its halo and run the whole slab's queries
+    of those heads (k_ext / v_ext are then lists, one per chunk)."""
     import torch
 
     p = cfg.plan
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:-1], dtype=_lse_dtype(q), device=q.device)
+    if cfg.overlap == "heads":
+        pending = [_start_halo(cfg, k[..., hk, :], v[..., hk, :]) for hk, _ in cfg.chunks]
+        k_ext, v_ext = [], []
+        for (hk, hq), pend in zip(cfg.chunks, pending):
+            kc, vc = _finish_halo(cfg, k[..., hk, :], v[..., hk, :], pend)
+            _na_fwd(cfg, q[..., hq, :], kc, vc, _heads(ak, hk), _heads(av, hk), out[..., hq, :], lse[..., hq],
+                    p.slab, p.halo, requires_grad)
+            k_ext.append(kc)
+            v_ext.append(vc)
+        return out, lse, k_ext, v_ext
     pending = _start_halo(cfg, k, v)
     if p.interior is not None:
         _na_fwd(cfg, q, k, v, ak, av, out, lse, p.interior, p.slab, requires_grad)
@@ -528,9 +420,12 @@ def _backward_pass(cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dlse):
     dout = torch.zeros_like(out) if dout is None else _core.head_contiguous(dout)
     if dlse is not None:
         pad = _value_pad(v)
-        v, v_ext, av = _pad_values(v, pad), _pad_values(v_ext, pad), _pad_values(av, pad)
+        v, av = _pad_values(v, pad), _pad_values(av, pad)
+        v_ext = [_pad_values(x, pad) for x in v_ext] if isinstance(v_ext, list) else _pad_values(v_ext, pad)
         out, dout = _fold_lse(out, dout, dlse, pad)
     dq = torch.empty_like(q)
+    if cfg.overlap == "heads":
+        return _backward_heads(cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dq, dv_dim)
     dk_ext = dv_ext = dak = dav = None
 
     def add_extra(a, b):
@@ -548,7 +443,7 @@ def _backward_pass(cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dlse):
     # No boundary queries: nothing was received, so there is no halo gradient to send (p.recvs is
     # empty), but the gradients of the pieces this rank sent still come back.
     pending = _start_grad(cfg, dk_ext, dv_ext, k, dv_dim)
-    if not cfg.overlap:
+    if cfg.overlap == "none":
         _wait(pending[0])
     if p.interior is not None:
         dk, dv, gak, gav = _na_bwd(cfg, q, k, v, ak, av, out, lse, dout, dq, p.interior, p.slab)
@@ -565,6 +460,33 @@ def _backward_pass(cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dlse):
     return dq, dk, dv, dak, dav
 
 
+def _backward_heads(cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dq, dv_dim):
+    """The 'heads' backward: per head chunk, the whole slab's backward against its halo chunk, then
+    its halo gradients posted back to their owners (in flight while the next chunk computes); the
+    owners add them at the end."""
+    import torch
+
+    p = cfg.plan
+    dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+    dak = None if ak is None else torch.empty_like(ak)
+    dav = None if av is None else torch.empty_like(av)
+    pending = []
+    for (hk, hq), kc, vc in zip(cfg.chunks, k_ext, v_ext):
+        gk, gv, gak, gav = _na_bwd(cfg, q[..., hq, :], kc, vc, _heads(ak, hk), _heads(av, hk), out[..., hq, :],
+                                   lse[..., hq], dout[..., hq, :], dq[..., hq, :], p.slab, p.halo)
+        pending.append(_start_grad(cfg, gk, gv, k[..., hk, :], dv_dim))
+        if p.own is not None:
+            dk[..., hk, :][_sl(p.own, p.slab)] += gk[_sl(p.own, p.halo)]
+            dv[..., hk, :][_sl(p.own, p.slab)] += gv[_sl(p.own, p.halo)]
+        if ak is not None:
+            dak[..., hk, :] = gak
+            dav[..., hk, :] = gav
+    dv = dv[..., :dv_dim]
+    for (hk, _), pend in zip(cfg.chunks, pending):
+        _finish_grad(cfg, dk[..., hk, :], dv[..., hk, :], pend)
+    return dq, dk, dv, dak, None if dav is None else dav[..., :dv_dim]
+
+
 _dist_fn = None
 
 
@@ -577,16 +499,19 @@ def _dist_autograd():
             @staticmethod
             def forward(ctx, q, k, v, ak, av, cfg, requires_grad):
                 out, lse, k_ext, v_ext = _forward_pass(cfg, q, k, v, ak, av, requires_grad)
-                if not cfg.plan.boundary:
+                if cfg.overlap != "heads" and not cfg.plan.boundary:
                     k_ext = v_ext = None
-                ctx.save_for_backward(q, k, v, ak, av, out, lse, k_ext, v_ext)
+                ctx.save_for_backward(q, k, v, ak, av, out, lse)
+                ctx.ext = (k_ext, v_ext)  # halo buffers (lists of chunks with 'heads'): not autograd inputs
                 ctx.cfg = cfg
                 ctx.set_materialize_grads(False)
                 return out, lse
 
             @staticmethod
             def backward(ctx, dout, dlse):
-                q, k, v, ak, av, out, lse, k_ext, v_ext = ctx.saved_tensors
+                q, k, v, ak, av, out, lse = ctx.saved_tensors
+                k_ext, v_ext = ctx.ext
+                ctx.ext = None
                 grads = _backward_pass(ctx.cfg, q, k, v, ak, av, out, lse, k_ext, v_ext, dout, dlse)
                 return grads + (None, None)
 
@@ -661,7 +586,7 @@ def _setup(query, key, value, kernel_size, axis, slab_sizes, stride=1, dilation=
 
     _check_tensors(query, key, value, additional_keys, additional_values)
     na_dim = query.dim() - 3
-    overlap = _args.check_bool("overlap", overlap)
+    overlap = _overlap_mode(overlap, key.shape[-2])
     axes, sizes, counts = _split_spec(axis, slab_sizes, grid, na_dim)
     params = _args.normalize_na_params(na_dim, kernel_size, stride, dilation, is_causal)
     if not dist.is_available() or not dist.is_initialized():
@@ -689,13 +614,41 @@ def _setup(query, key, value, kernel_size, axis, slab_sizes, stride=1, dilation=
     _args.check_params_vs_input(global_shape, params[0], params[1], params[2])
     scale = _args.check_scale(scale, query.shape[-1])
     backend = _resolve_backend(backend, query)
-    plan = _make_plan(tuple(global_shape), axes, sizes, rank, params, overlap)
+    plan = _make_plan(tuple(global_shape), axes, sizes, rank, params, overlap == "interior")
     if group is None or group is dist.group.WORLD:
         peers = list(range(world))
     else:
         peers = [dist.get_global_rank(group, r) for r in range(world)]
     return _Config(plan=plan, params=params, scale=scale, backend=backend, group=group, peers=peers,
-                   overlap=overlap, deterministic=context.deterministic_now())
+                   overlap=overlap, deterministic=context.deterministic_now(),
+                   chunks=_head_chunks(key.shape[-2], query.shape[-2]) if overlap == "heads" else None)
+
+
+_HEAD_CHUNKS = 4  # pipeline depth of overlap='heads': the first chunk's exchange stays exposed
+
+
+def _overlap_mode(overlap, heads_kv):
+    """'heads', 'interior' or 'none' from the overlap argument (True: 'heads' when there are at least
+    two key/value heads, else 'interior')."""
+    if overlap is True:
+        return "heads" if heads_kv >= 2 else "interior"
+    if overlap is False:
+        return "none"
+    if overlap in ("heads", "interior", "none"):
+        if overlap == "heads" and heads_kv < 2:
+            raise ValueError(f"distributed_na: overlap='heads' needs at least 2 key/value heads (got {heads_kv}; "
+                             f"allowed here: True, False, 'interior' or 'none')")
+        return overlap
+    raise ValueError(f"distributed_na: overlap={overlap!r} is not valid (allowed: True, False, 'heads', 'interior' "
+                     f"or 'none')")
+
+
+def _head_chunks(heads_kv, heads):
+    """[(key/value head slice, query head slice)]: up to _HEAD_CHUNKS contiguous chunks of key/value
+    heads (sizes differing by at most one) and their query heads (GQA: heads // heads_kv each)."""
+    n, g = min(_HEAD_CHUNKS, heads_kv), heads // heads_kv
+    bounds = [heads_kv * i // n for i in range(n + 1)]
+    return [(slice(a, b), slice(a * g, b * g)) for a, b in zip(bounds, bounds[1:])]
 
 
 def rank_slices(rank, na_dim, axis, slab_sizes):
@@ -725,20 +678,28 @@ def distributed_na(query, key, value, kernel_size, axis, slab_sizes, stride=1, d
 
     query/key/value are the rank's own slab [B, *S_local, H(kv), D(v)]. Key/value halos come from
     every rank whose slab intersects the rank's halo box (diagonal and farther ranks included) by
-    point-to-point send/recv (batch_isend_irecv). With ``overlap`` (default) the exchange is posted
-    first, the queries whose windows lie inside the slab (the interior) run on the local keys while
-    it is in flight, then the boundary boxes run on the halo-extended keys; the backward mirrors it
-    (boundary, post the halo gradients back to their owners, interior, wait and sum). overlap=False
-    waits first and runs the slab in one call. Autograd gives the exact gradients, the LSE's
+    point-to-point send/recv (batch_isend_irecv), overlapped with compute (``overlap``):
+
+    - ``'heads'`` (what True, the default, means with >= 2 key/value heads): the exchange is posted
+      in up to 4 chunks of key/value heads; each chunk's queries run over the whole slab as soon as
+      its halo has arrived, while the next chunks are in flight; the backward posts each chunk's
+      halo gradients back to their owners while the next chunk computes. Only the first chunk's
+      exchange is exposed, and every kernel call covers the whole slab.
+    - ``'interior'`` (True with a single key/value head): the queries whose windows lie inside the
+      slab (the interior) run on the local keys while the exchange is in flight, then the boundary
+      boxes (thin slabs along the split axes) on the halo-extended keys; the backward mirrors it.
+      Nothing overlaps when no query is interior (slabs thinner than the window).
+    - False / ``'none'``: wait for the halos, then the slab in one call. Autograd gives the exact gradients, the LSE's
     included; halo gradients are summed by their owners. Additional keys/values (if any) are
     replicated on every rank: their gradient is this rank's contribution (all-reduce it, or use a
     replicated parameter). Returns out (and lse with return_lse) of the rank's slab.
 
     backend None: 'reference' for CPU tensors, automatic for CUDA tensors (a CUDA backend that runs
     sub-domains: hopper-fna forwards on SM90, else cutlass-fna); CUDA work runs on the current
-    stream, the exchange on the process group's (NCCL) stream. Every rank of the group must call it with the same arguments but its own
-    tensors (and, with autograd, run the backward too). With NCCL, let the first collective of the
-    group involve every rank (e.g. a barrier) before the first call (torch's batch_isend_irecv rule).
+    stream, the exchange on the process group's (NCCL) stream. Every rank of the group must call it
+    with the same arguments but its own tensors (and, with autograd, run the backward too). With
+    NCCL, let the first collective of the group involve every rank (e.g. a barrier) before the first
+    call (torch's batch_isend_irecv rule).
     """
     cfg = _setup(query, key, value, kernel_size, axis, slab_sizes, stride, dilation, is_causal, scale,
                  additional_keys, additional_values, group, backend, grid, overlap)

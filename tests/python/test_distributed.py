@@ -1,7 +1,7 @@
 """nattn.distributed (issue 6): sub-domain NA with halos equals single-device NA on the reference
 backend, simulated in one process (shard_na), the rank plans of distributed_na (interior/boundary
 split, halo pieces) checked for every rank in one process, and distributed_na across 4 CPU processes
-over gloo (1-3 split axes, subgroups, overlap on and off, GQA, additional KV, LSE and its gradient).
+over gloo (1-3 split axes, subgroups, every overlap mode, GQA, additional KV, LSE and its gradient).
 tests/python/dist_gpu_check.py runs the NCCL version on several GPUs (torchrun)."""
 
 import itertools
@@ -302,7 +302,8 @@ def test_distributed_na_errors(world1, monkeypatch):
     bad(r"query must be \[batch, \*spatial, heads, head_dim\]", q[0, 0], k[0, 0], v[0, 0], 3, 0, [16])
     bad(r"additional_keys and additional_values must be given together", q, k, v, 3, 0, [16],
         additional_keys=k[:, 0])
-    bad(r"overlap=1 is not valid \(allowed: True or False\)", q, k, v, 3, 0, [16], overlap=1)
+    bad(r"overlap=1 is not valid \(allowed: True, False, 'heads', 'interior' or 'none'\)", q, k, v, 3, 0, [16],
+        overlap=1)
     bad(r"return_lse=None is not valid", q, k, v, 3, 0, [16], return_lse=None)
     bad(r"backend=3 is not valid", q, k, v, 3, 0, [16], backend=3)
     bad(r"kernel_size \* dilation must not exceed the input extent on axis 1", q, k, v, 4, 0, [16], dilation=2)
@@ -315,7 +316,7 @@ def test_distributed_na_errors(world1, monkeypatch):
         na(q, k, v, 3, 0, [16])
 
 
-# ---- distributed_na over gloo: 4 CPU processes, every case with overlap on and off ----------------------
+# ---- distributed_na over gloo: 4 CPU processes, every case in every overlap mode ----------------------------
 #
 # One spawn (process start-up dominates the runtime); 2- and 3-rank cases run on subgroups, which also
 # checks that group ranks are mapped to global ranks for the point-to-point ops.
@@ -340,6 +341,11 @@ DIST_CASES = [
     ((1, 2, 3), (6, 7, 5), (3, 3, 2), (1, 2, 1), (2, 1, 1), (False, True, False), 1, [2, 3, 2], 2, 1, 1, False,
      "f64"),
 ]
+
+
+# overlap modes every case runs: True (head chunks with >= 2 key/value heads, else the interior
+# split), the interior split, none.
+OVERLAPS = (True, "interior", False)
 
 
 def _case_inputs(case, seed):
@@ -370,7 +376,7 @@ def _dist_worker(rank, world, init_file, out_dir):
             group, grank = groups[ranks], ranks.index(rank)
             q, k, v, do, ak, av, dl = _case_inputs(case, seed=ci)
             sl = nd.rank_slices(grank, len(spatial), axis, sizes)
-            for overlap in (True, False):
+            for overlap in OVERLAPS:
                 lq, lk, lv = (x[sl].clone().requires_grad_(True) for x in (q, k, v))
                 lak, lav = (None if x is None else x.clone().requires_grad_(True) for x in (ak, av))
                 out, lse = nd.distributed_na(lq, lk, lv, ks, axis, sizes, st, dil, causal,
@@ -382,6 +388,7 @@ def _dist_worker(rank, world, init_file, out_dir):
                 results[(ci, overlap)] = dict(
                     out=out.detach(), lse=lse.detach(), dq=lq.grad, dk=lk.grad, dv=lv.grad,
                     dak=None if lak is None else lak.grad, dav=None if lav is None else lav.grad,
+                    chunks=len(cfg.chunks) if cfg.chunks else 0, mode=cfg.overlap,
                     boxes=len(cfg.plan.boundary) + (cfg.plan.interior is not None), split=cfg.plan.interior
                     is not None and bool(cfg.plan.boundary), all_interior=not cfg.plan.boundary and
                     bool(cfg.plan.sends))
@@ -420,7 +427,7 @@ def test_distributed_na_gloo(gloo_results, ci):
     loss = (out * do).sum() + ((lse * dl).sum() if dl is not None else 0)
     loss.backward()
     tol = 1e-12 if q.dtype == torch.float64 else 2e-6
-    for overlap in (True, False):
+    for overlap in OVERLAPS:
         parts = [gloo_results[r][(ci, overlap)] for r in ranks]
         got = {n: torch.empty_like(x) for n, x in (("out", out), ("lse", lse), ("dq", q), ("dk", k), ("dv", v))}
         for grank, part in enumerate(parts):
@@ -439,10 +446,16 @@ def test_distributed_na_gloo(gloo_results, ci):
 
 def test_distributed_na_gloo_exercised_overlap(gloo_results):
     """The cases above really split interior and boundary queries (and onion boxes), have ranks with
-    interior queries only that still send halos (and receive their gradients), and overlap=False runs
-    one box per rank."""
+    interior queries only that still send halos (and receive their gradients), pipeline head chunks
+    (2 and 3 of them), and overlap=False runs one box per rank."""
     runs = [res for results in gloo_results for res in results.items()]
-    assert sum(r["split"] for (ci, ov), r in runs if ov) >= 10
-    assert any(r["boxes"] >= 4 for (ci, ov), r in runs if ov)
-    assert any(r["all_interior"] for (ci, ov), r in runs if ov)
-    assert all(r["boxes"] == 1 for (ci, ov), r in runs if not ov)
+    interior = [r for (ci, ov), r in runs if r["mode"] == "interior"]
+    assert sum(r["split"] for r in interior) >= 10
+    assert any(r["boxes"] >= 4 for r in interior)
+    assert any(r["all_interior"] for r in interior)
+    assert all(r["boxes"] == 1 for (ci, ov), r in runs if ov is False)
+    # overlap=True pipelines head chunks wherever there are >= 2 key/value heads (else the interior split)
+    heads = [r for (ci, ov), r in runs if ov is True]
+    assert all((r["mode"] == "heads") == (r["chunks"] >= 2) for r in heads)
+    assert sum(r["mode"] == "heads" for r in heads) >= 10 and any(r["mode"] == "interior" for r in heads)
+    assert any(r["chunks"] == 3 for r in heads)
