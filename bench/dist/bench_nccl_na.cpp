@@ -156,7 +156,7 @@ Timings run(const std::vector<int64_t>& global, int R, int iters) {
         b.dkey = dk.view;
         b.dvalue = dv.view;
         b.params = params;
-        const auto options = [&](bool overlap) {
+        const auto options = [&](dist::Overlap overlap) {
           dist::ShardedOptions o;
           o.overlap = overlap;
           o.run.requires_grad = true;
@@ -186,15 +186,15 @@ Timings run(const std::vector<int64_t>& global, int R, int iters) {
         ncclComm_t comm = comms[static_cast<size_t>(r)];
         Timings& t = per_rank[static_cast<size_t>(r)];
         t.halo = timed([&] { dist::gather_halo(k.view, v.view, kh.view, vh.view, plan, r, comm, stream); });
-        t.fwd = timed([&] { dist::na_forward_sharded(f, plan, r, comm, stream, options(true)); });
-        t.fwd_serial = timed([&] { dist::na_forward_sharded(f, plan, r, comm, stream, options(false)); });
+        t.fwd = timed([&] { dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::automatic)); });
+        t.fwd_serial = timed([&] { dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::none)); });
         t.fwdbwd = timed([&] {
-          dist::na_forward_sharded(f, plan, r, comm, stream, options(true));
-          dist::na_backward_sharded(b, plan, r, comm, stream, options(true));
+          dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::automatic));
+          dist::na_backward_sharded(b, plan, r, comm, stream, options(dist::Overlap::automatic));
         });
         t.fwdbwd_serial = timed([&] {
-          dist::na_forward_sharded(f, plan, r, comm, stream, options(false));
-          dist::na_backward_sharded(b, plan, r, comm, stream, options(false));
+          dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::none));
+          dist::na_backward_sharded(b, plan, r, comm, stream, options(dist::Overlap::none));
         });
         check(cudaStreamSynchronize(stream), "sync");
         cudaStreamDestroy(stream);

@@ -102,12 +102,23 @@ std::vector<int64_t> halo_shape(const HaloPlan& plan, int rank, const TensorView
 // True when the library was built with NCCL.
 bool nccl_enabled();
 
+// How a rank overlaps the halo exchange (and, in the backward, the return of halo gradients) with
+// its compute; the transfers run on a second, high-priority stream (src/dist/README.md).
+enum class Overlap : int {
+  none = 0,       // wait for the halos, then the slab in one call; gradients returned at the end
+  automatic = 1,  // heads with >= 2 key/value heads, else interior
+  heads = 2,      // the exchange in up to 4 chunks of key/value heads; each chunk's queries run over the
+                  // whole slab once its halo is in, the backward returns each chunk's halo gradients
+                  // while the next chunk computes
+  interior = 3,   // the interior queries on the local K/V during the exchange, then the boundary boxes
+};
+
 struct ShardedOptions {
-  RunOptions run;             // backend ("" = automatic: cutlass-fna for CUDA tensors), config,
-                              // deterministic; run.stream is ignored (the `stream` argument is used)
-  bool overlap = true;        // interior queries run on `stream` while the halo exchange runs on a
-                              // second, high-priority stream; then the boundary queries
-  CUstream_st* comm_stream = nullptr;  // that second stream (same device); nullptr: created per call
+  RunOptions run;             // backend ("" = automatic: hopper-fna forwards on SM90 where its direct
+                              // mode applies, else cutlass-fna), config, deterministic; run.stream is
+                              // ignored (the `stream` argument is used)
+  Overlap overlap = Overlap::automatic;
+  CUstream_st* comm_stream = nullptr;  // the exchange stream (same device); nullptr: created per call
   // Caller-owned K/V over the rank's halo box (shape halo_shape(plan, rank, key/value)).
   // Forward: the exchange writes into them (keep them for the backward).
   // Backward: taken as already gathered; no K/V exchange is done. Give them on every rank or none.

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -175,6 +176,64 @@ void copy_view(const TensorView& src, const TensorView& dst, bool accumulate, cu
 void zero(const TensorView& dense_view, cudaStream_t stream) {
   NATTN_CUDA_CHECK(cudaMemsetAsync(dense_view.data, 0, bytes_of(dense_view), stream));
 }
+
+// Elements [lo, lo + n) of dimension `axis` (a view).
+TensorView slice_dim(const TensorView& t, int axis, int64_t lo, int64_t n) {
+  TensorView v = t;
+  const size_t a = static_cast<size_t>(axis);
+  v.shape[a] = n;
+  v.data = static_cast<char*>(t.data) + lo * t.strides[a] * dtype_size(t.dtype);
+  return v;
+}
+
+// ---- head chunks (Overlap::heads) -----------------------------------------------------------------
+
+constexpr int64_t kHeadChunks = 4;  // pipeline depth: the first chunk's transfer stays exposed
+
+// A chunk of key/value heads [kv0, kv0 + kvn) and its query heads [q0, q0 + qn) (GQA groups).
+struct HeadChunk {
+  int64_t kv0, kvn, q0, qn;
+  // [.., H*, D*] tensors: the chunk's heads; LSE [B, *S, H]: its query heads.
+  TensorView kv(const TensorView& t) const { return slice_dim(t, t.dim() - 2, kv0, kvn); }
+  TensorView q(const TensorView& t) const { return slice_dim(t, t.dim() - 2, q0, qn); }
+  TensorView lse(const TensorView& t) const { return slice_dim(t, t.dim() - 1, q0, qn); }
+};
+
+// Up to kHeadChunks contiguous chunks, sizes differing by at most one.
+std::vector<HeadChunk> head_chunks(int64_t heads_kv, int64_t heads) {
+  const int64_t n = std::min(kHeadChunks, heads_kv), g = heads / heads_kv;
+  std::vector<HeadChunk> out;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t a = heads_kv * i / n, b = heads_kv * (i + 1) / n;
+    out.push_back(HeadChunk{a, b - a, a * g, (b - a) * g});
+  }
+  return out;
+}
+
+Overlap resolve_overlap(Overlap o, int64_t heads_kv) {
+  if (o == Overlap::automatic) return heads_kv >= 2 ? Overlap::heads : Overlap::interior;
+  if (o == Overlap::heads && heads_kv < 2) return Overlap::interior;  // nothing to chunk
+  return o;
+}
+
+// One event per chunk: recorded on the stream that produced the chunk, waited for by the other.
+class ChunkEvents {
+ public:
+  explicit ChunkEvents(size_t n) : ev_(n, nullptr) {
+    for (cudaEvent_t& e : ev_) NATTN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  ~ChunkEvents() {
+    for (cudaEvent_t e : ev_)
+      if (e) cudaEventDestroy(e);
+  }
+  ChunkEvents(const ChunkEvents&) = delete;
+  ChunkEvents& operator=(const ChunkEvents&) = delete;
+  void record(size_t i, cudaStream_t s) { NATTN_CUDA_CHECK(cudaEventRecord(ev_[i], s)); }
+  void wait(size_t i, cudaStream_t s) { NATTN_CUDA_CHECK(cudaStreamWaitEvent(s, ev_[i], 0)); }
+
+ private:
+  std::vector<cudaEvent_t> ev_;
+};
 
 // ---- the exchange ---------------------------------------------------------------------------------
 
@@ -426,25 +485,57 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
     kh = dense(bufs.alloc(bytes_of(whole.key), stream), args.key.dtype, args.key, R.nd, rp.halo);
     vh = dense(bufs.alloc(bytes_of(whole.value), stream), args.value.dtype, args.value, R.nd, rp.halo);
   }
-  const bool split = opt.overlap && need_halo && !rp.interior.empty(R.nd) && !(rp.interior == rp.slab);
-  StreamPair streams(stream, opt.overlap && communicates, opt.comm_stream);
+  const Overlap mode = resolve_overlap(opt.overlap, args.key.size(args.key.dim() - 2));
+  const bool split = mode == Overlap::interior && need_halo && !rp.interior.empty(R.nd) && !(rp.interior == rp.slab);
+  // Head chunks: only worth it when halo pieces arrive (else one call, its sends overlapping).
+  const bool chunked = mode == Overlap::heads && need_halo && communicates;
+  const std::vector<HeadChunk> chunks =
+      chunked ? head_chunks(args.key.size(args.key.dim() - 2), args.query.size(args.query.dim() - 2))
+              : std::vector<HeadChunk>{};
+  ChunkEvents arrived(chunks.size());
+  StreamPair streams(stream, mode != Overlap::none && communicates, opt.comm_stream);
   streams.fork();
-  if (need_halo || communicates)
+  if (chunked) {
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const HeadChunk& h = chunks[c];
+      const TensorView khc = h.kv(kh), vhc = h.kv(vh);
+      gather_impl(R, h.kv(args.key), h.kv(args.value), &khc, &vhc, comm, streams.comm, bufs);
+      arrived.record(c, streams.comm);
+    }
+  } else if (need_halo || communicates) {
     gather_impl(R, args.key, args.value, need_halo ? &kh : nullptr, need_halo ? &vh : nullptr, comm, streams.comm, bufs);
+  }
 
   RunOptions run = opt.run;
   run.stream = stream;
-  const auto call = [&](const Box& q, bool halo) {
+  // The queries `q` (a box of the slab) against the local K/V or the halo; `h`: one head chunk only.
+  const auto call = [&](const Box& q, bool halo, const HeadChunk* h = nullptr) {
     NaForwardArgs a = args;
     a.query = sub(args.query, R.nd, q, rp.slab);
     a.out = sub(args.out, R.nd, q, rp.slab);
     if (args.lse) a.lse = sub(*args.lse, R.nd, q, rp.slab);
     a.key = halo ? kh : args.key;
     a.value = halo ? vh : args.value;
+    if (h != nullptr) {
+      a.query = h->q(a.query);
+      a.out = h->q(a.out);
+      if (a.lse) a.lse = h->lse(*a.lse);
+      a.key = h->kv(a.key);
+      a.value = h->kv(a.value);
+      if (a.additional_keys) {
+        a.additional_keys = h->kv(*a.additional_keys);
+        a.additional_values = h->kv(*a.additional_values);
+      }
+    }
     a.sub_domain = plan.sub_domain(rank, q, halo ? rp.halo : rp.slab);
     na_forward(a, run);
   };
-  if (split) {
+  if (chunked) {
+    for (size_t c = 0; c < chunks.size(); ++c) {  // chunk c computes while chunks c+1.. are in flight
+      arrived.wait(c, stream);
+      call(rp.slab, true, &chunks[c]);
+    }
+  } else if (split) {
     call(rp.interior, false);  // overlaps the exchange
     streams.join();
     for (const Box& b : rp.boundary) call(b, true);
@@ -454,6 +545,111 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   }
   streams.join();
 }
+
+namespace {
+
+// Overlap::heads backward (halo K/V in kh/vh; halo gradients move): per chunk of key/value heads,
+// (gather its halo K/V when `gather`,) the whole slab's backward against it, its dK/dV added into
+// fp32 accumulators over the halo box, and its halo gradients sent to their owners on the exchange
+// stream while the next chunk computes; the owners add what they receive (fp32) into their slab's
+// accumulator. The sum order (own contribution, then pieces in plan order) is that of the one-call
+// path, so results are identical. dQ and the additional-KV gradients are written per chunk (disjoint
+// heads).
+void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank& R, ncclComm* comm,
+                    cudaStream_t stream, const ShardedOptions& opt, bool gather, const TensorView& kh,
+                    const TensorView& vh, Buffers& bufs) {
+  const RankPlan& rp = R.rp;
+  const int nd = R.nd;
+  const std::vector<HeadChunk> chunks =
+      head_chunks(args.key.size(args.key.dim() - 2), args.query.size(args.query.dim() - 2));
+  ChunkEvents arrived(chunks.size()), computed(chunks.size());
+  StreamPair streams(stream, true, opt.comm_stream);
+  streams.fork();
+  if (gather)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const HeadChunk& h = chunks[c];
+      const TensorView khc = h.kv(kh), vhc = h.kv(vh);
+      gather_impl(R, h.kv(args.key), h.kv(args.value), &khc, &vhc, comm, streams.comm, bufs);
+      arrived.record(c, streams.comm);
+    }
+  // fp32 accumulators over the halo box (all heads) and the slab's (a view when the halo covers it).
+  const TensorView acc_k = dense(bufs.alloc(bytes_as(kh, DType::f32), stream), DType::f32, kh, nd, rp.halo);
+  const TensorView acc_v = dense(bufs.alloc(bytes_as(vh, DType::f32), stream), DType::f32, vh, nd, rp.halo);
+  zero(acc_k, stream);
+  zero(acc_v, stream);
+  const bool slab_inside = rp.halo.contains(rp.slab, nd);
+  TensorView slab_k, slab_v;
+  if (slab_inside) {
+    slab_k = sub(acc_k, nd, rp.slab, rp.halo);
+    slab_v = sub(acc_v, nd, rp.slab, rp.halo);
+  } else {
+    slab_k = dense(bufs.alloc(bytes_as(args.key, DType::f32), stream), DType::f32, args.key, nd, rp.slab);
+    slab_v = dense(bufs.alloc(bytes_as(args.value, DType::f32), stream), DType::f32, args.value, nd, rp.slab);
+    zero(slab_k, stream);
+    zero(slab_v, stream);
+  }
+  const Box own = intersect(rp.slab, rp.halo, nd);
+  // One dtype scratch of the largest chunk, reused (stream order: its copy-out precedes the next use).
+  int64_t most = 0;
+  for (const HeadChunk& h : chunks) most = std::max(most, h.kvn);
+  void* scratch_k = bufs.alloc(bytes_of(kh) / static_cast<size_t>(kh.size(kh.dim() - 2)) * static_cast<size_t>(most), stream);
+  void* scratch_v = bufs.alloc(bytes_of(vh) / static_cast<size_t>(vh.size(vh.dim() - 2)) * static_cast<size_t>(most), stream);
+
+  RunOptions run = opt.run;
+  run.stream = stream;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const HeadChunk& h = chunks[c];
+    if (gather) arrived.wait(c, stream);
+    std::vector<int64_t> kcs = kh.shape, vcs = vh.shape;
+    kcs[kcs.size() - 2] = vcs[vcs.size() - 2] = h.kvn;
+    const TensorView dk_c(scratch_k, kh.dtype, kcs, kh.device), dv_c(scratch_v, vh.dtype, vcs, vh.device);
+    NaBackwardArgs a = args;
+    a.query = h.q(args.query);
+    a.out = h.q(args.out);
+    a.lse = h.lse(args.lse);
+    a.dout = h.q(args.dout);
+    a.dquery = h.q(args.dquery);
+    a.key = h.kv(kh);
+    a.value = h.kv(vh);
+    a.dkey = dk_c;
+    a.dvalue = dv_c;
+    if (args.additional_keys) {
+      a.additional_keys = h.kv(*args.additional_keys);
+      a.additional_values = h.kv(*args.additional_values);
+      a.dadditional_keys = h.kv(*args.dadditional_keys);
+      a.dadditional_values = h.kv(*args.dadditional_values);
+    }
+    a.sub_domain = plan.sub_domain(R.r, rp.slab, rp.halo);
+    na_backward(a, run);
+    const TensorView ak = h.kv(acc_k), av = h.kv(acc_v);
+    copy_view(dk_c, ak, false, stream);
+    copy_view(dv_c, av, false, stream);
+    const TensorView sk = h.kv(slab_k), sv = h.kv(slab_v);
+    if (!slab_inside && !own.empty(nd)) {
+      copy_view(sub(ak, nd, own, rp.halo), sub(sk, nd, own, rp.slab), true, stream);
+      copy_view(sub(av, nd, own, rp.halo), sub(sv, nd, own, rp.slab), true, stream);
+    }
+    // This chunk's halo gradients to their owners (fp32 on the wire), on the exchange stream.
+    computed.record(c, stream);
+    computed.wait(c, streams.comm);
+    std::vector<Transfer> list;
+    for (const HaloPiece& p : plan.pieces) {
+      if (p.dst == R.r) {
+        list.push_back(Transfer{p.src, true, sub(ak, nd, p.box, rp.halo), false});
+        list.push_back(Transfer{p.src, true, sub(av, nd, p.box, rp.halo), false});
+      } else if (p.src == R.r) {
+        list.push_back(Transfer{p.dst, false, sub(sk, nd, p.box, rp.slab), true});
+        list.push_back(Transfer{p.dst, false, sub(sv, nd, p.box, rp.slab), true});
+      }
+    }
+    exchange(list, comm, streams.comm, bufs);
+  }
+  streams.join();
+  copy_view(slab_k, args.dkey, false, stream);
+  copy_view(slab_v, args.dvalue, false, stream);
+}
+
+}  // namespace
 
 void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int rank, ncclComm* comm,
                          CUstream_st* stream, const ShardedOptions& opt) {
@@ -491,24 +687,29 @@ void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int r
     kh = dense(bufs.alloc(bytes_of(whole.key), stream), args.key.dtype, args.key, nd, rp.halo);
     vh = dense(bufs.alloc(bytes_of(whole.value), stream), args.value.dtype, args.value, nd, rp.halo);
   }
+  const bool grads_move = !rp.recv.empty() || !rp.send.empty();
+  const Overlap mode = resolve_overlap(opt.overlap, args.key.size(args.key.dim() - 2));
+  if (mode == Overlap::heads && need_halo && grads_move) {
+    backward_heads(args, plan, R, comm, stream, opt, gather, kh, vh, bufs);
+    return;
+  }
   // The query boxes: the interior on the local K/V while the exchange runs, then the boundary.
   struct Call {
     Box q;
     bool halo;
   };
   std::vector<Call> calls;
-  if (opt.overlap && gather && need_halo && !rp.interior.empty(nd) && !(rp.interior == rp.slab)) {
+  if (mode == Overlap::interior && gather && need_halo && !rp.interior.empty(nd) && !(rp.interior == rp.slab)) {
     calls.push_back(Call{rp.interior, false});
     for (const Box& b : rp.boundary) calls.push_back(Call{b, true});
   } else {
     calls.push_back(Call{rp.slab, need_halo});
   }
-  const bool grads_move = !rp.recv.empty() || !rp.send.empty();
   const bool direct = calls.size() == 1 && !grads_move && kvbox == rp.slab;
   const bool extra = args.additional_keys.has_value();
   const bool extra_direct = calls.size() == 1;
 
-  StreamPair streams(stream, opt.overlap && gather, opt.comm_stream);
+  StreamPair streams(stream, mode != Overlap::none && gather, opt.comm_stream);
   streams.fork();
   if (gather) gather_impl(R, args.key, args.value, need_halo ? &kh : nullptr, need_halo ? &vh : nullptr, comm,
                           streams.comm, bufs);

@@ -293,8 +293,15 @@ Global reference(const Problem& p, DType dtype, uint64_t seed) {
   return g;
 }
 
+using nattn::dist::Overlap;
+
+const char* overlap_name(Overlap o) {
+  return o == Overlap::none ? "no-overlap" : o == Overlap::heads ? "heads" : o == Overlap::interior ? "interior"
+                                                                                                  : "automatic";
+}
+
 struct Variant {
-  bool overlap = true;
+  Overlap overlap = Overlap::automatic;  // automatic: head chunks here (every problem has >= 2 K/V heads)
   bool padded = false;
   bool keep_halo = false;  // forward fills caller-owned halo buffers; the backward reuses them
   // The ranks' backend: "cutlass-fna", or "" (automatic: hopper-fna's direct mode for fp16/bf16
@@ -348,7 +355,7 @@ void run_sharded(const Problem& p, DType dtype, const Global& g, int R, const Va
   const int nd = p.params.rank;
   const HaloPlan plan = nattn::dist::make_halo_plan(p.extent, p.params, ProcessGrid::even(p.extent, ranks_per_axis(p, R)));
   const std::string label = p.name + " " + nattn::dtype_name(dtype) + " R=" + std::to_string(R) + " " +
-                            plan.grid.describe() + (var.overlap ? " overlap" : " no-overlap") +
+                            plan.grid.describe() + " " + overlap_name(var.overlap) +
                             (var.padded ? " padded" : "") + (var.keep_halo ? " keep_halo" : "");
   SCOPED_TRACE(label);
   std::vector<RankData> data(static_cast<size_t>(R));
@@ -501,7 +508,10 @@ class NcclSharded : public ::testing::Test {
   }
 };
 
-const std::vector<Variant> kBasic = {{true, false, false}, {false, false, false}, {true, false, false, ""}};
+const std::vector<Variant> kBasic = {{Overlap::automatic, false, false},
+                                     {Overlap::none, false, false},
+                                     {Overlap::interior, false, false},
+                                     {Overlap::automatic, false, false, ""}};
 
 TEST_F(NcclSharded, OneD) {
   sweep({{"1d k7", {64}, params_of({7}, {1}, {1}, {false}), {0}},
@@ -531,7 +541,11 @@ TEST_F(NcclSharded, ThreeD) {
 TEST_F(NcclSharded, StridedTensorsAndKeptHalos) {
   sweep({{"2d k5x5 axes 0,1", {16, 16}, params_of({5, 5}, {1, 1}, {1, 1}, {false, false}), {0, 1}},
          {"3d k3x3x3 axis0", {8, 6, 10}, params_of({3, 3, 3}, {1, 1, 2}, {1, 2, 1}, {false, false, false}), {0}}},
-        {{true, true, false}, {false, true, true}, {true, false, true}, {true, true, true}});
+        {{Overlap::automatic, true, false},
+         {Overlap::none, true, true},
+         {Overlap::automatic, false, true},
+         {Overlap::interior, true, true},
+         {Overlap::heads, true, true}});
 }
 
 TEST_F(NcclSharded, AdditionalKeys) {
