@@ -225,15 +225,20 @@ bool hopper_fna_direct(const NaProblem& p) {
 struct AxisTiles {
   int64_t walked = 0, inside = 0;
 };
+// A sub-domain (direct mode, dilation 1) tiles its local queries q_origin + [0, spatial) with the
+// windows of the global grid.
 AxisTiles hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
   const size_t i = static_cast<size_t>(axis);
-  const sem::Axis a{p.spatial[i], p.params.kernel_size[i], p.params.stride[i], p.params.dilation[i],
-                    p.params.is_causal[i]};
+  const bool sub = p.sub_domain.has_value();
+  const sem::Axis a{sub ? p.sub_domain->global_extent[i] : p.spatial[i], p.params.kernel_size[i], p.params.stride[i],
+                    p.params.dilation[i], p.params.is_causal[i]};
+  const int64_t q_lo = sub ? p.sub_domain->q_origin[i] : 0;
   AxisTiles n;
   for (int64_t g = 0; g < a.dilation; ++g) {
     const int64_t lg = sem::group_extent(a.extent, a.dilation, g);
-    for (int64_t q0 = 0; q0 < lg; q0 += qt) {
-      const int64_t q1 = std::min(q0 + qt, lg);
+    const int64_t q_end = sub ? q_lo + p.spatial[i] : lg;
+    for (int64_t q0 = q_lo; q0 < q_end; q0 += qt) {
+      const int64_t q1 = std::min(q0 + qt, q_end);
       const sem::Range first = sem::window(q0, lg, a), last = sem::window(q1 - 1, lg, a);
       const int64_t kvo = direct ? first.start : first.start / kt * kt;
       n.walked += direct ? sem::ceil_div(last.end - first.start, kt) : sem::ceil_div(last.end, kt) - first.start / kt;
@@ -271,9 +276,11 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
   bool known = rank >= 1 && rank <= 3;
   for (int i = 0; known && i < rank; ++i) {
     const size_t s = static_cast<size_t>(i);
+    const int64_t extent = p.sub_domain ? p.sub_domain->global_extent[s] : p.spatial[s];
     known = p.spatial[s] >= 1 && p.params.kernel_size[s] >= 1 && p.params.stride[s] >= 1 &&
             p.params.stride[s] <= p.params.kernel_size[s] && p.params.dilation[s] >= 1 &&
-            p.params.kernel_size[s] * p.params.dilation[s] <= p.spatial[s];
+            p.params.kernel_size[s] * p.params.dilation[s] <= extent &&
+            (!p.sub_domain || p.sub_domain->q_origin[s] + p.spatial[s] <= extent);
   }
   if (!known) return out;  // invalid parameters (validation reports them): NATTEN's order
   const bool direct = hopper_fna_direct(p);
@@ -310,11 +317,12 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
 // The ranking costs ~0.2 ms (540 pairs in 3-D) and every forward call resolves its config: the
 // lists of the last problems seen are kept, keyed by what the order depends on.
 ConfigList hopper_fna_forward(const NaProblem& p) {
-  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0};
+  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0, p.sub_domain ? 1 : 0};
   for (int i = 0; i < p.rank(); ++i) {
     const size_t s = static_cast<size_t>(i);
     key.insert(key.end(), {p.spatial[s], p.params.kernel_size[s], p.params.stride[s], p.params.dilation[s],
                            p.params.is_causal[s] ? 1 : 0});
+    if (p.sub_domain) key.insert(key.end(), {p.sub_domain->global_extent[s], p.sub_domain->q_origin[s]});
   }
   static std::mutex mu;
   static std::map<std::vector<int64_t>, ConfigList> cache;

@@ -6,9 +6,10 @@ sharded forward and backward equal the single-GPU result.
     python tests/python/dist_gpu_check.py --dry-run --world 8             # list the cases and plans
 
 Every rank builds the full problem from the same seed, runs nattn's na1d/na2d/na3d on it (the
-single-GPU result, automatic backend), then runs distributed_na on its own slab (overlap on and off)
-and compares out, lse, dquery, dkey, dvalue (and the all-reduced additional-KV gradients) with the
-rows of the single-GPU result. Errors are max |sharded - single| / max |single| over all ranks;
+single-GPU result, automatic backend), then runs distributed_na on its own slab in every overlap
+mode (True = head chunks where there are >= 2 key/value heads, 'interior', none) and compares
+out, lse, dquery, dkey, dvalue (and the all-reduced additional-KV gradients) with the rows of the
+single-GPU result. Errors are max |sharded - single| / max |single| over all ranks;
 tolerances: fp32 1e-5, bf16 2e-2 (fp64 on the CPU: 1e-12). Rank 0 prints one PASS/FAIL line per
 case; the exit status is non-zero if any case fails. NCCL settings (NCCL_NVLS_ENABLE, ...) are left as
 the environment sets them.
@@ -96,7 +97,7 @@ def inputs(c, dtype, device, seed):
 
 
 def run_case(c, dtype, device, seed, ref_backend, backend):
-    """{quantity: relative error} on this rank (max over overlap on/off), normalised by the global
+    """{quantity: relative error} on this rank (max over the overlap modes), normalised by the global
     max |single| (so the all-reduced max is the global relative error)."""
     q, k, v, do, dl, ak, av = inputs(c, dtype, device, seed)
     na = NA[len(c["spatial"])]
@@ -109,7 +110,7 @@ def run_case(c, dtype, device, seed, ref_backend, backend):
     rank = dist.get_rank()
     sl = nd.rank_slices(rank, len(c["spatial"]), c["axis"], c["sizes"])
     errs = {}
-    for overlap in (True, False):
+    for overlap in (True, "interior", False):
         lq, lk, lv = (x[sl].clone().requires_grad_(True) for x in (q, k, v))
         lak, lav = (None if x is None else x.clone().requires_grad_(True) for x in (ak, av))
         o, ls = nd.distributed_na(lq, lk, lv, c["ks"], c["axis"], c["sizes"], c["st"], c["dil"], c["causal"],
