@@ -1,7 +1,8 @@
 // Multi-GPU NA over NCCL: strong and weak scaling of a 3-D video problem split along axis 0
 // (bf16, batch 1, 24 heads, head dim 128, window 18x24x24). One process drives the GPUs (one host
-// thread per rank). Per rank count R: forward and forward+backward with and without overlap, and
-// the K/V halo exchange alone (gather_halo); the median of the timed iterations of each rank, then
+// thread per rank). Per rank count R: forward and forward+backward with the default overlap (head
+// chunks), without overlap and (forward+backward) with the interior split, and the K/V halo
+// exchange alone (gather_halo); the median of the timed iterations of each rank, then
 // the slowest rank. Strong: global 32x48x80 (R slabs of 32/R rows); weak: 32 rows per rank
 // (global 32R x 48 x 80). Markdown on stdout.
 //
@@ -88,7 +89,7 @@ struct Buf {
 };
 
 struct Timings {
-  double fwd = 0, fwd_serial = 0, fwdbwd = 0, fwdbwd_serial = 0, halo = 0;
+  double fwd = 0, fwd_serial = 0, fwdbwd = 0, fwdbwd_serial = 0, fwdbwd_interior = 0, halo = 0;
 };
 
 struct Row {
@@ -196,6 +197,10 @@ Timings run(const std::vector<int64_t>& global, int R, int iters) {
           dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::none));
           dist::na_backward_sharded(b, plan, r, comm, stream, options(dist::Overlap::none));
         });
+        t.fwdbwd_interior = timed([&] {
+          dist::na_forward_sharded(f, plan, r, comm, stream, options(dist::Overlap::interior));
+          dist::na_backward_sharded(b, plan, r, comm, stream, options(dist::Overlap::interior));
+        });
         check(cudaStreamSynchronize(stream), "sync");
         cudaStreamDestroy(stream);
       } catch (const std::exception& e) {
@@ -213,6 +218,7 @@ Timings run(const std::vector<int64_t>& global, int R, int iters) {
     worst.fwd_serial = std::max(worst.fwd_serial, t.fwd_serial);
     worst.fwdbwd = std::max(worst.fwdbwd, t.fwdbwd);
     worst.fwdbwd_serial = std::max(worst.fwdbwd_serial, t.fwdbwd_serial);
+    worst.fwdbwd_interior = std::max(worst.fwdbwd_interior, t.fwdbwd_interior);
     worst.halo = std::max(worst.halo, t.halo);
   }
   return worst;
@@ -260,8 +266,8 @@ int main(int argc, char** argv) {
               }(),
               iters, gpus);
   std::printf("| scaling | ranks | global | rows/rank | halo rows | halo exchange ms | fwd ms | fwd no-overlap ms | "
-              "fwd+bwd ms | fwd+bwd no-overlap ms | overlap gain fwd+bwd | efficiency fwd+bwd |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "fwd+bwd ms | fwd+bwd no-overlap ms | fwd+bwd interior split ms | overlap gain fwd+bwd | efficiency fwd+bwd |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   double base_strong = 0, base_weak = 0;
   for (const char* mode : {"strong", "weak"}) {
     for (int R : ranks) {
@@ -281,9 +287,10 @@ int main(int argc, char** argv) {
         double& base = std::string(mode) == "strong" ? base_strong : base_weak;
         if (R == ranks.front() && R == 1) base = t.fwdbwd;
         const double eff = base > 0 ? (std::string(mode) == "strong" ? base / (R * t.fwdbwd) : base / t.fwdbwd) : 0;
-        std::printf("| %s | %d | %lldx48x80 | %lld | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %s |\n", mode, R,
-                    static_cast<long long>(global[0]), static_cast<long long>(global[0] / R),
+        std::printf("| %s | %d | %lldx48x80 | %lld | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %s |\n", mode,
+                    R, static_cast<long long>(global[0]), static_cast<long long>(global[0] / R),
                     static_cast<long long>(halo_rows), t.halo, t.fwd, t.fwd_serial, t.fwdbwd, t.fwdbwd_serial,
+                    t.fwdbwd_interior,
                     t.fwdbwd_serial / t.fwdbwd, base > 0 ? (std::to_string(static_cast<int>(eff * 100 + 0.5)) + "%").c_str() : "-");
         std::fflush(stdout);
       } catch (const std::exception& e) {
