@@ -67,10 +67,10 @@ def cases(world):
         extra=2)
     add(f"2d-grid{gb}x{ga}-causal", (6 * gb + 1, 5 * ga + 2), (4, 6), (1, 3), (1, 1), (True, True), (0, 1),
         (gb, ga), lse=True)
-    add("3d-axis0", (4 * n + 1, 12, 16), (3, 5, 5), (1, 1, 2), (2, 1, 1), (False, False, True), 0, n)
+    add("3d-axis0", (max(4 * n + 1, 7), 12, 16), (3, 5, 5), (1, 1, 2), (2, 1, 1), (False, False, True), 0, n)
     add(f"3d-grid{ga}x{gb}-axes02", (3 * ga + 3, 10, 4 * gb + 6), (3, 3, 5), (1, 2, 1), (1, 1, 2),
         (True, False, False), (0, 2), (ga, gb), extra=2, lse=True)
-    add(f"3d-grid{ga}x{gb}-axes12", (6, 4 * ga + 4, 5 * gb + 3), (3, 5, 5), (2, 1, 1), (1, 2, 1),
+    add(f"3d-grid{ga}x{gb}-axes12", (6, max(4 * ga + 4, 10), 5 * gb + 3), (3, 5, 5), (2, 1, 1), (1, 2, 1),
         (False, True, False), (1, 2), (ga, gb), h=6, hkv=3)
     add(f"3d-grid{ga}x{gb}-interior", (8 * ga, 6, 8 * gb), (3, 3, 3), 1, (1, 2, 1), False, (0, 2), (ga, gb),
         lse=True)  # interior plus onion boxes along both axes
