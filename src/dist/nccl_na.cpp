@@ -487,8 +487,9 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   }
   const Overlap mode = resolve_overlap(opt.overlap, args.key.size(args.key.dim() - 2));
   const bool split = mode == Overlap::interior && need_halo && !rp.interior.empty(R.nd) && !(rp.interior == rp.slab);
-  // Head chunks: only worth it when halo pieces arrive (else one call, its sends overlapping).
-  const bool chunked = mode == Overlap::heads && need_halo && communicates;
+  // Head chunks: the messages of every communicating rank are chunked alike (both ends must match);
+  // a rank that receives nothing computes its slab in one call while its chunks go out.
+  const bool chunked = mode == Overlap::heads && communicates;
   const std::vector<HeadChunk> chunks =
       chunked ? head_chunks(args.key.size(args.key.dim() - 2), args.query.size(args.query.dim() - 2))
               : std::vector<HeadChunk>{};
@@ -498,8 +499,9 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   if (chunked) {
     for (size_t c = 0; c < chunks.size(); ++c) {
       const HeadChunk& h = chunks[c];
-      const TensorView khc = h.kv(kh), vhc = h.kv(vh);
-      gather_impl(R, h.kv(args.key), h.kv(args.value), &khc, &vhc, comm, streams.comm, bufs);
+      const TensorView khc = need_halo ? h.kv(kh) : TensorView(), vhc = need_halo ? h.kv(vh) : TensorView();
+      gather_impl(R, h.kv(args.key), h.kv(args.value), need_halo ? &khc : nullptr, need_halo ? &vhc : nullptr, comm,
+                  streams.comm, bufs);
       arrived.record(c, streams.comm);
     }
   } else if (need_halo || communicates) {
@@ -530,7 +532,7 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
     a.sub_domain = plan.sub_domain(rank, q, halo ? rp.halo : rp.slab);
     na_forward(a, run);
   };
-  if (chunked) {
+  if (chunked && need_halo) {
     for (size_t c = 0; c < chunks.size(); ++c) {  // chunk c computes while chunks c+1.. are in flight
       arrived.wait(c, stream);
       call(rp.slab, true, &chunks[c]);
@@ -548,18 +550,21 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
 
 namespace {
 
-// Overlap::heads backward (halo K/V in kh/vh; halo gradients move): per chunk of key/value heads,
-// (gather its halo K/V when `gather`,) the whole slab's backward against it, its dK/dV added into
-// fp32 accumulators over the halo box, and its halo gradients sent to their owners on the exchange
-// stream while the next chunk computes; the owners add what they receive (fp32) into their slab's
-// accumulator. The sum order (own contribution, then pieces in plan order) is that of the one-call
-// path, so results are identical. dQ and the additional-KV gradients are written per chunk (disjoint
-// heads).
+// Overlap::heads backward of a rank that communicates (every such rank takes it, so that the
+// messages of both ends are chunked alike): per chunk of key/value heads, (its halo K/V gathered
+// when `gather`,) the whole slab's backward against the K/V frame (the halo buffer kh/vh over the
+// halo box when need_halo, else the local K/V), its dK/dV added into fp32 accumulators over that
+// box, and its halo gradients sent to their owners on the exchange stream while the next chunk
+// computes; the owners add what they receive (fp32) into their slab's accumulator. The sum order
+// (own contribution, then pieces in plan order) is that of the one-call path, so results are
+// identical. dQ and the additional-KV gradients are written per chunk (disjoint heads).
 void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank& R, ncclComm* comm,
-                    cudaStream_t stream, const ShardedOptions& opt, bool gather, const TensorView& kh,
-                    const TensorView& vh, Buffers& bufs) {
+                    cudaStream_t stream, const ShardedOptions& opt, bool gather, bool need_halo,
+                    const TensorView& kh, const TensorView& vh, Buffers& bufs) {
   const RankPlan& rp = R.rp;
   const int nd = R.nd;
+  const Box kvbox = need_halo ? rp.halo : rp.slab;
+  const TensorView key_frame = need_halo ? kh : args.key, value_frame = need_halo ? vh : args.value;
   const std::vector<HeadChunk> chunks =
       head_chunks(args.key.size(args.key.dim() - 2), args.query.size(args.query.dim() - 2));
   ChunkEvents arrived(chunks.size()), computed(chunks.size());
@@ -568,49 +573,58 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
   if (gather)
     for (size_t c = 0; c < chunks.size(); ++c) {
       const HeadChunk& h = chunks[c];
-      const TensorView khc = h.kv(kh), vhc = h.kv(vh);
-      gather_impl(R, h.kv(args.key), h.kv(args.value), &khc, &vhc, comm, streams.comm, bufs);
+      const TensorView khc = need_halo ? h.kv(kh) : TensorView(), vhc = need_halo ? h.kv(vh) : TensorView();
+      gather_impl(R, h.kv(args.key), h.kv(args.value), need_halo ? &khc : nullptr, need_halo ? &vhc : nullptr, comm,
+                  streams.comm, bufs);
       arrived.record(c, streams.comm);
     }
-  // fp32 accumulators over the halo box (all heads) and the slab's (a view when the halo covers it).
-  const TensorView acc_k = dense(bufs.alloc(bytes_as(kh, DType::f32), stream), DType::f32, kh, nd, rp.halo);
-  const TensorView acc_v = dense(bufs.alloc(bytes_as(vh, DType::f32), stream), DType::f32, vh, nd, rp.halo);
+  // fp32 accumulators over the K/V box (all heads) and the slab's (a view when the box covers it).
+  const TensorView acc_k =
+      dense(bufs.alloc(bytes_as(key_frame, DType::f32), stream), DType::f32, key_frame, nd, kvbox);
+  const TensorView acc_v =
+      dense(bufs.alloc(bytes_as(value_frame, DType::f32), stream), DType::f32, value_frame, nd, kvbox);
   zero(acc_k, stream);
   zero(acc_v, stream);
-  const bool slab_inside = rp.halo.contains(rp.slab, nd);
+  const bool slab_inside = kvbox.contains(rp.slab, nd);
   TensorView slab_k, slab_v;
   if (slab_inside) {
-    slab_k = sub(acc_k, nd, rp.slab, rp.halo);
-    slab_v = sub(acc_v, nd, rp.slab, rp.halo);
+    slab_k = sub(acc_k, nd, rp.slab, kvbox);
+    slab_v = sub(acc_v, nd, rp.slab, kvbox);
   } else {
     slab_k = dense(bufs.alloc(bytes_as(args.key, DType::f32), stream), DType::f32, args.key, nd, rp.slab);
     slab_v = dense(bufs.alloc(bytes_as(args.value, DType::f32), stream), DType::f32, args.value, nd, rp.slab);
     zero(slab_k, stream);
     zero(slab_v, stream);
   }
-  const Box own = intersect(rp.slab, rp.halo, nd);
+  const Box own = intersect(rp.slab, kvbox, nd);
   // One dtype scratch of the largest chunk, reused (stream order: its copy-out precedes the next use).
   int64_t most = 0;
   for (const HeadChunk& h : chunks) most = std::max(most, h.kvn);
-  void* scratch_k = bufs.alloc(bytes_of(kh) / static_cast<size_t>(kh.size(kh.dim() - 2)) * static_cast<size_t>(most), stream);
-  void* scratch_v = bufs.alloc(bytes_of(vh) / static_cast<size_t>(vh.size(vh.dim() - 2)) * static_cast<size_t>(most), stream);
+  const auto scratch_of = [&](const TensorView& frame) {
+    std::vector<int64_t> shape = frame.shape;
+    shape[shape.size() - 2] = most;
+    return bufs.alloc(bytes_of(TensorView(nullptr, frame.dtype, shape, frame.device)), stream);
+  };
+  void* scratch_k = scratch_of(key_frame);
+  void* scratch_v = scratch_of(value_frame);
 
   RunOptions run = opt.run;
   run.stream = stream;
   for (size_t c = 0; c < chunks.size(); ++c) {
     const HeadChunk& h = chunks[c];
     if (gather) arrived.wait(c, stream);
-    std::vector<int64_t> kcs = kh.shape, vcs = vh.shape;
+    std::vector<int64_t> kcs = key_frame.shape, vcs = value_frame.shape;
     kcs[kcs.size() - 2] = vcs[vcs.size() - 2] = h.kvn;
-    const TensorView dk_c(scratch_k, kh.dtype, kcs, kh.device), dv_c(scratch_v, vh.dtype, vcs, vh.device);
+    const TensorView dk_c(scratch_k, key_frame.dtype, kcs, key_frame.device);
+    const TensorView dv_c(scratch_v, value_frame.dtype, vcs, value_frame.device);
     NaBackwardArgs a = args;
     a.query = h.q(args.query);
     a.out = h.q(args.out);
     a.lse = h.lse(args.lse);
     a.dout = h.q(args.dout);
     a.dquery = h.q(args.dquery);
-    a.key = h.kv(kh);
-    a.value = h.kv(vh);
+    a.key = h.kv(key_frame);
+    a.value = h.kv(value_frame);
     a.dkey = dk_c;
     a.dvalue = dv_c;
     if (args.additional_keys) {
@@ -619,15 +633,15 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
       a.dadditional_keys = h.kv(*args.dadditional_keys);
       a.dadditional_values = h.kv(*args.dadditional_values);
     }
-    a.sub_domain = plan.sub_domain(R.r, rp.slab, rp.halo);
+    a.sub_domain = plan.sub_domain(R.r, rp.slab, kvbox);
     na_backward(a, run);
     const TensorView ak = h.kv(acc_k), av = h.kv(acc_v);
     copy_view(dk_c, ak, false, stream);
     copy_view(dv_c, av, false, stream);
     const TensorView sk = h.kv(slab_k), sv = h.kv(slab_v);
     if (!slab_inside && !own.empty(nd)) {
-      copy_view(sub(ak, nd, own, rp.halo), sub(sk, nd, own, rp.slab), true, stream);
-      copy_view(sub(av, nd, own, rp.halo), sub(sv, nd, own, rp.slab), true, stream);
+      copy_view(sub(ak, nd, own, kvbox), sub(sk, nd, own, rp.slab), true, stream);
+      copy_view(sub(av, nd, own, kvbox), sub(sv, nd, own, rp.slab), true, stream);
     }
     // This chunk's halo gradients to their owners (fp32 on the wire), on the exchange stream.
     computed.record(c, stream);
@@ -635,8 +649,8 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
     std::vector<Transfer> list;
     for (const HaloPiece& p : plan.pieces) {
       if (p.dst == R.r) {
-        list.push_back(Transfer{p.src, true, sub(ak, nd, p.box, rp.halo), false});
-        list.push_back(Transfer{p.src, true, sub(av, nd, p.box, rp.halo), false});
+        list.push_back(Transfer{p.src, true, sub(ak, nd, p.box, kvbox), false});
+        list.push_back(Transfer{p.src, true, sub(av, nd, p.box, kvbox), false});
       } else if (p.src == R.r) {
         list.push_back(Transfer{p.dst, false, sub(sk, nd, p.box, rp.slab), true});
         list.push_back(Transfer{p.dst, false, sub(sv, nd, p.box, rp.slab), true});
@@ -689,8 +703,8 @@ void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int r
   }
   const bool grads_move = !rp.recv.empty() || !rp.send.empty();
   const Overlap mode = resolve_overlap(opt.overlap, args.key.size(args.key.dim() - 2));
-  if (mode == Overlap::heads && need_halo && grads_move) {
-    backward_heads(args, plan, R, comm, stream, opt, gather, kh, vh, bufs);
+  if (mode == Overlap::heads && grads_move) {  // every communicating rank: the messages must match
+    backward_heads(args, plan, R, comm, stream, opt, gather, need_halo, kh, vh, bufs);
     return;
   }
   // The query boxes: the interior on the local K/V while the exchange runs, then the boundary.
