@@ -478,7 +478,7 @@ TEST(ReferenceSubDomain, OtherBackendsReject) {
   options.backend = "";
   nattn::na_forward(f, options);
   EXPECT_EQ(nattn::reject_reason("cpu", nattn::describe(f), nattn::Pass::forward),
-            "sub-domain NA runs on the reference and cutlass-fna backends only");
+            "sub-domain NA runs on the reference and cutlass-fna backends only (and on hopper-fna forward)");
   EXPECT_EQ(nattn::reject_reason("reference", nattn::describe(f), nattn::Pass::forward), "");
   const nattn::Selection sel = nattn::choose_backend(nattn::describe(f), nattn::Pass::forward);
   EXPECT_EQ(sel.backend, "reference");
