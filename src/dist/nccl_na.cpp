@@ -334,6 +334,19 @@ void gather_impl(const Rank& R, const TensorView& key, const TensorView& value, 
   exchange(list, comm, stream, bufs);
 }
 
+// gather_impl per head chunk (Overlap::heads), each followed by its event in `arrived`; kh/vh (the
+// halo buffers) only when the rank receives.
+void gather_chunks(const Rank& R, const std::vector<HeadChunk>& chunks, const TensorView& key, const TensorView& value,
+                   bool need_halo, const TensorView& kh, const TensorView& vh, ncclComm_t comm, cudaStream_t stream,
+                   Buffers& bufs, ChunkEvents& arrived) {
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const HeadChunk& h = chunks[c];
+    const TensorView khc = need_halo ? h.kv(kh) : TensorView(), vhc = need_halo ? h.kv(vh) : TensorView();
+    gather_impl(R, h.kv(key), h.kv(value), need_halo ? &khc : nullptr, need_halo ? &vhc : nullptr, comm, stream, bufs);
+    arrived.record(c, stream);
+  }
+}
+
 // ---- validation ---------------------------------------------------------------------------------
 
 struct Named {
@@ -497,13 +510,7 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   StreamPair streams(stream, mode != Overlap::none && communicates, opt.comm_stream);
   streams.fork();
   if (chunked) {
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      const HeadChunk& h = chunks[c];
-      const TensorView khc = need_halo ? h.kv(kh) : TensorView(), vhc = need_halo ? h.kv(vh) : TensorView();
-      gather_impl(R, h.kv(args.key), h.kv(args.value), need_halo ? &khc : nullptr, need_halo ? &vhc : nullptr, comm,
-                  streams.comm, bufs);
-      arrived.record(c, streams.comm);
-    }
+    gather_chunks(R, chunks, args.key, args.value, need_halo, kh, vh, comm, streams.comm, bufs, arrived);
   } else if (need_halo || communicates) {
     gather_impl(R, args.key, args.value, need_halo ? &kh : nullptr, need_halo ? &vh : nullptr, comm, streams.comm, bufs);
   }
@@ -550,6 +557,40 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
 
 namespace {
 
+// The own slab's fp32 K/V gradient: a view of the accumulators over the K/V box when the box covers
+// the slab, else zeroed buffers of their own (the caller adds the own part of the box in).
+struct SlabGrad {
+  TensorView k, v;
+  bool is_view;
+};
+SlabGrad slab_grad(const TensorView& acc_k, const TensorView& acc_v, const Box& kvbox, const RankPlan& rp, int nd,
+                   const NaBackwardArgs& args, Buffers& bufs, cudaStream_t stream) {
+  if (kvbox.contains(rp.slab, nd)) return {sub(acc_k, nd, rp.slab, kvbox), sub(acc_v, nd, rp.slab, kvbox), true};
+  SlabGrad g{dense(bufs.alloc(bytes_as(args.key, DType::f32), stream), DType::f32, args.key, nd, rp.slab),
+             dense(bufs.alloc(bytes_as(args.value, DType::f32), stream), DType::f32, args.value, nd, rp.slab), false};
+  zero(g.k, stream);
+  zero(g.v, stream);
+  return g;
+}
+
+// The halo-gradient messages of `rank` (fp32 on the wire), in plan order: the pieces of its K/V-box
+// accumulators that belong to other slabs go to their owners; the pieces of its own slab that other
+// ranks used come back and are added into `slab`.
+std::vector<Transfer> grad_messages(const HaloPlan& plan, int rank, int nd, const TensorView& acc_k,
+                                    const TensorView& acc_v, const Box& kvbox, const SlabGrad& slab, const Box& slab_box) {
+  std::vector<Transfer> list;
+  for (const HaloPiece& p : plan.pieces) {
+    if (p.dst == rank) {
+      list.push_back(Transfer{p.src, true, sub(acc_k, nd, p.box, kvbox), false});
+      list.push_back(Transfer{p.src, true, sub(acc_v, nd, p.box, kvbox), false});
+    } else if (p.src == rank) {
+      list.push_back(Transfer{p.dst, false, sub(slab.k, nd, p.box, slab_box), true});
+      list.push_back(Transfer{p.dst, false, sub(slab.v, nd, p.box, slab_box), true});
+    }
+  }
+  return list;
+}
+
 // Overlap::heads backward of a rank that communicates (every such rank takes it, so that the
 // messages of both ends are chunked alike): per chunk of key/value heads, (its halo K/V gathered
 // when `gather`,) the whole slab's backward against the K/V frame (the halo buffer kh/vh over the
@@ -570,14 +611,7 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
   ChunkEvents arrived(chunks.size()), computed(chunks.size());
   StreamPair streams(stream, true, opt.comm_stream);
   streams.fork();
-  if (gather)
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      const HeadChunk& h = chunks[c];
-      const TensorView khc = need_halo ? h.kv(kh) : TensorView(), vhc = need_halo ? h.kv(vh) : TensorView();
-      gather_impl(R, h.kv(args.key), h.kv(args.value), need_halo ? &khc : nullptr, need_halo ? &vhc : nullptr, comm,
-                  streams.comm, bufs);
-      arrived.record(c, streams.comm);
-    }
+  if (gather) gather_chunks(R, chunks, args.key, args.value, need_halo, kh, vh, comm, streams.comm, bufs, arrived);
   // fp32 accumulators over the K/V box (all heads) and the slab's (a view when the box covers it).
   const TensorView acc_k =
       dense(bufs.alloc(bytes_as(key_frame, DType::f32), stream), DType::f32, key_frame, nd, kvbox);
@@ -585,17 +619,7 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
       dense(bufs.alloc(bytes_as(value_frame, DType::f32), stream), DType::f32, value_frame, nd, kvbox);
   zero(acc_k, stream);
   zero(acc_v, stream);
-  const bool slab_inside = kvbox.contains(rp.slab, nd);
-  TensorView slab_k, slab_v;
-  if (slab_inside) {
-    slab_k = sub(acc_k, nd, rp.slab, kvbox);
-    slab_v = sub(acc_v, nd, rp.slab, kvbox);
-  } else {
-    slab_k = dense(bufs.alloc(bytes_as(args.key, DType::f32), stream), DType::f32, args.key, nd, rp.slab);
-    slab_v = dense(bufs.alloc(bytes_as(args.value, DType::f32), stream), DType::f32, args.value, nd, rp.slab);
-    zero(slab_k, stream);
-    zero(slab_v, stream);
-  }
+  const SlabGrad slab = slab_grad(acc_k, acc_v, kvbox, rp, nd, args, bufs, stream);
   const Box own = intersect(rp.slab, kvbox, nd);
   // One dtype scratch of the largest chunk, reused (stream order: its copy-out precedes the next use).
   int64_t most = 0;
@@ -638,29 +662,19 @@ void backward_heads(const NaBackwardArgs& args, const HaloPlan& plan, const Rank
     const TensorView ak = h.kv(acc_k), av = h.kv(acc_v);
     copy_view(dk_c, ak, false, stream);
     copy_view(dv_c, av, false, stream);
-    const TensorView sk = h.kv(slab_k), sv = h.kv(slab_v);
-    if (!slab_inside && !own.empty(nd)) {
-      copy_view(sub(ak, nd, own, kvbox), sub(sk, nd, own, rp.slab), true, stream);
-      copy_view(sub(av, nd, own, kvbox), sub(sv, nd, own, rp.slab), true, stream);
+    const SlabGrad sc{h.kv(slab.k), h.kv(slab.v), slab.is_view};
+    if (!slab.is_view && !own.empty(nd)) {
+      copy_view(sub(ak, nd, own, kvbox), sub(sc.k, nd, own, rp.slab), true, stream);
+      copy_view(sub(av, nd, own, kvbox), sub(sc.v, nd, own, rp.slab), true, stream);
     }
-    // This chunk's halo gradients to their owners (fp32 on the wire), on the exchange stream.
+    // This chunk's halo gradients to their owners, on the exchange stream.
     computed.record(c, stream);
     computed.wait(c, streams.comm);
-    std::vector<Transfer> list;
-    for (const HaloPiece& p : plan.pieces) {
-      if (p.dst == R.r) {
-        list.push_back(Transfer{p.src, true, sub(ak, nd, p.box, kvbox), false});
-        list.push_back(Transfer{p.src, true, sub(av, nd, p.box, kvbox), false});
-      } else if (p.src == R.r) {
-        list.push_back(Transfer{p.dst, false, sub(sk, nd, p.box, rp.slab), true});
-        list.push_back(Transfer{p.dst, false, sub(sv, nd, p.box, rp.slab), true});
-      }
-    }
-    exchange(list, comm, streams.comm, bufs);
+    exchange(grad_messages(plan, R.r, nd, ak, av, kvbox, sc, rp.slab), comm, streams.comm, bufs);
   }
   streams.join();
-  copy_view(slab_k, args.dkey, false, stream);
-  copy_view(slab_v, args.dvalue, false, stream);
+  copy_view(slab.k, args.dkey, false, stream);
+  copy_view(slab.v, args.dvalue, false, stream);
 }
 
 }  // namespace
@@ -795,37 +809,17 @@ void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int r
   }
   if (direct) return;
 
-  // The gradient of the own slab in fp32: a view of the accumulator, or its own buffer when the
-  // halo does not cover the slab.
-  TensorView slab_k, slab_v;
-  if (kvbox.contains(rp.slab, nd)) {
-    slab_k = sub(acc_k, nd, rp.slab, kvbox);
-    slab_v = sub(acc_v, nd, rp.slab, kvbox);
-  } else {
-    slab_k = dense(bufs.alloc(bytes_as(args.key, DType::f32), stream), DType::f32, args.key, nd, rp.slab);
-    slab_v = dense(bufs.alloc(bytes_as(args.value, DType::f32), stream), DType::f32, args.value, nd, rp.slab);
-    zero(slab_k, stream);
-    zero(slab_v, stream);
-    const Box own = intersect(rp.slab, kvbox, nd);
-    if (!own.empty(nd)) {
-      copy_view(sub(acc_k, nd, own, kvbox), sub(slab_k, nd, own, rp.slab), true, stream);
-      copy_view(sub(acc_v, nd, own, kvbox), sub(slab_v, nd, own, rp.slab), true, stream);
-    }
+  // The gradient of the own slab in fp32 (own part added when it is not a view), then the halo
+  // gradients back to their owners, summed there in plan order.
+  const SlabGrad slab = slab_grad(acc_k, acc_v, kvbox, rp, nd, args, bufs, stream);
+  const Box own = intersect(rp.slab, kvbox, nd);
+  if (!slab.is_view && !own.empty(nd)) {
+    copy_view(sub(acc_k, nd, own, kvbox), sub(slab.k, nd, own, rp.slab), true, stream);
+    copy_view(sub(acc_v, nd, own, kvbox), sub(slab.v, nd, own, rp.slab), true, stream);
   }
-  // Halo gradients back to their owners (fp32 on the wire), summed there in plan order.
-  std::vector<Transfer> list;
-  for (const HaloPiece& p : plan.pieces) {
-    if (p.dst == rank) {
-      list.push_back(Transfer{p.src, true, sub(acc_k, nd, p.box, kvbox), false});
-      list.push_back(Transfer{p.src, true, sub(acc_v, nd, p.box, kvbox), false});
-    } else if (p.src == rank) {
-      list.push_back(Transfer{p.dst, false, sub(slab_k, nd, p.box, rp.slab), true});
-      list.push_back(Transfer{p.dst, false, sub(slab_v, nd, p.box, rp.slab), true});
-    }
-  }
-  exchange(list, comm, stream, bufs);
-  copy_view(slab_k, args.dkey, false, stream);
-  copy_view(slab_v, args.dvalue, false, stream);
+  exchange(grad_messages(plan, rank, nd, acc_k, acc_v, kvbox, slab, rp.slab), comm, stream, bufs);
+  copy_view(slab.k, args.dkey, false, stream);
+  copy_view(slab.v, args.dvalue, false, stream);
 }
 
 }  // namespace nattn::dist

@@ -488,6 +488,15 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
   return bad;
 }
 
+// A random cooperative config from the tile shapes `ts`: the KV tile the Q tile's or another shape.
+TileConfig random_config(const std::vector<V>& ts, std::mt19937_64& rng) {
+  TileConfig cfg;
+  cfg.q_tile = ts[rng() % ts.size()];
+  cfg.kv_tile = rng() % 2 ? cfg.q_tile : ts[rng() % ts.size()];
+  cfg.schedule = KernelSchedule::cooperative;
+  return cfg;
+}
+
 TEST(HopperFnaWalk, MatchesBruteForce) {
   std::mt19937_64 rng(12345);
   const std::vector<std::vector<V>> tiles = {
@@ -511,11 +520,7 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
       p.dilation[static_cast<size_t>(i)] = d;
       p.is_causal[static_cast<size_t>(i)] = rng() % 3 == 0;
     }
-    const auto& ts = tiles[static_cast<size_t>(rank - 1)];
-    TileConfig cfg;
-    cfg.q_tile = ts[rng() % ts.size()];
-    cfg.kv_tile = rng() % 2 ? cfg.q_tile : ts[rng() % ts.size()];
-    cfg.schedule = KernelSchedule::cooperative;
+    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], rng);
     std::string why;
     const int bad = walk_check(p, extent, cfg, &why);
     EXPECT_EQ(bad, 0) << "extent " << shape_string(extent) << " " << p.describe() << " " << cfg.describe() << ": "
@@ -563,11 +568,7 @@ TEST(HopperFnaWalk, SubDomainMatchesBruteForce) {
       q_extent.push_back(b - a);
       kv_extent.push_back(khi - klo);
     }
-    const auto& ts = tiles[static_cast<size_t>(rank - 1)];
-    TileConfig cfg;
-    cfg.q_tile = ts[rng() % ts.size()];
-    cfg.kv_tile = rng() % 2 ? cfg.q_tile : ts[rng() % ts.size()];
-    cfg.schedule = KernelSchedule::cooperative;
+    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], rng);
     std::string why;
     const int bad = walk_check(p, q_extent, cfg, &why, true, &sd, kv_extent);
     EXPECT_EQ(bad, 0) << "sub-domain " << sd.describe(rank) << " query box " << shape_string(q_extent) << " K/V box "
