@@ -4,20 +4,24 @@ Every error names the argument, its value and what is allowed."""
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
 # ---- arrays of either framework ----------------------------------------------------------------
 
 
-def is_torch(x) -> bool:
-    try:
-        import sys
+_TORCH_TENSOR = None  # torch.Tensor once torch is imported (nattn never imports it itself)
 
+
+def is_torch(x) -> bool:
+    global _TORCH_TENSOR
+    if _TORCH_TENSOR is None:  # called on every op argument: look torch up until it is loaded
         torch = sys.modules.get("torch")
-        return torch is not None and isinstance(x, torch.Tensor)
-    except Exception:  # pragma: no cover
-        return False
+        if torch is None:
+            return False
+        _TORCH_TENSOR = torch.Tensor
+    return isinstance(x, _TORCH_TENSOR)
 
 
 def is_numpy(x) -> bool:

@@ -27,8 +27,9 @@ def _dl(x):
     if x is None:
         return None
     if is_torch(x):
-        x = x.detach()
-        if x.device.type == "cuda":
+        if x.requires_grad:  # DLPack refuses tensors that require grad (inside the ops none do)
+            x = x.detach()
+        if x.is_cuda:
             return x.__dlpack__(stream=-1)
     return x
 
