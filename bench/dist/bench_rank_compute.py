@@ -6,60 +6,93 @@ single-domain na3d), automatic forward+backward, and the cost of running it as 1
 
     PYTHONPATH=<nattn with CUDA> python3 bench/dist/bench_rank_compute.py
 """
-import torch, nattn
-from nattn import distributed as nd
-torch.manual_seed(0)
-G = (30, 48, 80); W = (18, 24, 24); H = 24; D = 128
-dev = "cuda"
-def t(shape): return torch.randn(shape, device=dev, dtype=torch.bfloat16)
-def timeit(fn, n=5):
-    fn(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(n):
-        a = torch.cuda.Event(enable_timing=True); b = torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    ts.sort(); return ts[len(ts) // 2]
-q = t((1,) + G + (H, D)); k = t((1,) + G + (H, D)); v = t((1,) + G + (H, D))
-print("single-domain na3d fwd %.2f ms" % timeit(lambda: nattn.na3d(q, k, v, W)))
-for axis in (0, 2):
-    n = G[axis]; lo, hi = 0, n // 2
-    qlo = [0, 0, 0]; qhi = list(G); qlo[axis], qhi[axis] = lo, hi
-    hlo, hhi = nd.halo_box(qlo, qhi, G, W)
-    sl_q = tuple(slice(a, b) for a, b in zip(qlo, qhi)); sl_k = tuple(slice(a, b) for a, b in zip(hlo, hhi))
-    qs = q[(slice(None),) + sl_q].contiguous(); ks = k[(slice(None),) + sl_k].contiguous(); vs = v[(slice(None),) + sl_k].contiguous()
-    res = {}
-    for be in ("hopper-fna", "cutlass-fna"):
-        f = lambda: nd.na_subdomain(qs, ks, vs, W, G, qlo, hlo, backend=be)
-        res[be] = f()
-        print("axis %d slab %s halo %s %-11s fwd %.2f ms" % (axis, tuple(b - a for a, b in zip(qlo, qhi)), tuple(b - a for a, b in zip(hlo, hhi)), be, timeit(f)))
-    ref = nattn.na3d(q, k, v, W)[(slice(None),) + sl_q]
-    for be, o in res.items():
-        print("   %s max|o - na3d| / max|na3d| = %.2e" % (be, ((o.float() - ref.float()).abs().max() / ref.float().abs().max()).item()))
-    qs.requires_grad_(); ks.requires_grad_(); vs.requires_grad_()
-    def fb():
-        o = nd.na_subdomain(qs, ks, vs, W, G, qlo, hlo)
-        o.backward(torch.ones_like(o))
-    print("   automatic fwd+bwd %.2f ms" % timeit(fb, 3))
 
-# Head-chunk pipeline cost: the same half-slab forward / forward+backward as 4 chunks of 6 heads.
-print("--- head chunks (axis 0 half slab)")
-axis = 0
-qlo = [0, 0, 0]; qhi = list(G); qhi[0] = G[0] // 2
-hlo, hhi = nd.halo_box(qlo, qhi, G, W)
-sl_q = tuple(slice(a, b) for a, b in zip(qlo, qhi)); sl_k = tuple(slice(a, b) for a, b in zip(hlo, hhi))
-qs = q[(slice(None),) + sl_q].contiguous(); ks = k[(slice(None),) + sl_k].contiguous(); vs = v[(slice(None),) + sl_k].contiguous()
-for n in (1, 2, 4, 8):
-    c = H // n
-    kc = [ks[..., i * c:(i + 1) * c, :].contiguous() for i in range(n)]
-    vc = [vs[..., i * c:(i + 1) * c, :].contiguous() for i in range(n)]
-    out = torch.empty_like(qs)
-    def f():
-        for i in range(n):
-            out[..., i * c:(i + 1) * c, :] = nd.na_subdomain(qs[..., i * c:(i + 1) * c, :], kc[i], vc[i], W, G, qlo, hlo)
-    def fb():
-        for i in range(n):
-            qq = qs[..., i * c:(i + 1) * c, :].detach().requires_grad_()
-            kk = kc[i].detach().requires_grad_(); vv = vc[i].detach().requires_grad_()
-            o = nd.na_subdomain(qq, kk, vv, W, G, qlo, hlo)
+import torch
+
+import nattn
+from nattn import distributed as nd
+
+GLOBAL = (30, 48, 80)
+WINDOW = (18, 24, 24)
+HEADS, HEAD_DIM = 24, 128
+
+
+def randn(shape):
+    return torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+
+
+def median_ms(fn, repeats=5):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def half_slab(axis):
+    """Rank 0 of a 2-way split along `axis`: query box [lo, hi) and its halo box."""
+    lo, hi = [0, 0, 0], list(GLOBAL)
+    hi[axis] = GLOBAL[axis] // 2
+    h_lo, h_hi = nd.halo_box(lo, hi, GLOBAL, WINDOW)
+    return lo, hi, list(h_lo), list(h_hi)
+
+
+def box(t, lo, hi):
+    return t[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))].contiguous()
+
+
+def main():
+    torch.manual_seed(0)
+    q, k, v = (randn((1,) + GLOBAL + (HEADS, HEAD_DIM)) for _ in range(3))
+    print("single-domain na3d fwd %.2f ms" % median_ms(lambda: nattn.na3d(q, k, v, WINDOW)))
+    whole = nattn.na3d(q, k, v, WINDOW)
+    for axis in (0, 2):
+        lo, hi, h_lo, h_hi = half_slab(axis)
+        qs, ks, vs = box(q, lo, hi), box(k, h_lo, h_hi), box(v, h_lo, h_hi)
+        ref = box(whole, lo, hi).float()
+        for backend in ("hopper-fna", "cutlass-fna"):
+            def fwd(backend=backend):
+                return nd.na_subdomain(qs, ks, vs, WINDOW, GLOBAL, lo, h_lo, backend=backend)
+            err = ((fwd().float() - ref).abs().max() / ref.abs().max()).item()
+            print("axis %d slab %s halo %s %-11s fwd %.2f ms (max|o - na3d| / max|na3d| = %.2e)"
+                  % (axis, tuple(b - a for a, b in zip(lo, hi)), tuple(b - a for a, b in zip(h_lo, h_hi)),
+                     backend, median_ms(fwd), err))
+        leaves = [x.detach().requires_grad_() for x in (qs, ks, vs)]
+
+        def fwd_bwd():
+            o = nd.na_subdomain(*leaves, WINDOW, GLOBAL, lo, h_lo)
             o.backward(torch.ones_like(o))
-    print("chunks %d: fwd %.2f ms, fwd+bwd %.2f ms" % (n, timeit(f), timeit(fb, 3)))
+
+        print("   automatic fwd+bwd %.2f ms" % median_ms(fwd_bwd, 3))
+
+    # The head-chunk pipeline's cost: the axis-0 half slab as n chunks of HEADS / n heads.
+    lo, hi, h_lo, h_hi = half_slab(0)
+    qs, ks, vs = box(q, lo, hi), box(k, h_lo, h_hi), box(v, h_lo, h_hi)
+    for n in (1, 2, 4, 8):
+        c = HEADS // n
+        chunks = [slice(i * c, (i + 1) * c) for i in range(n)]
+        kc = [ks[..., h, :].contiguous() for h in chunks]
+        vc = [vs[..., h, :].contiguous() for h in chunks]
+        out = torch.empty_like(qs)
+
+        def fwd():
+            for i, h in enumerate(chunks):
+                out[..., h, :] = nd.na_subdomain(qs[..., h, :], kc[i], vc[i], WINDOW, GLOBAL, lo, h_lo)
+
+        def fwd_bwd():
+            for i, h in enumerate(chunks):
+                qq, kk, vv = (x.detach().requires_grad_() for x in (qs[..., h, :], kc[i], vc[i]))
+                o = nd.na_subdomain(qq, kk, vv, WINDOW, GLOBAL, lo, h_lo)
+                o.backward(torch.ones_like(o))
+
+        print("head chunks %d: fwd %.2f ms, fwd+bwd %.2f ms" % (n, median_ms(fwd), median_ms(fwd_bwd, 3)))
+
+
+if __name__ == "__main__":
+    main()
