@@ -310,6 +310,21 @@ TEST_F(HopperFna, AdditionalKv) {
   run_all(cs, 700, {{32, 32}, {16, 40}});
 }
 
+// Additional KV tokens in the direct mode (no permutation: the NA kernel writes `out`, a dense
+// hopper-fmha part over the query viewed as [B, tokens, H, D], merged in place), with GQA, causal
+// axes, no LSE requested, and extents that are not tile multiples; a padded (strided) layout stays
+// in the permuted mode.
+TEST_F(HopperFna, AdditionalKvDirect) {
+  std::vector<Case> cs;
+  { Case c = mk({1000}, {65}, {128}); c.extra = 7; c.want_direct = true; cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.stride = {2, 3}; c.causal = {false, true}; c.heads = 4;
+    c.heads_kv = 2; c.batch = 2; c.extra = 33; c.want_direct = true; cs.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}); c.causal = {true, false, true}; c.extra = 129; c.with_lse = false;
+    c.want_direct = true; cs.push_back(c); }
+  { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.extra = 5; cs.push_back(c); }
+  run_all(cs, 800);
+}
+
 // The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
 // op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
 // `nattn verify --backend hopper-fna` runs them. None may be rejected.

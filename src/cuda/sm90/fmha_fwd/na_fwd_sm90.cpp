@@ -141,6 +141,35 @@ Check check_config(const NaForwardArgs& a, const TileConfig& config) {
 
 std::string direct_blocker(const NaForwardArgs& a, int64_t dk);  // below, beside the direct mode
 
+// Row-major with no gaps (size-1 dims ignored).
+bool dense_layout(const TensorView& t) {
+  int64_t expect = 1;
+  for (int i = t.dim() - 1; i >= 0; --i) {
+    const size_t s = static_cast<size_t>(i);
+    if (t.shape[s] != 1 && t.strides[s] != expect) return false;
+    expect *= t.shape[s];
+  }
+  return true;
+}
+
+// [B, *S, H, D] whose spatial axes merge into one token axis: stride[i] = stride[i + 1] * extent[i + 1]
+// (size-1 axes aside). token_stride: the stride of that merged axis.
+int64_t token_stride(const TensorView& t, int rank) {
+  for (int i = rank; i >= 1; --i)
+    if (t.shape[static_cast<size_t>(i)] != 1) return t.strides[static_cast<size_t>(i)];
+  return t.strides[static_cast<size_t>(rank)];
+}
+bool tokens_flat(const TensorView& t, int rank) {
+  int64_t expect = 0;  // the stride the next outer non-trivial axis must have (0: none seen yet)
+  for (int i = rank; i >= 1; --i) {
+    const size_t s = static_cast<size_t>(i);
+    if (t.shape[s] == 1) continue;
+    if (expect != 0 && t.strides[s] != expect) return false;
+    expect = t.strides[s] * t.shape[s];
+  }
+  return true;
+}
+
 Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   const TensorView &q = a.query, &k = a.key, &v = a.value, &o = a.out;
   const int rank = a.params.rank;
@@ -385,7 +414,21 @@ std::string direct_blocker(const NaForwardArgs& a, int64_t dk) {
     if (a.params.dilation[static_cast<size_t>(i)] != 1) return "dilation";
   const int64_t D = a.query.shape[static_cast<size_t>(rank + 2)], Dv = a.value.shape[static_cast<size_t>(rank + 2)];
   if (D != dk || Dv != dk) return "head dim padding";
-  if (a.additional_keys) return "additional KV";
+  if (a.additional_keys) {
+    // The dense part runs on the query viewed as [B, tokens, H, D] and is merged into `out` (rows of
+    // H * D contiguous elements) and into the caller's LSE: all three must be plain row-major.
+    if (!fmha_forward_compiled(a.query.dtype, static_cast<int>(dk))) return "additional KV without hopper-fmha";
+    if (!tokens_flat(a.query, rank) || !dense_layout(a.out)) return "additional KV with a strided query or output";
+    if (a.lse && !dense_layout(*a.lse)) return "additional KV with a strided LSE";
+    if (reinterpret_cast<uintptr_t>(a.out.data) % 16 != 0) return "additional KV with an unaligned output";
+    const int64_t es = dtype_size(a.query.dtype);
+    for (const TensorView* t : {&*a.additional_keys, &*a.additional_values}) {  // [B, N, Hkv, D] for TMA
+      if (reinterpret_cast<uintptr_t>(t->data) % 16 != 0) return "unaligned additional KV";
+      for (int d = 0; d < 3; ++d)
+        if (t->shape[static_cast<size_t>(d)] > 1 && (t->strides[static_cast<size_t>(d)] * es) % 16 != 0)
+          return "additional KV strides";
+    }
+  }
   const int64_t es = dtype_size(a.query.dtype);
   constexpr int64_t kMaxStrideBytes = int64_t{1} << 40;
   for (const TensorView* t : {&a.query, &a.key, &a.value}) {
@@ -466,6 +509,46 @@ struct Carve {
   }
 };
 
+// Direct mode with additional KV tokens (direct_blocker == ""): the NA kernel writes O straight into
+// `out` and its LSE into the workspace; a dense hopper-fmha forward of the query viewed as
+// [B, tokens, H, D] against the additional keys writes O'' / LSE'' into the workspace;
+// merge_attention_pair merges them into `out` (in place, rows of D elements) and the merged LSE
+// into the caller's LSE (or the workspace when none was asked for). No permutation.
+void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStream_t stream) {
+  const int rank = a.params.rank;
+  const TensorView& q = a.query;
+  const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
+  int64_t T = 1;
+  for (int i = 1; i <= rank; ++i) T *= q.shape[static_cast<size_t>(i)];
+  const int64_t es = dtype_size(q.dtype), rows = B * T * H;
+  Carve plan;
+  const int64_t off_l1 = plan.take(rows * 4), off_o2 = plan.take(rows * D * es), off_l2 = plan.take(rows * 4);
+  const int64_t off_lm = a.lse ? 0 : plan.take(rows * 4);
+  Workspace ws(static_cast<size_t>(plan.bytes), stream);
+  char* base = static_cast<char*>(ws.ptr);
+  const Device dev = q.device;
+  std::vector<int64_t> lse_shape(q.shape.begin(), q.shape.end() - 1);  // [B, *S, H]
+  NaForwardArgs na = a;
+  na.additional_keys.reset();
+  na.additional_values.reset();
+  na.lse = TensorView(base + off_l1, DType::f32, lse_shape, dev);
+  run_direct(na, config, stream);
+  // The query as [B, tokens, H, D] (tokens_flat).
+  const size_t last = static_cast<size_t>(rank);
+  FmhaForwardArgs fa;
+  fa.query = TensorView(q.data, q.dtype, {B, T, H, D}, {q.strides[0], token_stride(q, rank), q.strides[last + 1], 1}, dev);
+  fa.key = *a.additional_keys;
+  fa.value = *a.additional_values;
+  fa.out = TensorView(base + off_o2, q.dtype, {B, T, H, D}, dev);
+  fa.lse = TensorView(base + off_l2, DType::f32, {B, T, H}, dev);
+  fa.scale = scale_of(a, D);
+  fa.is_causal = false;
+  fmha_forward(fa, stream);
+  float* merged = a.lse ? static_cast<float*>(a.lse->data) : reinterpret_cast<float*>(base + off_lm);
+  merge_attention_pair(q.dtype, rows, D, a.out.data, reinterpret_cast<const float*>(base + off_l1), fa.out.data,
+                       reinterpret_cast<const float*>(base + off_l2), merged, stream);
+}
+
 }  // namespace
 
 bool na_forward_compiled(DType dtype, int head_dim) { return find_kernel(dtype, head_dim) != nullptr; }
@@ -509,7 +592,10 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   const int64_t dk = na_kernel_head_dim(q.dtype, D, Dv);  // D == Dv == dk: no padding
   if (direct_blocker(a, dk).empty()) {
     DeviceGuard guard(q.device.index);
-    run_direct(a, config, stream);
+    if (a.additional_keys)
+      run_direct_extra(a, config, stream);
+    else
+      run_direct(a, config, stream);
     return;
   }
   const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile);

@@ -59,8 +59,9 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
                    const std::vector<int64_t>& kv_extent = {});
 
 // "" when na_forward runs these (valid) arguments in direct mode: no permutation, the kernel reads
-// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64 or 128, no additional KV,
-// TMA-compatible strides: head stride D, 16-byte aligned bases and strides); else why it permutes.
+// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64 or 128, TMA-compatible
+// strides: head stride D, 16-byte aligned bases and strides; with additional KV also row-major O / LSE
+// and a query whose spatial axes merge into one token axis); else why it permutes.
 // NATTN_HOPPER_FNA_PERMUTED=1 in the environment forces the permuted path (benchmarks).
 std::string na_forward_direct_blocker(const NaForwardArgs& args);
 
