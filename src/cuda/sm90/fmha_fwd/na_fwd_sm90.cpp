@@ -82,12 +82,12 @@ Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int6
                                               dtype_name(dtype) + " head dim " + std::to_string(dk) +
                                               ", not compiled into this build");
   // Sub-domains (multi-GPU halos) run in the direct mode only: its window math takes the box origins.
-  if (sub_domain && (groups != 1 || n_extra > 0 || D != Dv || D != dk))
+  if (sub_domain && (groups != 1 || D != Dv || D != dk))
     return fail(Verdict::not_implemented,
-                "sub-domain NA runs in the direct mode only: dilation 1, no additional KV tokens, and head dims "
-                "D == Dv equal to a compiled kernel's (32, 64, 128); got D=" +
+                "sub-domain NA runs in the direct mode only: dilation 1 and head dims D == Dv equal to a compiled "
+                "kernel's (32, 64, 128); got D=" +
                     std::to_string(D) + " Dv=" + std::to_string(Dv) + " dilation groups=" + std::to_string(groups) +
-                    " additional KV=" + std::to_string(n_extra) + " (use cutlass-fna)");
+                    " (use cutlass-fna)");
   if (B * groups > 65535 || H > 65535)
     return fail(Verdict::not_implemented, "batch * dilation groups and heads must be <= 65535, got " +
                                               std::to_string(B * groups) + ", " + std::to_string(H));
