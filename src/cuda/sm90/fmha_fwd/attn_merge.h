@@ -21,4 +21,12 @@ namespace nattn::cuda::sm90 {
 void merge_attention_pair(DType dtype, int64_t rows, int64_t dim, void* out_a, const float* lse_a, const void* out_b,
                           const float* lse_b, float* lse_out, cudaStream_t stream);
 
+// The same over `tokens` x `heads` rows (row r = token r / heads, head r % heads) where out_a and
+// lse_out are strided views (e.g. a head chunk of a [tokens, H, dim] tensor): row (t, h) of out_a at
+// element t * out_a_token_stride + h * dim (16-byte aligned: out_a_token_stride * element size a
+// multiple of 16), its merged LSE at t * lse_token_stride + h. out_b, lse_a, lse_b: dense rows.
+void merge_attention_pair(DType dtype, int64_t tokens, int64_t heads, int64_t dim, void* out_a,
+                          int64_t out_a_token_stride, const float* lse_a, const void* out_b, const float* lse_b,
+                          float* lse_out, int64_t lse_token_stride, cudaStream_t stream);
+
 }  // namespace nattn::cuda::sm90

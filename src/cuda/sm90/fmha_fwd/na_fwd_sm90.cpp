@@ -141,33 +141,18 @@ Check check_config(const NaForwardArgs& a, const TileConfig& config) {
 
 std::string direct_blocker(const NaForwardArgs& a, int64_t dk);  // below, beside the direct mode
 
-// Row-major with no gaps (size-1 dims ignored).
-bool dense_layout(const TensorView& t) {
-  int64_t expect = 1;
-  for (int i = t.dim() - 1; i >= 0; --i) {
-    const size_t s = static_cast<size_t>(i);
-    if (t.shape[s] != 1 && t.strides[s] != expect) return false;
-    expect *= t.shape[s];
-  }
-  return true;
-}
-
-// [B, *S, H, D] whose spatial axes merge into one token axis: stride[i] = stride[i + 1] * extent[i + 1]
-// (size-1 axes aside). token_stride: the stride of that merged axis.
-int64_t token_stride(const TensorView& t, int rank) {
-  for (int i = rank; i >= 1; --i)
-    if (t.shape[static_cast<size_t>(i)] != 1) return t.strides[static_cast<size_t>(i)];
-  return t.strides[static_cast<size_t>(rank)];
-}
-bool tokens_flat(const TensorView& t, int rank) {
-  int64_t expect = 0;  // the stride the next outer non-trivial axis must have (0: none seen yet)
-  for (int i = rank; i >= 1; --i) {
+// The stride of dims [first, last] of `t` merged into one axis (stride[i] = stride[i + 1] * extent[i + 1],
+// size-1 dims aside; 0 when all have size 1), or -1 when they do not merge.
+int64_t merged_stride(const TensorView& t, int first, int last) {
+  int64_t inner = 0, expect = 0;  // expect: the stride the next outer non-trivial dim must have
+  for (int i = last; i >= first; --i) {
     const size_t s = static_cast<size_t>(i);
     if (t.shape[s] == 1) continue;
-    if (expect != 0 && t.strides[s] != expect) return false;
+    if (expect != 0 && t.strides[s] != expect) return -1;
+    if (expect == 0) inner = t.strides[s];
     expect = t.strides[s] * t.shape[s];
   }
-  return true;
+  return inner;
 }
 
 Check check_args(const NaForwardArgs& a, const TileConfig& config) {
@@ -417,10 +402,16 @@ std::string direct_blocker(const NaForwardArgs& a, int64_t dk) {
   if (a.additional_keys) {
     // The dense part runs on the query viewed as [B, tokens, H, D] and is merged into `out` (rows of
     // H * D contiguous elements) and into the caller's LSE: all three must be plain row-major.
+    // out / LSE as rows (batch and spatial axes merged into tokens) x heads x D, heads D apart.
     if (!fmha_forward_compiled(a.query.dtype, static_cast<int>(dk))) return "additional KV without hopper-fmha";
-    if (!tokens_flat(a.query, rank) || !dense_layout(a.out)) return "additional KV with a strided query or output";
-    if (a.lse && !dense_layout(*a.lse)) return "additional KV with a strided LSE";
-    if (reinterpret_cast<uintptr_t>(a.out.data) % 16 != 0) return "additional KV with an unaligned output";
+    const size_t hd = static_cast<size_t>(rank + 1);
+    const TensorView& o = a.out;
+    if (merged_stride(a.query, 1, rank) < 0 || merged_stride(o, 0, rank) < 0 || merged_stride(o, 0, rank) % 8 != 0 ||
+        (o.shape[hd] > 1 && o.strides[hd] != dk))
+      return "additional KV with a query or output whose tokens do not merge";
+    if (a.lse && (merged_stride(*a.lse, 0, rank) < 0 || (a.lse->shape[hd] > 1 && a.lse->strides[hd] != 1)))
+      return "additional KV with an LSE whose tokens do not merge";
+    if (reinterpret_cast<uintptr_t>(o.data) % 16 != 0) return "additional KV with an unaligned output";
     const int64_t es = dtype_size(a.query.dtype);
     for (const TensorView* t : {&*a.additional_keys, &*a.additional_values}) {  // [B, N, Hkv, D] for TMA
       if (reinterpret_cast<uintptr_t>(t->data) % 16 != 0) return "unaligned additional KV";
@@ -512,13 +503,14 @@ struct Carve {
 // Direct mode with additional KV tokens (direct_blocker == ""): the NA kernel writes O straight into
 // `out` and its LSE into the workspace; a dense hopper-fmha forward of the query viewed as
 // [B, tokens, H, D] against the additional keys writes O'' / LSE'' into the workspace;
-// merge_attention_pair merges them into `out` (in place, rows of D elements) and the merged LSE
-// into the caller's LSE (or the workspace when none was asked for). No permutation.
+// merge_attention_pair merges them into `out` (in place, rows (token, head) of D elements: also a
+// head chunk of a larger tensor) and the merged LSE into the caller's LSE (or the workspace when
+// none was asked for). No permutation.
 void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStream_t stream) {
   const int rank = a.params.rank;
   const TensorView& q = a.query;
   const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
-  int64_t T = 1;
+  int64_t T = 1;  // tokens per batch entry
   for (int i = 1; i <= rank; ++i) T *= q.shape[static_cast<size_t>(i)];
   const int64_t es = dtype_size(q.dtype), rows = B * T * H;
   Carve plan;
@@ -536,7 +528,8 @@ void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStre
   // The query as [B, tokens, H, D] (tokens_flat).
   const size_t last = static_cast<size_t>(rank);
   FmhaForwardArgs fa;
-  fa.query = TensorView(q.data, q.dtype, {B, T, H, D}, {q.strides[0], token_stride(q, rank), q.strides[last + 1], 1}, dev);
+  fa.query = TensorView(q.data, q.dtype, {B, T, H, D}, {q.strides[0], merged_stride(q, 1, rank), q.strides[last + 1], 1},
+                        dev);
   fa.key = *a.additional_keys;
   fa.value = *a.additional_values;
   fa.out = TensorView(base + off_o2, q.dtype, {B, T, H, D}, dev);
@@ -545,8 +538,10 @@ void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStre
   fa.is_causal = false;
   fmha_forward(fa, stream);
   float* merged = a.lse ? static_cast<float*>(a.lse->data) : reinterpret_cast<float*>(base + off_lm);
-  merge_attention_pair(q.dtype, rows, D, a.out.data, reinterpret_cast<const float*>(base + off_l1), fa.out.data,
-                       reinterpret_cast<const float*>(base + off_l2), merged, stream);
+  const int64_t lse_ts = a.lse ? merged_stride(*a.lse, 0, rank) : H;
+  merge_attention_pair(q.dtype, B * T, H, D, a.out.data, merged_stride(a.out, 0, rank),
+                       reinterpret_cast<const float*>(base + off_l1), fa.out.data,
+                       reinterpret_cast<const float*>(base + off_l2), merged, lse_ts, stream);
 }
 
 }  // namespace
