@@ -9,24 +9,14 @@ one process, alternating. Video problem 30x48x80, window 18x24x24, 24 heads, hd 
 
 import argparse
 import os
+import sys
 
 import torch
 
 import nattn
 
-
-def median_ms(fn, repeats=7):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cuda_timing import median_ms  # noqa: E402  (bench/cuda_timing.py)
 
 
 def main():
@@ -47,7 +37,7 @@ def main():
         for mode in ("direct", "permuted", "direct", "permuted"):
             os.environ["NATTN_HOPPER_FNA_PERMUTED"] = "1" if mode == "permuted" else "0"
             with torch.no_grad():
-                res.setdefault(mode, []).append(median_ms(run))
+                res.setdefault(mode, []).append(median_ms(run, 7))
                 outs[mode] = run()
         os.environ.pop("NATTN_HOPPER_FNA_PERMUTED")
         diff = (outs["direct"].float() - outs["permuted"].float()).abs().max().item()

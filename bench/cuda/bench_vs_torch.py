@@ -17,6 +17,7 @@ and SDPA cuDNN, each timed right after the others.
 """
 import argparse
 import math
+import os
 import sys
 
 import torch
@@ -24,6 +25,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import nattn
 from nattn import _flex
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cuda_timing import median_ms  # noqa: E402  (bench/cuda_timing.py)
 
 PROBLEMS = [
     # name, spatial, window, heads, dense baselines
@@ -37,19 +41,7 @@ NA = {1: nattn.na1d, 2: nattn.na2d, 3: nattn.na3d}
 
 
 def timed(fn, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
+    return median_ms(fn, runs, warmup)
 
 
 def fwd_bwd(fn, leaves, dout):

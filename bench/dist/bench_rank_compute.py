@@ -7,10 +7,16 @@ single-domain na3d), automatic forward+backward, and the cost of running it as 1
     PYTHONPATH=<nattn with CUDA> python3 bench/dist/bench_rank_compute.py
 """
 
+import os
+import sys
+
 import torch
 
 import nattn
 from nattn import distributed as nd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cuda_timing import median_ms  # noqa: E402  (bench/cuda_timing.py)
 
 GLOBAL = (30, 48, 80)
 WINDOW = (18, 24, 24)
@@ -19,20 +25,6 @@ HEADS, HEAD_DIM = 24, 128
 
 def randn(shape):
     return torch.randn(shape, device="cuda", dtype=torch.bfloat16)
-
-
-def median_ms(fn, repeats=5):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
 
 
 def half_slab(axis):
