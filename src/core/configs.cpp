@@ -215,8 +215,8 @@ std::vector<Shape> pow2_shapes_from_1(int rank, int64_t volume) {
 bool hopper_fna_direct(const NaProblem& p) {
   for (int i = 0; i < p.rank(); ++i)
     if (p.params.dilation[static_cast<size_t>(i)] != 1) return false;
-  return p.head_dim == p.head_dim_v && (p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 128) &&
-         p.additional_kv == 0;
+  // Additional KV runs the NA part in the direct mode too (the dense part does not depend on tiles).
+  return p.head_dim == p.head_dim_v && (p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 128);
 }
 
 // Along one axis: the KV tiles of size kt the kernel walks for all Q tiles of size qt, summed over
