@@ -525,7 +525,7 @@ void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStre
   na.additional_values.reset();
   na.lse = TensorView(base + off_l1, DType::f32, lse_shape, dev);
   run_direct(na, config, stream);
-  // The query as [B, tokens, H, D] (tokens_flat).
+  // The query as [B, tokens, H, D]: its spatial axes merge (checked by direct_blocker).
   const size_t last = static_cast<size_t>(rank);
   FmhaForwardArgs fa;
   fa.query = TensorView(q.data, q.dtype, {B, T, H, D}, {q.strides[0], merged_stride(q, 1, rank), q.strides[last + 1], 1},
