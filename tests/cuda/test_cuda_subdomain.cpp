@@ -230,11 +230,24 @@ TEST(CudaSubdomain, SmallForSanitizer) {
 bool hopper_fna_runs_here() {
   bool built = false;
   for (const BackendInfo& b : list_backends()) built = built || (b.name == "hopper-fna" && b.built);
-  int dev = 0, major = 0, minor = 0;
-  if (!built || cudaGetDevice(&dev) != cudaSuccess) return false;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  return major == 9 && minor == 0;
+  return built && test::gpu_cc() == 90;
+}
+
+// The forward problem of a case on an SM90 device (for the registry).
+NaProblem problem_of(const Case& c) {
+  NaProblem p;
+  p.params = c.params;
+  for (size_t a = 0; a < c.global.size(); ++a) p.spatial.push_back(c.qhi[a] - c.qlo[a]);
+  p.batch = c.batch;
+  p.heads = c.heads;
+  p.heads_kv = c.heads_kv;
+  p.head_dim = c.d;
+  p.head_dim_v = c.dv;
+  p.dtype = c.dtype;
+  p.device = Device{DeviceKind::cuda, 0};
+  p.compute_capability = 90;
+  p.sub_domain = sub_of(c);
+  return p;
 }
 
 TEST(CudaSubdomain, HopperFnaForwardMatchesTheReference) {
@@ -244,19 +257,7 @@ TEST(CudaSubdomain, HopperFnaForwardMatchesTheReference) {
   int ran = 0;
   for (int i = 0; i < 90; ++i) {
     const Case c = random_case(rng, i, true);
-    NaProblem p;
-    p.params = c.params;
-    for (size_t a = 0; a < c.global.size(); ++a) p.spatial.push_back(c.qhi[a] - c.qlo[a]);
-    p.batch = c.batch;
-    p.heads = c.heads;
-    p.heads_kv = c.heads_kv;
-    p.head_dim = c.d;
-    p.head_dim_v = c.dv;
-    p.dtype = c.dtype;
-    p.device = Device{DeviceKind::cuda, 0};
-    p.compute_capability = 90;
-    p.sub_domain = sub_of(c);
-    const std::string why = reject_reason("hopper-fna", p, Pass::forward);
+    const std::string why = reject_reason("hopper-fna", problem_of(c), Pass::forward);
     if (!why.empty()) {  // only a head dim this build leaves out may skip
       EXPECT_NE(why.find("no kernel compiled"), std::string::npos) << c.name << ": " << why;
       continue;
@@ -271,14 +272,9 @@ TEST(CudaSubdomain, HopperFnaForwardMatchesTheReference) {
   EXPECT_GT(ran, 30);
   // Automatic selection: hopper-fna for the forward, cutlass-fna for the backward.
   Case c = random_case(rng, 1, true);
-  NaProblem p;
-  p.params = c.params;
-  for (size_t a = 0; a < c.global.size(); ++a) p.spatial.push_back(c.qhi[a] - c.qlo[a]);
-  p.head_dim = p.head_dim_v = 64;
-  p.dtype = DType::bf16;
-  p.device = Device{DeviceKind::cuda, 0};
-  p.compute_capability = 90;
-  p.sub_domain = sub_of(c);
+  c.d = c.dv = 64;
+  c.dtype = DType::bf16;
+  const NaProblem p = problem_of(c);
   EXPECT_EQ(choose_backend(p, Pass::forward).backend, "hopper-fna");
   EXPECT_EQ(choose_backend(p, Pass::backward).backend, "cutlass-fna");
 }
