@@ -109,7 +109,7 @@ enum class Overlap : int {
   automatic = 1,  // heads with >= 2 key/value heads, else interior
   heads = 2,      // the exchange in up to 4 chunks of key/value heads; each chunk's queries run over the
                   // whole slab once its halo is in, the backward returns each chunk's halo gradients
-                  // while the next chunk computes
+                  // while the next chunk computes (ValueError with a single key/value head)
   interior = 3,   // the interior queries on the local K/V during the exchange, then the boundary boxes
 };
 

@@ -210,9 +210,9 @@ std::vector<HeadChunk> head_chunks(int64_t heads_kv, int64_t heads) {
   return out;
 }
 
+// automatic -> heads with >= 2 key/value heads, else interior (heads itself was checked: check_overlap).
 Overlap resolve_overlap(Overlap o, int64_t heads_kv) {
   if (o == Overlap::automatic) return heads_kv >= 2 ? Overlap::heads : Overlap::interior;
-  if (o == Overlap::heads && heads_kv < 2) return Overlap::interior;  // nothing to chunk
   return o;
 }
 
@@ -418,6 +418,13 @@ void check_halo_buffers(const char* op, const HaloPlan& plan, int rank, const Sh
   }
 }
 
+void check_overlap(const char* op, int rank, const ShardedOptions& opt, const TensorView& key) {
+  const int64_t heads_kv = key.dim() >= 2 ? key.size(key.dim() - 2) : 0;
+  if (opt.overlap == Overlap::heads && heads_kv < 2)
+    fail(op, rank, "options.overlap=heads needs at least 2 key/value heads to chunk (got " + std::to_string(heads_kv) +
+                       "; allowed here: automatic, interior or none)");
+}
+
 void check_comm(const char* op, const HaloPlan& plan, int rank, ncclComm_t comm, const Device& device) {
   if (comm == nullptr) fail(op, rank, "comm is null (allowed: an initialised ncclComm_t)");
   int count = 0, user_rank = 0, dev = 0;
@@ -477,6 +484,7 @@ void na_forward_sharded(const NaForwardArgs& args, const HaloPlan& plan, int ran
   const char* op = "na_forward_sharded";
   check_rank_args(op, plan, rank, args.params, args.query, args.key, args.value, args.sub_domain.has_value());
   check_halo_buffers(op, plan, rank, opt, args.key, args.value);
+  check_overlap(op, rank, opt, args.key);
   const Rank R(plan, rank);
   const RankPlan& rp = R.rp;
   NaForwardArgs whole = args;
@@ -684,6 +692,7 @@ void na_backward_sharded(const NaBackwardArgs& args, const HaloPlan& plan, int r
   const char* op = "na_backward_sharded";
   check_rank_args(op, plan, rank, args.params, args.query, args.key, args.value, args.sub_domain.has_value());
   check_halo_buffers(op, plan, rank, opt, args.key, args.value);
+  check_overlap(op, rank, opt, args.key);
   const Rank R(plan, rank);
   const RankPlan& rp = R.rp;
   const int nd = R.nd;

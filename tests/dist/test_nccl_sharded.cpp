@@ -589,6 +589,20 @@ TEST_F(NcclSharded, ArgumentErrorsBeforeAnyCommunication) {
   a = f;
   a.sub_domain = nattn::SubDomain{};
   EXPECT_NE(message(a, 0, cs[0]).find("args.sub_domain must be unset"), std::string::npos);
+  // Head chunks need at least two key/value heads.
+  DevTensor k1(0, DType::f32, {1, 16, 1, 32}, false), v1(0, DType::f32, {1, 16, 1, 32}, false);
+  a = f;
+  a.key = k1.view;
+  a.value = v1.view;
+  nattn::dist::ShardedOptions heads;
+  heads.overlap = Overlap::heads;
+  std::string what;
+  try {
+    nattn::dist::na_forward_sharded(a, plan, 0, cs[0], nullptr, heads);
+  } catch (const nattn::ValueError& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("options.overlap=heads needs at least 2 key/value heads"), std::string::npos) << what;
 }
 
 }  // namespace
