@@ -23,8 +23,7 @@ import math
 import numpy as np
 
 from . import _args, _core, context
-from ._halo_plan import (_box_shape, _interior, _intersect, _make_plan, _Plan, _sl, even_slabs, halo_box,  # noqa: F401
-                         halo_range, slabs)
+from ._halo_plan import _box_shape, _make_plan, _sl, even_slabs, halo_box, halo_range, slabs
 
 __all__ = ["halo_range", "halo_box", "slabs", "even_slabs", "rank_slices", "na_subdomain",
            "na_subdomain_backward", "shard_na", "distributed_na"]
