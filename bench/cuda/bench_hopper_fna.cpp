@@ -1,13 +1,13 @@
 // Timing of the Hopper (sm_90a) NA forward (hopper-fna, src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp),
 // called directly: the direct mode (no permutation) with the first four configs the finder lists
 // for the problem (the first is the default), and the permuted mode (NATTN_HOPPER_FNA_PERMUTED=1,
-// tile (4,4,8)) as the whole op and as the kernel alone on pre-permuted tensors; compared with
+// NATTEN's default tiles: (4,4,8) / (4,4,8), at head dim 256 (4,4,8) / (4,4,4)) as the whole op and as the kernel alone on pre-permuted tensors; compared with
 // cutlass-fna (registry) and, for the stride-16x8x8 case, a dense hopper-fmha run, in the same
 // process. Median of 10 timed calls after 3 warm-ups, CUDA events. The stride-16x8x8 ratio is also
 // measured with the two kernels alternating call by call (same clocks and temperature).
 // Default: 3-D 30x48x80, window 18x24x24, B=1, 24 heads, D=128, bf16, stride 1 and 16x8x8.
 // Effective FLOPs = 4 * tokens * prod(window) * D * heads.
-// Usage: bench_hopper_fna [--fp16] [--hd 64|128] [--heads N] [--no-compare] [--diag]
+// Usage: bench_hopper_fna [--fp16] [--hd 32|64|128|256] [--heads N] [--no-compare] [--diag]
 // --diag adds dense attention on 10240 tokens three ways (hopper-fmha, hopper-fna 1-D and 3-D with
 // full windows) to separate the NA code's cost from the 3-D boxes'.
 #include <cuda_runtime.h>
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-compare") compare = false;
     else if (a == "--diag") diag = true;
     else {
-      std::fprintf(stderr, "usage: %s [--fp16] [--hd 64|128] [--heads N] [--no-compare] [--diag]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--fp16] [--hd 32|64|128|256] [--heads N] [--no-compare] [--diag]\n", argv[0]);
       return 2;
     }
   }
@@ -181,7 +181,8 @@ int main(int argc, char** argv) {
     std::vector<std::pair<TileConfig, bool>> runs;
     for (size_t i = 0; i < listed.size() && i < 4; ++i) runs.push_back({listed[i], true});
     TileConfig natten_def;
-    natten_def.q_tile = natten_def.kv_tile = {4, 4, 8};
+    natten_def.q_tile = {4, 4, 8};
+    natten_def.kv_tile = D > 128 ? std::vector<int64_t>{4, 4, 4} : std::vector<int64_t>{4, 4, 8};
     natten_def.schedule = KernelSchedule::cooperative;
     runs.push_back({natten_def, false});
     for (const auto& [cfg, direct] : runs) {
@@ -197,22 +198,23 @@ int main(int argc, char** argv) {
         if (stride[0] > 1 && fmha_tf > 0) std::printf(" (%.2fx hopper-fmha)", tf(ms) / fmha_tf);
         if (!direct) {
           // The kernel alone on permuted copies (the same permutation the op uses).
-          sem::Permutation perm;
-          perm.rank = 3;
-          perm.flip = true;
+          sem::Permutation perm, kv_perm;
+          perm.rank = kv_perm.rank = 3;
+          perm.flip = kv_perm.flip = true;
           for (int i = 0; i < 3; ++i) {
-            perm.extent[i] = S[static_cast<size_t>(i)];
+            perm.extent[i] = kv_perm.extent[i] = S[static_cast<size_t>(i)];
             perm.tile[i] = cfg.q_tile[static_cast<size_t>(i)];
+            kv_perm.tile[i] = cfg.kv_tile[static_cast<size_t>(i)];
           }
-          const int64_t P = perm.seq_len();
+          const int64_t P = perm.seq_len(), Pkv = kv_perm.seq_len();
           void* qp = bench::device_buffer(P * H * D * 2);
-          void* kp = bench::device_buffer(P * H * D * 2);
-          void* vp = bench::device_buffer(P * H * D * 2);
+          void* kp = bench::device_buffer(Pkv * H * D * 2);
+          void* vp = bench::device_buffer(Pkv * H * D * 2);
           void* op = bench::device_buffer(P * H * D * 2);
           float* lp = static_cast<float*>(bench::device_buffer(P * H * 4));
           cuda::token_permute(args.query, TensorView(qp, dtype, {1, P, H, D}, gpu), perm, nullptr);
-          cuda::token_permute(args.key, TensorView(kp, dtype, {1, P, H, D}, gpu), perm, nullptr);
-          cuda::token_permute(args.value, TensorView(vp, dtype, {1, P, H, D}, gpu), perm, nullptr);
+          cuda::token_permute(args.key, TensorView(kp, dtype, {1, Pkv, H, D}, gpu), kv_perm, nullptr);
+          cuda::token_permute(args.value, TensorView(vp, dtype, {1, Pkv, H, D}, gpu), kv_perm, nullptr);
           CHECK(cudaDeviceSynchronize());
           const double kms =
               bench::median_ms([&] { cuda::sm90::na_forward_permuted(args, cfg, qp, kp, vp, op, lp, nullptr); });

@@ -71,10 +71,10 @@ std::string family_reject(const std::string& name, const Shape& s, Pass pass) {
   if (name.rfind("hopper-", 0) == 0) {
     if (s.cc != 90) return name + " needs compute capability 90 (got " + cc + ")";
     if (pass == Pass::backward) return name + " has no backward pass (use cutlass-*)";
-    if (name == "hopper-fna") {  // head dims zero-padded to the kernel's 32 / 64 / 128 (na_fwd_sm90.h)
+    if (name == "hopper-fna") {  // head dims zero-padded to the kernel's 32 / 64 / 128 / 256 (na_fwd_sm90.h)
       for (int64_t d : {s.head_dim, s.head_dim_v})
-        if (d % 8 != 0 || d < 8 || d > 128)
-          return name + " needs head dims that are multiples of 8 in [8, 128] (got head_dim=" +
+        if (d % 8 != 0 || d < 8 || d > 256)
+          return name + " needs head dims that are multiples of 8 in [8, 256] (got head_dim=" +
                  std::to_string(s.head_dim) + ", head_dim_v=" + std::to_string(s.head_dim_v) + ")";
       return dtype_reject(name.c_str(), s.dtype, false);
     }

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "core/tables.h"
+#include "cuda/sm90/fmha_fwd/params.h"  // the Hopper kernels' tile sizes (plain constants, no CUDA)
 #include "nattn/semantics.h"
 
 namespace nattn::detail {
@@ -194,9 +195,16 @@ Configs cutlass_backward(int rank, int cc, DType dtype, int64_t max_head_dim) {
   return runnable(default_first(out, cutlass_default(rank)), rank, Pass::backward);
 }
 
-// hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): Q and KV tiles of 128 tokens each, any
+// hopper-fna (src/cuda/sm90/fmha_fwd, na_fwd_sm90.h): Q tiles of 128 tokens, KV tiles of 128 tokens
+// (64 when max(D, Dv) > 128 needs the head dim 256 kernel: cuda::sm90::fmha_block_n), any
 // power-of-two shape of the rank (sizes 1 allowed, Q and KV shapes independent), two consumer
-// warpgroups on one Q tile (cooperative), head dims 32, 64 and 128.
+// warpgroups on one Q tile (cooperative), head dims 32, 64, 128 and 256.
+
+// Keys per KV tile of the kernel that runs the problem (its head dim: the smallest of 32 / 64 / 128
+// / 256 >= max(D, Dv); only 256 changes the tile).
+int64_t hopper_fna_kv_volume(const NaProblem& p) {
+  return cuda::sm90::fmha_block_n(std::max(p.head_dim, p.head_dim_v) > 128 ? 256 : 128);
+}
 
 // All shapes of `rank` axes, each a power of two >= 1, with the given volume.
 std::vector<Shape> pow2_shapes_from_1(int rank, int64_t volume) {
@@ -216,7 +224,8 @@ bool hopper_fna_direct(const NaProblem& p) {
   for (int i = 0; i < p.rank(); ++i)
     if (p.params.dilation[static_cast<size_t>(i)] != 1) return false;
   // Additional KV runs the NA part in the direct mode too (the dense part does not depend on tiles).
-  return p.head_dim == p.head_dim_v && (p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 128);
+  return p.head_dim == p.head_dim_v &&
+         (p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
 }
 
 // Along one axis: the KV tiles of size kt the kernel walks for all Q tiles of size qt, summed over
@@ -253,27 +262,34 @@ AxisTiles hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_
 // at ~0.75x the rate of unmasked ones, bench/RESULTS.md).
 constexpr double kMaskedTileExtra = 0.3;
 
-// The list holds the same pairs for every problem of a rank (so that a config listed for one
-// problem is accepted for another, as NATTEN users pass them around): Q tile = every shape with
-// axes >= 2 (NATTEN's Hopper shapes), KV tile = every shape with axes >= 1 (1-D: 1 pair, 2-D: 48,
-// 3-D: 540). The order depends on the problem: the least work first (128x128 tiles walked, the
-// masked ones weighted; the first is the default); ties keep NATTEN's order (its default shape as
-// q == kv first, then q == kv pairs, then the rest).
+// The list holds the same pairs for every problem of a rank and KV tile volume (so that a config
+// listed for one problem is accepted for another, as NATTEN users pass them around): Q tile = every
+// shape with axes >= 2 (NATTEN's Hopper shapes), KV tile = every shape with axes >= 1 (volume 128:
+// 1-D 1 pair, 2-D 48, 3-D 540; volume 64: 1, 42, 420). The order depends on the problem: the least
+// work first (KV tiles walked, the masked ones weighted; the first is the default); ties keep
+// NATTEN's order (its default pair first, then q == kv pairs, then the rest).
 Configs hopper_fna_forward_uncached(const NaProblem& p) {
   const int rank = p.rank();
   const auto coop = KernelSchedule::cooperative;
+  const int64_t kv_volume = hopper_fna_kv_volume(p);
   std::vector<Shape> q_shapes = pow2_shapes(rank, 128);
   std::sort(q_shapes.begin(), q_shapes.end(), std::greater<Shape>());
   const Shape natten_def = rank == 1 ? Shape{128} : rank == 2 ? Shape{16, 8} : Shape{4, 4, 8};
   auto it = std::find(q_shapes.begin(), q_shapes.end(), natten_def);
   if (it != q_shapes.end()) std::rotate(q_shapes.begin(), it, it + 1);
-  std::vector<Shape> kv_shapes = pow2_shapes_from_1(rank, 128);
+  std::vector<Shape> kv_shapes = pow2_shapes_from_1(rank, kv_volume);
   std::sort(kv_shapes.begin(), kv_shapes.end(), std::greater<Shape>());
+  // NATTEN's default KV tile at head dim 256 (64 keys): (64), (8, 8), (4, 4, 4).
+  const Shape natten_kv64 = rank == 1 ? Shape{64} : rank == 2 ? Shape{8, 8} : Shape{4, 4, 4};
   Configs out;
-  for (const Shape& q : q_shapes) out.push_back(pair(q, q, coop));
+  if (kv_volume == 128) {
+    for (const Shape& q : q_shapes) out.push_back(pair(q, q, coop));
+  } else {
+    out.push_back(pair(natten_def, natten_kv64, coop));
+  }
   for (const Shape& q : q_shapes)
     for (const Shape& kv : kv_shapes)
-      if (kv != q) out.push_back(pair(q, kv, coop));
+      if (kv_volume == 128 ? kv != q : !(q == natten_def && kv == natten_kv64)) out.push_back(pair(q, kv, coop));
   bool known = rank >= 1 && rank <= 3;
   for (int i = 0; known && i < rank; ++i) {
     const size_t s = static_cast<size_t>(i);
@@ -318,7 +334,7 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
 // The ranking costs ~0.2 ms (540 pairs in 3-D) and every forward call resolves its config: the
 // lists of the last problems seen are kept, keyed by what the order depends on.
 ConfigList hopper_fna_forward(const NaProblem& p) {
-  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0, p.sub_domain ? 1 : 0};
+  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0, p.sub_domain ? 1 : 0, hopper_fna_kv_volume(p)};
   for (int i = 0; i < p.rank(); ++i) {
     const size_t s = static_cast<size_t>(i);
     key.insert(key.end(), {p.spatial[s], p.params.kernel_size[s], p.params.stride[s], p.params.dilation[s],
@@ -340,10 +356,10 @@ ConfigList hopper_fna_forward(const NaProblem& p) {
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
-// tile (64 keys at head dim 256, FmhaFwdConfig::kBlockN), two consumer warpgroups on one Q tile
+// tile (64 keys at head dim 256, cuda::sm90::fmha_block_n), two consumer warpgroups on one Q tile
 // (cooperative).
 Configs hopper_fmha_forward(int64_t head_dim) {
-  return {pair({128}, {head_dim == 256 ? 64 : 128}, KernelSchedule::cooperative)};
+  return {pair({128}, {cuda::sm90::fmha_block_n(static_cast<int>(head_dim))}, KernelSchedule::cooperative)};
 }
 
 Configs blackwell_forward(int rank) {

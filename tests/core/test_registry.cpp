@@ -142,16 +142,16 @@ TEST(Registry, CudaProblemsWithoutABuiltBackendAreRejectedWithReasons) {
 
 TEST(Registry, CapabilityRules) {
   // hopper: fp16/bf16 only, cc 90, forward only; head dims 32/64/128/256 (hopper-fmha), multiples of 8
-  // up to 128 with Dv free (hopper-fna, zero-padded).
+  // up to 256 with Dv free (hopper-fna, zero-padded).
   NaProblem p = na_problem({16, 16}, DType::f32, kCuda, 90);
   EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("does not support dtype fp32"), std::string::npos);
   p.dtype = DType::f16;
-  p.head_dim = p.head_dim_v = 136;
-  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 128] (got head_dim=136"),
+  p.head_dim = p.head_dim_v = 264;
+  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 256] (got head_dim=264"),
             std::string::npos);
   p.head_dim = 12;
   p.head_dim_v = 16;
-  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 128]"), std::string::npos);
+  EXPECT_NE(reject_reason("hopper-fna", p, Pass::forward).find("multiples of 8 in [8, 256]"), std::string::npos);
   FmhaProblem hf = fmha_problem(kCuda, 90, DType::f16);
   hf.head_dim = hf.head_dim_v = 80;
   EXPECT_NE(reject_reason("hopper-fmha", hf, Pass::forward).find("head_dim 32/64/128/256 (got 80)"), std::string::npos);
@@ -558,6 +558,29 @@ TEST(Finders, HopperBlackwellFlexTables) {
     });
   EXPECT_EQ(h3, video);
   EXPECT_EQ(h3, sparse);
+  // Head dim 256 (or a head dim padded to it) runs KV tiles of 64 tokens: Q 15 shapes x KV C(8, 2) = 28
+  // shapes, the same pairs for every problem.
+  p.params = NaParams::uniform(3, 3);
+  p.spatial = {8, 16, 16};
+  p.head_dim = 256;
+  p.head_dim_v = 192;
+  auto h256 = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  ASSERT_EQ(h256.size(), 420u);
+  for (const TileConfig& c : h256) {
+    EXPECT_EQ(c.q_tile[0] * c.q_tile[1] * c.q_tile[2], 128);
+    EXPECT_EQ(c.kv_tile[0] * c.kv_tile[1] * c.kv_tile[2], 64) << c.describe();
+  }
+  p.spatial = {30, 48, 80};
+  p.params.kernel_size = {18, 24, 24};
+  p.head_dim = p.head_dim_v = 256;
+  auto video256 = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
+  std::sort(video256.begin(), video256.end(), [](const TileConfig& a, const TileConfig& b) {
+    return a.describe() < b.describe();
+  });
+  std::sort(h256.begin(), h256.end(), [](const TileConfig& a, const TileConfig& b) { return a.describe() < b.describe(); });
+  EXPECT_EQ(h256, video256);
+  p.spatial = {8, 16, 16};
+  p.head_dim = p.head_dim_v = 64;
   p.params = NaParams::uniform(3, 3);
   const FmhaProblem hf = fmha_problem(kCuda, 90, DType::bf16);
   const auto hfl = table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);

@@ -2,8 +2,8 @@
 // against the CPU `reference` backend on host copies: random inputs (never zero), outputs poisoned
 // with NaN, 1-D / 2-D / 3-D, extents not multiples of the tiles, kernel sizes up to the full
 // extent, stride, dilation, per-axis causality, GQA, padded (strided) layouts, several tile shapes
-// (also different Q and KV tiles), fp16 / bf16, head dims 32 / 64 / 128 and, zero-padded by the
-// permutation, 16 / 32 / 40 / Dv != D, additional KV tokens (dense hopper-fmha part merged by LSE);
+// (also different Q and KV tiles), fp16 / bf16, head dims 32 / 64 / 128 / 256 and, zero-padded by
+// the permutation, 16 / 32 / 40 / 136..248 / Dv != D, additional KV tokens (dense hopper-fmha part merged by LSE);
 // the 72 golden cases (NATTEN) through the public nattn::na_forward with backend "hopper-fna" (head
 // dims 8 / 16 / 32, additional KV); and the argument / config checks, which agree with the registry.
 // Skipped without a compute capability 9.0 GPU; instantiations not compiled are reported and skipped.
@@ -325,6 +325,43 @@ TEST_F(HopperFna, AdditionalKvDirect) {
   run_all(cs, 800);
 }
 
+// Head dim 256 (kernel of 64-key KV tiles, windows read from shared memory by masked tiles): the
+// direct mode with KV tile shapes of 64 tokens that differ from the Q tiles, stride, causality,
+// GQA, no LSE, additional KV; the permuted mode through dilation and a padded layout; head dims
+// 136..248 and Dv != D zero-padded to 256 (permuted); then the direct cases forced through the
+// permuted path.
+TEST_F(HopperFna, HeadDim256) {
+  std::vector<Case> direct;
+  { Case c = mk({1000}, {65}, {128}, {64}); direct.push_back(c); }
+  { Case c = mk({777}, {129}, {128}, {64}); c.stride = {16}; c.causal = {true}; c.batch = 2; direct.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 8}); c.stride = {2, 3}; direct.push_back(c); }
+  { Case c = mk({30, 50}, {11, 19}, {8, 16}, {1, 64}); c.causal = {true, false}; c.heads = 6; c.heads_kv = 2;
+    direct.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}, {4, 4, 4}); c.batch = 2; direct.push_back(c); }
+  { Case c = mk({11, 26, 35}, {6, 10, 24}, {2, 8, 8}, {1, 8, 8}); c.stride = {3, 5, 8}; c.causal = {false, true, true};
+    c.heads = 4; c.heads_kv = 1; c.with_lse = false; direct.push_back(c); }
+  { Case c = mk({16, 16, 32}, {16, 8, 8}, {2, 8, 8}, {4, 4, 4}); c.stride = {16, 8, 8}; direct.push_back(c); }
+  { Case c = mk({9, 12, 10}, {9, 12, 10}, {8, 4, 4}, {4, 16, 1}); direct.push_back(c); }  // full window
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 8}); c.extra = 33; c.heads = 4; c.heads_kv = 2; direct.push_back(c); }
+  for (Case& c : direct) c.want_direct = true;
+  run_all(direct, 1000, {{256, 256}});
+
+  std::vector<Case> permuted;
+  { Case c = mk({999}, {33}, {128}, {64}); c.dilation = {3}; permuted.push_back(c); }
+  { Case c = mk({47, 38}, {7, 9}, {16, 8}, {8, 8}); c.dilation = {3, 2}; c.causal = {false, true}; permuted.push_back(c); }
+  { Case c = mk({15, 10, 18}, {6, 5, 7}, {4, 4, 8}, {2, 4, 8}); c.dilation = {2, 1, 2}; c.heads = 4; c.heads_kv = 1;
+    permuted.push_back(c); }
+  { Case c = mk({20, 24}, {5, 7}, {128, 1}, {64, 1}); c.pad = 8; c.batch = 2; permuted.push_back(c); }
+  { Case c = mk({513}, {64}, {128}, {64}); c.stride = {8}; c.dilation = {2}; c.extra = 130; permuted.push_back(c); }
+  run_all(permuted, 1100, {{256, 256}});
+  run_all(permuted, 1200, {{136, 136}, {256, 192}, {200, 248}});
+
+  for (Case& c : direct) c.want_direct = false;
+  setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+  run_all(direct, 1300, {{256, 256}});
+  unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+}
+
 // The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
 // op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
 // `nattn verify --backend hopper-fna` runs them. None may be rejected.
@@ -412,6 +449,7 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
   };
   const int64_t G = qp.num_groups();
   const int64_t mq = qp.seq_len() / 128;
+  const int kv_volume = static_cast<int>(kvp.tile[0] * kvp.tile[1] * kvp.tile[2]);  // 128, or 64 (head dim 256)
   std::vector<int64_t> seen_count;
   for (int64_t pb = 0; pb < G; ++pb)
     for (int64_t mb = 0; mb < mq; ++mb) {
@@ -455,7 +493,7 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
         na::tile_of(g, sh->ctx, cursor, tile);
         for (int r = 0; r < 128; ++r) {
           if (!real[static_cast<size_t>(r)]) continue;
-          for (int col = 0; col < 128; ++col) {
+          for (int col = 0; col < kv_volume; ++col) {
             bool vis = true;
             if (tile.masked) {  // the kernel's mask: na::row_mask of the row's windows
               int lo[3], hi[3];
@@ -464,8 +502,14 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
                 lo[i] = sh->win_lo[e];
                 hi[i] = sh->win_hi[e];
               }
-              uint32_t w[4];
-              na::row_mask(g, tile, lo, hi, w);
+              uint32_t w[4], w2[2];  // the kernel's mask words: 4 for 128-key tiles, 2 for 64
+              if (kv_volume == 64) {
+                na::row_mask(g, tile, lo, hi, w2);
+                w[0] = w2[0];
+                w[1] = w2[1];
+              } else {
+                na::row_mask(g, tile, lo, hi, w);
+              }
               vis = ((w[col >> 5] >> (col & 31)) & 1u) != 0;
             }
             int64_t y[3] = {0, 0, 0};
@@ -477,7 +521,7 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
                 y[i] += g.kv_org[i];  // global
               }
             } else {
-              key_real = kvp.inverse(pb, static_cast<int64_t>(tile.index) * 128 + col, y);
+              key_real = kvp.inverse(pb, static_cast<int64_t>(tile.index) * kv_volume + col, y);
             }
             if (!vis) continue;
             if (!key_real) {
@@ -503,14 +547,20 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
   return bad;
 }
 
-// A random cooperative config from the tile shapes `ts`: the KV tile the Q tile's or another shape.
-TileConfig random_config(const std::vector<V>& ts, std::mt19937_64& rng) {
+// A random cooperative config from the tile shapes `ts` (128 tokens): the KV tile the Q tile's or
+// another shape, or one of the 64-token shapes `kv64` (the KV tiles of the head dim 256 kernel).
+TileConfig random_config(const std::vector<V>& ts, const std::vector<V>& kv64, std::mt19937_64& rng) {
   TileConfig cfg;
   cfg.q_tile = ts[rng() % ts.size()];
-  cfg.kv_tile = rng() % 2 ? cfg.q_tile : ts[rng() % ts.size()];
+  const uint64_t pick = rng() % 3;
+  cfg.kv_tile = pick == 0 ? cfg.q_tile : (pick == 1 ? ts[rng() % ts.size()] : kv64[rng() % kv64.size()]);
   cfg.schedule = KernelSchedule::cooperative;
   return cfg;
 }
+
+// KV tile shapes of 64 tokens per rank (head dim 256).
+const std::vector<std::vector<V>> kKvTiles64 = {
+    {{64}}, {{8, 8}, {16, 4}, {4, 16}, {64, 1}, {1, 64}}, {{4, 4, 4}, {2, 4, 8}, {1, 8, 8}, {4, 16, 1}, {1, 2, 32}}};
 
 TEST(HopperFnaWalk, MatchesBruteForce) {
   std::mt19937_64 rng(12345);
@@ -535,7 +585,7 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
       p.dilation[static_cast<size_t>(i)] = d;
       p.is_causal[static_cast<size_t>(i)] = rng() % 3 == 0;
     }
-    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], rng);
+    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], kKvTiles64[static_cast<size_t>(rank - 1)], rng);
     std::string why;
     const int bad = walk_check(p, extent, cfg, &why);
     EXPECT_EQ(bad, 0) << "extent " << shape_string(extent) << " " << p.describe() << " " << cfg.describe() << ": "
@@ -583,7 +633,7 @@ TEST(HopperFnaWalk, SubDomainMatchesBruteForce) {
       q_extent.push_back(b - a);
       kv_extent.push_back(khi - klo);
     }
-    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], rng);
+    const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], kKvTiles64[static_cast<size_t>(rank - 1)], rng);
     std::string why;
     const int bad = walk_check(p, q_extent, cfg, &why, true, &sd, kv_extent);
     EXPECT_EQ(bad, 0) << "sub-domain " << sd.describe(rank) << " query box " << shape_string(q_extent) << " K/V box "
@@ -730,7 +780,7 @@ TEST_F(HopperFna, RejectsUnsupported) {
     b.params = NaParams::uniform(2, 17);  // kernel > extent
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), ValueError);
   }
-  {  // fp32, head dims that are not multiples of 8 or above 128
+  {  // fp32, head dims that are not multiples of 8 or above 256
     Dual q32, k32, v32, o32;
     q32.init(DType::f32, {1, 16, 16, 2, 64}, 0, &rng, false);
     k32.init(DType::f32, {1, 16, 16, 2, 64}, 0, &rng, false);
@@ -739,7 +789,7 @@ TEST_F(HopperFna, RejectsUnsupported) {
     NaForwardArgs b = a;
     b.query = q32.dview; b.key = k32.dview; b.value = v32.dview; b.out = o32.dview;
     EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
-    for (int64_t hd : {12, 136}) {
+    for (int64_t hd : {12, 264}) {
       Dual qh, kh, vh, oh;
       qh.init(dt, {1, 16, 16, 2, hd}, 0, &rng, false);
       kh.init(dt, {1, 16, 16, 2, hd}, 0, &rng, false);
@@ -749,20 +799,36 @@ TEST_F(HopperFna, RejectsUnsupported) {
       EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError) << "head dim " << hd;
     }
   }
+  // Head dim 256 runs KV tiles of 64 tokens: a 128-token KV tile is rejected, naming the volume.
+  for (DType t : {DType::bf16, DType::f16}) {
+    if (!cuda::sm90::na_forward_compiled(t, 256)) continue;
+    Dual q2, k2, v2, o2;
+    q2.init(t, {1, 16, 16, 2, 256}, 0, &rng, false);
+    k2.init(t, {1, 16, 16, 2, 256}, 0, &rng, false);
+    v2.init(t, {1, 16, 16, 2, 256}, 0, &rng, false);
+    o2.init(t, {1, 16, 16, 2, 256}, 0, nullptr, true);
+    NaForwardArgs b = a;
+    b.query = q2.dview; b.key = k2.dview; b.value = v2.dview; b.out = o2.dview;
+    EXPECT_THROW(cuda::sm90::na_forward(b, good, nullptr), NotImplementedError);
+    const std::string why = cuda::sm90::na_forward_unsupported_reason(b, good);
+    EXPECT_NE(why.find("kv_tile volume must be 64"), std::string::npos) << why;
+    TileConfig c64 = good;
+    c64.kv_tile = {8, 8};
+    EXPECT_EQ(cuda::sm90::na_forward_unsupported_reason(b, c64), "");
+    break;
+  }
   EXPECT_TRUE(cuda::sm90::na_forward_unsupported_reason(a, good).empty()) << cuda::sm90::na_forward_unsupported_reason(a, good);
 }
 
 // The registry (HopperFna::reject through reject_reason) and na_forward accept the same problems:
-// head dims D / Dv in {8, 12, 16, 40, 64, 72, 96, 128, 136} pairs, with and without additional KV.
+// head dims D / Dv in {8, 12, 16, 40, 64, 72, 96, 128, 136, 256, 264} pairs, with and without
+// additional KV (the op with a config of the kernel's KV tile volume: 64 tokens at head dim 256).
 TEST_F(HopperFna, RegistryAgreesWithOp) {
   std::mt19937_64 rng(8);
-  TileConfig good;
-  good.q_tile = good.kv_tile = {16, 8};
-  good.schedule = KernelSchedule::cooperative;
   int agreed = 0, accepted = 0;
   for (DType t : {DType::f16, DType::bf16})
-    for (int64_t d : {8, 12, 40, 64, 96, 136})
-      for (int64_t dv : {8, 16, 72, 128, 136})
+    for (int64_t d : {8, 12, 40, 64, 96, 136, 264})
+      for (int64_t dv : {8, 16, 72, 128, 256})
         for (int64_t extra : {0, 5}) {
           Dual q, k, v, o, ek, ev;
           q.init(t, {1, 16, 16, 2, d}, 0, &rng, false);
@@ -778,19 +844,23 @@ TEST_F(HopperFna, RegistryAgreesWithOp) {
             a.additional_keys = ek.dview;
             a.additional_values = ev.dview;
           }
+          TileConfig good;
+          good.q_tile = {16, 8};
+          good.kv_tile = cuda::sm90::na_kernel_head_dim(t, d, dv) == 256 ? V{8, 8} : V{16, 8};
+          good.schedule = KernelSchedule::cooperative;
           const std::string op = cuda::sm90::na_forward_unsupported_reason(a, good);
           NaProblem problem = describe(a);
           problem.compute_capability = test::gpu_cc();  // as the op fills it in before selection
           const std::string reg = reject_reason("hopper-fna", problem, Pass::forward);
           EXPECT_EQ(op.empty(), reg.empty()) << dtype_name(t) << " D " << d << " Dv " << dv << " extra " << extra
                                              << ": op '" << op << "', registry '" << reg << "'";
-          const bool want = d % 8 == 0 && dv % 8 == 0 && d <= 128 && dv <= 128 &&
+          const bool want = d % 8 == 0 && dv % 8 == 0 && d <= 256 && dv <= 256 &&
                             cuda::sm90::na_kernel_head_dim(t, d, dv) != 0;
           EXPECT_EQ(op.empty(), want) << dtype_name(t) << " D " << d << " Dv " << dv << ": " << op;
           agreed += op.empty() == reg.empty() ? 1 : 0;
           accepted += op.empty() ? 1 : 0;
         }
-  std::printf("  %d problems, registry and op agree on %d, %d accepted\n", 2 * 6 * 5 * 2, agreed, accepted);
+  std::printf("  %d problems, registry and op agree on %d, %d accepted\n", 2 * 7 * 5 * 2, agreed, accepted);
 }
 
 }  // namespace

@@ -40,15 +40,15 @@ namespace nattn::cuda::sm90 {
 //               aligned).
 //   kThreeStages   3 K and 3 V stages at head dim 128, FMHA and NA (227 KB shared memory with the
 //               NA tables, the most a CTA can have).
-// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64, 128; 256 FMHA only); Stages: K and
+// T: cutlass::half_t or cutlass::bfloat16_t; D: head dim (32, 64, 128, 256); Stages: K and
 // V ring depth (0 = the default for D).
 template <class T, int D, int Stages = 0>
 struct FmhaFwdConfig {
   static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim 32, 64, 128 or 256");
   static constexpr int kBlockM = kFmhaBlockM;  // queries per CTA (2 consumer warpgroups x 64)
-  // Keys per KV tile. Head dim 256 (FMHA only) takes 64: its O accumulator alone is 128 registers
+  // Keys per KV tile. Head dim 256 (FMHA and NA) takes 64: its O accumulator alone is 128 registers
   // per consumer thread, and S / the two P buffers of a 128-key tile would not fit beside it.
-  static constexpr int kBlockN = D == 256 ? 64 : kFmhaBlockN;
+  static constexpr int kBlockN = fmha_block_n(D);
   // P double-buffered (Sm90Variant::kDbufP) up to head dim 128; at 256 the second buffer spilled.
   static constexpr bool kDbufP = Sm90Variant::kDbufP && D <= 128;
   static constexpr int kStages = Stages > 0 ? Stages : (D <= 64 ? 3 : 2);  // K and V ring depth (each)

@@ -58,7 +58,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   using Storage = typename C::SharedStorage;
   using Pipeline = typename C::PipelineKV;
   constexpr int kBM = C::kBlockM, kBN = C::kBlockN;
-  static_assert(!kNa || kBN == na::kRows, "the NA tiling (row masks, tile volumes) assumes 128-key KV tiles");
+  // NA: KV tiles of kBN keys (128; 64 at head dim 256), row masks of kBN / 32 words.
+  static_assert(!kNa || kBN == 128 || kBN == 64, "the NA tiling takes KV tiles of 128 or 64 keys");
 
   extern __shared__ char smem_raw[];
   // Aligned up to 1024 bytes as an offset from smem_raw, so that the compiler still knows the
@@ -280,9 +281,11 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(seq_kv, rows[r] + 1) : seq_kv;
     // NA: the in-group window of each of the thread's two rows per axis (padding keys lie outside
     // every window, so the window test also masks them). Held in registers, except with kDbufP
-    // (the second P buffer leaves no room): then read from shared memory by each masked tile.
+    // (the second P buffer leaves no room) and at head dim 256 (O alone is 128 registers): then
+    // read from shared memory by each masked tile.
+    constexpr bool kWindowsInRegisters = !C::kDbufP && D <= 128;
     int win_lo[2][3], win_hi[2][3];
-    auto load_windows = [&]() NATTN_SM90_INLINE {
+    if constexpr (kNa && kWindowsInRegisters) {
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         CUTE_UNROLL
@@ -292,23 +295,31 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           win_hi[r][i] = nas.win_hi[e];
         }
       }
-    };
-    if constexpr (kNa && !C::kDbufP) load_windows();
+    }
     // Element mask of a tile that needs one (tile.masked, warp-uniform).
-    // NA: per row, the 128-bit mask of its visible key columns (na::row_mask, shared with the host
+    // NA: per row, the kBN-bit mask of its visible key columns (na::row_mask, shared with the host
     // self-check), shifted right by the thread's column offset 2 (lane % 4) so that element i
     // (column 8 (i >> 2) + 2 (lane % 4) + (i & 1), layout_check.cu) tests the constant bit
     // 8 ((i >> 2) & 3) + (i & 1) of word i >> 4.
     auto apply_mask = [&](const na::KvTile& tile) NATTN_SM90_INLINE {
       if constexpr (kNa) {
-        if constexpr (C::kDbufP) load_windows();
-        uint32_t w[2][4];
+        constexpr int kWords = kBN / 32;
+        uint32_t w[2][kWords];
         const int q2 = 2 * (ctid & 3);
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
+          // Row r's windows: held in registers, or read from shared memory one row at a time.
+          if constexpr (!kWindowsInRegisters) {
+            CUTE_UNROLL
+            for (int i = 0; i < 3; ++i) {
+              const int e = na::win_index(p.na, i, get<0>(tScS(0)) + 8 * r);
+              win_lo[r][i] = nas.win_lo[e];
+              win_hi[r][i] = nas.win_hi[e];
+            }
+          }
           na::row_mask(p.na, tile, win_lo[r], win_hi[r], w[r]);
           CUTE_UNROLL
-          for (int k = 0; k < 4; ++k) w[r][k] >>= q2;
+          for (int k = 0; k < kWords; ++k) w[r][k] >>= q2;
         }
         CUTE_UNROLL
         for (int i = 0; i < size(tSrS); ++i)
@@ -448,14 +459,17 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           ++t;
         }
       } else {
-        // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product.
-        for (t = next_tile(t + 1, tile); t < n_walk; t = next_tile(t + 1, tile)) {
+        // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product. Tile j's mask information is
+        // computed after its GEMMs are issued (while both accumulators are in flight, so it is not
+        // live across the issue: at head dim 256 that spilled).
+        for (++t; t < walk_end(); ++t) {
           pipe_k.consumer_wait(k_state);
           turn_begin();
           detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
           pipe_v.consumer_wait(v_state);
           detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
           turn_end();
+          next_tile(t, tile);
           warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
           warpgroup_fence_operand(tSrS);
           pipe_k.consumer_release(k_state);

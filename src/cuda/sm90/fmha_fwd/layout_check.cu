@@ -10,15 +10,16 @@
 using namespace cute;
 template <class T, int D> int check() {
   using C = nattn::cuda::sm90::FmhaFwdConfig<T, D>;
+  constexpr int N = C::kBlockN, BD = C::kBlockD;  // keys per KV tile (64 at D = 256), head dims per box
   typename C::MmaQK mma_qk; typename C::MmaPV mma_pv;
   int bad = 0;
   for (int t = 0; t < 256; ++t) {
     auto thr_qk = mma_qk.get_thread_slice(t);
     auto thr_pv = mma_pv.get_thread_slice(t);
-    Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<128>, Int<128>>{}));
-    Tensor cP = thr_pv.partition_A(make_identity_tensor(Shape<Int<128>, Int<128>>{}));
+    Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<128>, Int<N>>{}));
+    Tensor cP = thr_pv.partition_A(make_identity_tensor(Shape<Int<128>, Int<N>>{}));
     Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<128>, Int<D>>{}));
-    Tensor tOrP = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<128>, Int<128>>{}));
+    Tensor tOrP = make_tensor<T>(partition_shape_A(mma_pv, Shape<Int<128>, Int<N>>{}));
     if (size(cP) != size(cS) || size(tOrP) != size(cS)) { printf("size mismatch\n"); return 1; }
     // tOrP is compact col-major over its shape: flat index i <-> coordinate cP(i) must hold, i.e.
     // cP must be indexed by the same flat index in the same order (shape equality).
@@ -38,22 +39,22 @@ template <class T, int D> int check() {
       if ((i & 1) == 0 && (get<1>(cO(i + 1)) != get<1>(cO(i)) + 1 || get<1>(cO(i)) % 2 != 0)) ++bad;
     }
   }
-  // The TMA image of the direct NA mode (one box of 64 head-dim elements x 128 tokens per block):
-  // element (token r, head-dim d) of stage s at element s * 128 * D + (d / 64) * 128 * 64 + r * 64 +
-  // d % 64 before the 128-byte swizzle, which TMA and wgmma both apply to the byte address (bases
-  // 1024-aligned), so the layouts' unswizzled parts (layout_b) must equal it. Q / K (token, d),
-  // V (d, token).
-  auto tma_image = [](int s, int r, int d) { return s * 128 * D + (d / 64) * 128 * 64 + r * 64 + d % 64; };
+  // The TMA image of the direct NA mode (one box of BD head-dim elements x `rows` tokens per block):
+  // element (token r, head-dim d) of stage s at element s * rows * D + (d / BD) * rows * BD + r * BD +
+  // d % BD before the 128-byte (64-byte at D = 32) swizzle, which TMA and wgmma both apply to the
+  // byte address (bases 1024-aligned), so the layouts' unswizzled parts (layout_b) must equal it.
+  // Q (128 tokens) / K (N tokens) (token, d), V (d, token).
+  auto tma_image = [](int rows, int s, int r, int d) { return s * rows * D + (d / BD) * rows * BD + r * BD + d % BD; };
   auto lq = typename C::SmemLayoutQ{}.layout_b();
   auto lk = typename C::SmemLayoutK{}.layout_b();
   auto lv = typename C::SmemLayoutV{}.layout_b();
   int bad_image = 0;
   for (int r = 0; r < 128; ++r)
     for (int d = 0; d < D; ++d) {
-      if (int(lq(r, d)) != tma_image(0, r, d)) ++bad_image;
-      for (int s = 0; s < C::kStages; ++s) {
-        if (int(lk(r, d, s)) != tma_image(s, r, d)) ++bad_image;
-        if (int(lv(d, r, s)) != tma_image(s, r, d)) ++bad_image;
+      if (int(lq(r, d)) != tma_image(128, 0, r, d)) ++bad_image;
+      for (int s = 0; r < N && s < C::kStages; ++s) {
+        if (int(lk(r, d, s)) != tma_image(N, s, r, d)) ++bad_image;
+        if (int(lv(d, r, s)) != tma_image(N, s, r, d)) ++bad_image;
       }
     }
   printf("  TMA box image of Q/K/V: %d mismatches\n", bad_image);
@@ -63,7 +64,9 @@ template <class T, int D> int check() {
   return bad;
 }
 int main() {
-  int bad = check<cutlass::bfloat16_t, 128>() + check<cutlass::half_t, 128>() + check<cutlass::bfloat16_t, 64>() + check<cutlass::half_t, 64>();
+  int bad = check<cutlass::bfloat16_t, 128>() + check<cutlass::half_t, 128>() + check<cutlass::bfloat16_t, 64>() +
+            check<cutlass::half_t, 64>() + check<cutlass::bfloat16_t, 32>() + check<cutlass::bfloat16_t, 256>() +
+            check<cutlass::half_t, 256>();
   printf(bad ? "FAIL\n" : "OK\n");
   return bad != 0;
 }

@@ -48,8 +48,7 @@ Launch find_kernel(DType dtype, int head_dim) {
 
 Check fail(Verdict v, const std::string& what) { return check_failed("hopper-fna", v, what); }
 
-constexpr int64_t kTile = kFmhaBlockM;  // tokens per Q tile and per KV tile
-static_assert(kFmhaBlockM == kFmhaBlockN, "Q and KV tiles hold the same number of tokens");
+constexpr int64_t kTile = kFmhaBlockM;  // tokens per Q tile
 constexpr int64_t kMaxSeq = std::numeric_limits<int32_t>::max() - kTile;  // TMA coordinates are int32
 
 bool pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -60,7 +59,7 @@ int log2_of(int64_t x) {
   return l;
 }
 
-constexpr int64_t kMaxHeadDim = 128;  // the largest kernel head dim; smaller head dims are zero-padded
+constexpr int64_t kMaxHeadDim = 256;  // the largest kernel head dim; smaller head dims are zero-padded
 
 // The problem-level rules (no config, no tensors): shared by na_forward (check_args) and the
 // registry (na_forward_reject), so that both accept exactly the same problems.
@@ -71,7 +70,7 @@ Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int6
   for (int64_t d : {D, Dv})
     if (d < 8 || d > kMaxHeadDim || d % 8 != 0)
       return fail(Verdict::not_implemented, "head dims " + std::to_string(D) + " (query/key) and " +
-                                                std::to_string(Dv) + " (value): each must be a multiple of 8 in [8, 128]");
+                                                std::to_string(Dv) + " (value): each must be a multiple of 8 in [8, 256]");
   const int dk = na_kernel_head_dim(dtype, D, Dv);
   if (dk == 0)
     return fail(Verdict::not_implemented, std::string("no kernel compiled for ") + dtype_name(dtype) + " head dim >= " +
@@ -85,7 +84,7 @@ Check shape_check(DType dtype, int64_t D, int64_t Dv, int64_t B, int64_t H, int6
   if (sub_domain && (groups != 1 || D != Dv || D != dk))
     return fail(Verdict::not_implemented,
                 "sub-domain NA runs in the direct mode only: dilation 1 and head dims D == Dv equal to a compiled "
-                "kernel's (32, 64, 128); got D=" +
+                "kernel's (32, 64, 128, 256); got D=" +
                     std::to_string(D) + " Dv=" + std::to_string(Dv) + " dilation groups=" + std::to_string(groups) +
                     " (use cutlass-fna)");
   if (B * groups > 65535 || H > 65535)
@@ -119,12 +118,16 @@ sem::Permutation rank3(sem::Permutation p) {
   return p;
 }
 
-Check check_config(const NaForwardArgs& a, const TileConfig& config) {
+// dk: the kernel's head dim (its KV tile volume: na_kv_tile_volume).
+Check check_config(const NaForwardArgs& a, const TileConfig& config, int64_t dk) {
   const int rank = a.params.rank;
+  const int64_t kv_volume = na_kv_tile_volume(static_cast<int>(dk));
   auto bad = [&](const std::string& why) {
     return fail(Verdict::not_implemented, "config " + config.describe() + " is not supported: " + why +
-                                              " (runs q_tile and kv_tile of " + std::to_string(rank) +
-                                              " axes with 128 tokens each, schedule coop)");
+                                              " (runs a q_tile of " + std::to_string(kTile) + " tokens and a kv_tile of " +
+                                              std::to_string(kv_volume) + " tokens at kernel head dim " +
+                                              std::to_string(dk) + ", both of " + std::to_string(rank) +
+                                              " axes, schedule coop)");
   };
   if (config.schedule != KernelSchedule::cooperative) return bad("schedule must be coop");
   for (const std::vector<int64_t>* t : {&config.q_tile, &config.kv_tile}) {
@@ -134,7 +137,9 @@ Check check_config(const NaForwardArgs& a, const TileConfig& config) {
       if (!pow2(x)) return bad("tile sizes must be powers of two");
       vol *= x;
     }
-    if (vol != kTile) return bad("tile volume must be 128");
+    const int64_t want = t == &config.q_tile ? kTile : kv_volume;
+    if (vol != want)
+      return bad(std::string(t == &config.q_tile ? "q_tile" : "kv_tile") + " volume must be " + std::to_string(want));
   }
   return {};
 }
@@ -232,7 +237,7 @@ Check check_args(const NaForwardArgs& a, const TileConfig& config) {
   const double scale = scale_of(a, D);
   if (!std::isfinite(scale)) return fail(Verdict::value_error, "scale must be finite, got " + std::to_string(scale));
   if (scale <= 0.0) return fail(Verdict::not_implemented, "scale must be > 0, got " + std::to_string(scale));
-  c = check_config(a, config);
+  c = check_config(a, config, na_kernel_head_dim(q.dtype, D, Dv));
   if (c.verdict != Verdict::ok) return c;
   const sem::Permutation qp = make_perm(a, config.q_tile), kvp = make_perm(a, config.kv_tile, &k);
   if (qp.seq_len() > kMaxSeq || kvp.seq_len() > kMaxSeq)
@@ -548,10 +553,12 @@ void run_direct_extra(const NaForwardArgs& a, const TileConfig& config, cudaStre
 
 bool na_forward_compiled(DType dtype, int head_dim) { return find_kernel(dtype, head_dim) != nullptr; }
 
+int64_t na_kv_tile_volume(int kernel_head_dim) { return fmha_block_n(kernel_head_dim); }
+
 int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v) {
   const int64_t need = std::max(head_dim, head_dim_v);
   if (need < 1) return 0;
-  for (int dk : {32, 64, 128})
+  for (int dk : {32, 64, 128, 256})
     if (dk >= need && na_forward_compiled(dtype, dk)) return dk;
   return 0;
 }

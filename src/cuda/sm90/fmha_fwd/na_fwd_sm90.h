@@ -7,13 +7,14 @@
 // (workspace through cudaMallocAsync / cudaFreeAsync on that stream).
 //
 // Supported: rank 1-3, fp16 / bf16, head dims D (query/key) and Dv (value) multiples of 8 in
-// [8, 128], Dv may differ from D (both are zero-padded during the permutation to the kernel head
-// dim na_kernel_head_dim: 64, or 128 when max(D, Dv) > 64; the scale stays the caller's, default
-// D^-0.5 of the real D), any kernel size / stride / dilation / per-axis causality, GQA/MQA,
-// optional LSE, additional KV tokens (a dense hopper-fmha forward of the permuted queries against
-// them, merged exactly with the NA part by LSE), any strides with the head dim contiguous; config
-// q_tile and kv_tile of the NA rank with volume 128 each (powers of two), schedule coop.
-// Not supported (NotImplementedError): sub-domain NA, scale <= 0, B * G or H > 65535. Needs a
+// [8, 256], Dv may differ from D (both are zero-padded during the permutation to the kernel head
+// dim na_kernel_head_dim: the smallest compiled 32 / 64 / 128 / 256 >= max(D, Dv); the scale stays
+// the caller's, default D^-0.5 of the real D), any kernel size / stride / dilation / per-axis
+// causality, GQA/MQA, optional LSE, additional KV tokens (a dense hopper-fmha forward of the
+// queries against them, merged exactly with the NA part by LSE), any strides with the head dim
+// contiguous; sub-domains (direct mode only); config q_tile of volume 128 and kv_tile of volume
+// na_kv_tile_volume (128; 64 at kernel head dim 256), both of the NA rank (powers of two),
+// schedule coop. Not supported (NotImplementedError): scale <= 0, B * G or H > 65535. Needs a
 // compute capability 9.0 device.
 #pragma once
 
@@ -32,8 +33,12 @@ namespace nattn::cuda::sm90 {
 // True when the kernel of (dtype, head_dim) was compiled into this build (same table as FMHA).
 bool na_forward_compiled(DType dtype, int head_dim);
 
-// The kernel head dim for (D, Dv): the smallest compiled one (32, 64, 128) >= max(D, Dv); 0 when none.
+// The kernel head dim for (D, Dv): the smallest compiled one (32, 64, 128, 256) >= max(D, Dv); 0 when none.
 int na_kernel_head_dim(DType dtype, int64_t head_dim, int64_t head_dim_v);
+
+// Keys per KV tile of the kernel of that head dim (FmhaFwdConfig::kBlockN): 128, and 64 at 256
+// (its O accumulator leaves no registers for 128-key S / P fragments). Config kv_tile volumes.
+int64_t na_kv_tile_volume(int kernel_head_dim);
 
 // "" when na_forward accepts the problem at the shape level (dtype, head dims, compiled kernels,
 // additional KV, batch x dilation groups, heads, sub-domain), else the reason: what the registry
@@ -59,7 +64,7 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
                    const std::vector<int64_t>& kv_extent = {});
 
 // "" when na_forward runs these (valid) arguments in direct mode: no permutation, the kernel reads
-// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64 or 128, TMA-compatible
+// Q/K/V and writes O/LSE in the caller's tensors (dilation 1, D == Dv == 32, 64, 128 or 256, TMA-compatible
 // strides: head stride D, 16-byte aligned bases and strides; with additional KV also row-major O / LSE
 // and a query whose spatial axes merge into one token axis); else why it permutes.
 // NATTN_HOPPER_FNA_PERMUTED=1 in the environment forces the permuted path (benchmarks).

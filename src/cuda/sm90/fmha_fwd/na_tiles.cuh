@@ -36,7 +36,7 @@ namespace nattn::cuda::sm90::na {
 
 NATTN_NA_HD int sem_clamp(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-constexpr int kRows = kFmhaBlockM;  // query rows per CTA
+constexpr int kRows = kFmhaBlockM;  // query rows per CTA (KV tiles: 128 keys, 64 at head dim 256)
 
 // A copy of a rank-3 permutation whose rank the compiler sees as the constant 3, so that the
 // sem::Permutation loops unroll and their arrays stay in registers.
@@ -231,14 +231,17 @@ NATTN_NA_HD uint32_t bits_below(int n) {
 // subset of below(lo)).
 NATTN_NA_HD uint32_t bit_range(int lo, int hi) { return bits_below(hi) & ~bits_below(lo); }
 
-// The element mask of one query row for KV tile k: bit c of the 128-bit mask (word c >> 5) is set
-// iff key column c lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are
-// not all-seen for the tile (k.inner) are evaluated: with the in-tile decode (c >> shift) & (T - 1),
+// The element mask of one query row for KV tile k: bit c of the mask (word c >> 5; W words = the
+// KV tile's 32 W keys: 4 for the 128-key tiles, 2 for the 64-key tiles of head dim 256) is set iff
+// key column c lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are not
+// all-seen for the tile (k.inner) are evaluated: with the in-tile decode (c >> shift) & (T - 1),
 // the columns of one offset interval [u, v) are the bit range [u << shift, v << shift) repeated
 // every T << shift columns. Padding keys lie outside every window, so they are masked too.
-NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, uint32_t (&w)[4]) {
+template <int W>
+NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, uint32_t (&w)[W]) {
+  static_assert(W == 2 || W == 4, "KV tiles of 64 or 128 keys");
   NATTN_NA_UNROLL
-  for (int j = 0; j < 4; ++j) w[j] = 0xffffffffu;
+  for (int j = 0; j < W; ++j) w[j] = 0xffffffffu;
   NATTN_NA_UNROLL
   for (int i = 0; i < 3; ++i) {
     if ((k.inner >> i) & 1) continue;
@@ -247,14 +250,14 @@ NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const
     const int v = sem_clamp(hi[i] - k.org[i], 0, len) << sh;
     if (period >= 32) {
       NATTN_NA_UNROLL
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < W; ++j) {
         const int o = (32 * j) & (period - 1);  // offset of the word inside its period
         w[j] &= bit_range(u - o, v - o);
       }
     } else {  // several periods per word: the period's pattern, replicated
       const uint32_t pat = bit_range(u, v) * (0xffffffffu / ((1u << period) - 1u));
       NATTN_NA_UNROLL
-      for (int j = 0; j < 4; ++j) w[j] &= pat;
+      for (int j = 0; j < W; ++j) w[j] &= pat;
     }
   }
 }

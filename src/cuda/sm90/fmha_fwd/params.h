@@ -13,9 +13,11 @@
 namespace nattn::cuda::sm90 {
 
 // Tile sizes of every instantiation: 128 queries per CTA (two consumer warpgroups x 64 rows),
-// 128 keys per KV tile.
+// 128 keys per KV tile, 64 at head dim 256 (fmha_block_n: its O accumulator alone is 128 registers
+// per consumer thread). Host code (config lists, NA tile volumes) reads the same functions.
 constexpr int kFmhaBlockM = 128;
 constexpr int kFmhaBlockN = 128;
+constexpr int fmha_block_n(int head_dim) { return head_dim == 256 ? 64 : kFmhaBlockN; }
 
 // Kernel variants (performance experiments; every variant computes the same function). Chosen at
 // compile time with -DNATTN_SM90_VARIANT=N (default 5: fastest on the H100, bench/RESULTS.md); each flag can also
