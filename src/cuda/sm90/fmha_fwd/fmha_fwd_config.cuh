@@ -202,6 +202,14 @@ struct FmhaFwdKernelParams {
 // ---- device helpers -----------------------------------------------------------------------------
 namespace detail {
 
+// threadIdx.x read again (volatile: not merged with earlier reads), so that values derived from it
+// are recomputed where they are used instead of being held in registers across the mainloop.
+__device__ __forceinline__ int fresh_tid_x() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+}
+
 // K/V ring depth of an instantiation, FMHA and NA alike (0 = FmhaFwdConfig's default).
 template <int D>
 constexpr int kernel_stages() {

@@ -508,7 +508,12 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       inv[r] = l > 0.f ? 1.f / l : 0.f;
       lse[r] = l > 0.f ? (row_max[r] * c + __log2f(l)) * 0.69314718055994531f : -INFINITY;
     }
-    Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
+    // The thread's indices, derived again from %tid.x: kept live across the mainloop they were
+    // spilled at head dim 256 (recomputing them is a few integer instructions).
+    const int ectid = detail::fresh_tid_x() - 128;  // 0..255, as ctid
+    const int ecwg = ectid / 128;                   // as cwg
+    Tensor tOcO = mma_pv.get_thread_slice(ectid).partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
+    const int erow = get<0>(tOcO(0));  // CTA tile row of the thread's first O (and S) row; the second is + 8
     T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2] + q_start * p.o_stride[1];
     // Where CTA tile row `lrow` (0..127) goes: false for padding rows; else the element offsets of
     // its O row (from o_base) and of its LSE (from the (batch, head) base). Sequence layout: row
@@ -546,29 +551,29 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       const int64_t row_strides = direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1];
       staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (row_strides & 7) == 0;
       if (staged) {
-        const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + cwg * (64 * 128);
+        const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + ecwg * (64 * 128);
         auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
           return stage + (ch >> 3) * (kBM * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
         };
-        detail::named_bar_sync(detail::kBarEpi + cwg, 128);  // all four warps past their last wgmma
+        detail::named_bar_sync(detail::kBarEpi + ecwg, 128);  // all four warps past their last wgmma
         CUTE_UNROLL
         for (int i = 0; i < size(tOrO); i += 2) {
           const int r = detail::row_half(i);
-          const int lrow = get<0>(tOcO(i)) - 64 * cwg;
+          const int lrow = get<0>(tOcO(i)) - 64 * ecwg;
           const int col = get<1>(tOcO(i));
           detail::st_shared_b32(chunk_at(lrow, col >> 3) + (col & 7) * 2,
                                 detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]));
         }
-        detail::named_bar_sync(detail::kBarEpi + cwg, 128);
+        detail::named_bar_sync(detail::kBarEpi + ecwg, 128);
         constexpr int kChunks = D / 8;  // 16-byte chunks per row
-        const int wtid = ctid & 127;
+        const int wtid = ectid & 127;
         CUTE_UNROLL
         for (int it = 0; it < 64 * kChunks / 128; ++it) {
           const int idx = wtid + 128 * it;
           const int r = idx / kChunks, ch = idx % kChunks;
           const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
           int64_t o_off, l_off;
-          if (row_dest(64 * cwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
+          if (row_dest(64 * ecwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
         }
       }
     }
@@ -577,7 +582,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       for (int i = 0; i < size(tOrO); i += 2) {
         const int r = detail::row_half(i);
         int64_t o_off, l_off;
-        if (row_dest(rows[r] - m_block * kBM, o_off, l_off)) {
+        if (row_dest(erow + 8 * r, o_off, l_off)) {
           const int col = get<1>(tOcO(i));
           *reinterpret_cast<uint32_t*>(o_base + o_off + col) = detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
         }
@@ -587,7 +592,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         int64_t o_off, l_off;
-        if (row_dest(rows[r] - m_block * kBM, o_off, l_off))
+        if (row_dest(erow + 8 * r, o_off, l_off))
           p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + q_start * p.lse_stride[1] + l_off] = lse[r];
       }
     }
