@@ -309,6 +309,40 @@ TEST_F(HopperFmha, Varlen) {
     }
 }
 
+// Several (head, sequence) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; the automatic choice keeps
+// one on these small problems): counts that do not divide the pairs, GQA, causal, padded layouts,
+// no LSE, and varlen batches whose sequences are skipped by some pairs' Q tiles.
+TEST_F(HopperFmha, PairsPerCta) {
+  std::vector<Case> cases;
+  for (int64_t d : {32, 64, 128, 256}) {
+    { Case c; c.d = d; c.batch = 3; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true;
+      cases.push_back(c); }
+    { Case c; c.d = d; c.batch = 2; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8;
+      c.with_lse = false; cases.push_back(c); }
+  }
+  for (const char* k : {"2", "5", "16"}) {
+    setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
+    std::printf("  NATTN_HOPPER_PAIRS_PER_CTA=%s\n", k);
+    run_all(cases, 7000);
+    VarlenCase v;
+    v.q_lens = {1, 77, 128, 300, 0, 1000, 5};
+    v.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
+    v.extra_q = 7;
+    v.causal = true;
+    for (int64_t d : {64, 256}) {
+      v.d = d;
+      for (DType t : {DType::f16, DType::bf16}) {
+        try {
+          run_varlen(v, t, 7100);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "varlen: " << e.what();
+        }
+      }
+    }
+  }
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
 // Unsupported or invalid arguments raise; nothing aborts.
 TEST_F(HopperFmha, RejectsUnsupported) {
   std::mt19937_64 rng(7);

@@ -362,6 +362,40 @@ TEST_F(HopperFna, HeadDim256) {
   unsetenv("NATTN_HOPPER_FNA_PERMUTED");
 }
 
+// Several (head, batch) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; automatic keeps one on these
+// small problems): the direct mode (pairs sharing the CTA's context), the permuted mode without
+// dilation, and dilation (the launcher keeps one pair per CTA there: the context depends on the
+// group), GQA, batch 2-3, counts that do not divide the pairs, head dims 32-256.
+TEST_F(HopperFna, PairsPerCta) {
+  std::vector<Case> cs;
+  { Case c = mk({777}, {129}, {128}); c.stride = {16}; c.causal = {true}; c.batch = 3; c.heads = 6; c.heads_kv = 2;
+    cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.stride = {2, 3}; c.batch = 2; c.heads = 5; c.heads_kv = 5;
+    cs.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}, {2, 8, 8}); c.batch = 2; c.heads = 4; c.heads_kv = 1;
+    c.with_lse = false; cs.push_back(c); }
+  { Case c = mk({47, 38}, {7, 9}, {16, 8}); c.dilation = {3, 2}; c.batch = 2; c.heads = 3; c.heads_kv = 3;
+    cs.push_back(c); }
+  { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.batch = 2; c.heads = 4; c.heads_kv = 2; c.extra = 9;
+    cs.push_back(c); }
+  std::vector<Case> cs256 = cs;
+  for (Case& c : cs256) {
+    std::vector<int64_t> kv = c.kv_tile.empty() ? c.q_tile : c.kv_tile;
+    kv[0] /= 2;  // 64-token KV tiles at head dim 256
+    c.kv_tile = kv;
+  }
+  for (const char* k : {"2", "7"}) {
+    setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
+    std::printf("  NATTN_HOPPER_PAIRS_PER_CTA=%s\n", k);
+    run_all(cs, 1400);
+    run_all(cs256, 1500, {{256, 256}});
+    setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+    run_all(cs, 1600, {{64, 64}});
+    unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+  }
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
 // The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
 // op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
 // `nattn verify --backend hopper-fna` runs them. None may be rejected.

@@ -53,8 +53,15 @@ struct FmhaFwdConfig {
   static constexpr bool kDbufP = Sm90Variant::kDbufP && D <= 128;
   static constexpr int kStages = Stages > 0 ? Stages : (D <= 64 ? 3 : 2);  // K and V ring depth (each)
   static constexpr int kThreads = 384;
-  static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
+  // Several (head, sequence) pairs per CTA up to head dim 128 (README.md, "Pairs per CTA"): the
+  // producer's pair loop needs 48 registers (24 to 40 spilled), which leaves the consumers 224 (no
+  // spills up to head dim 128). Head dim 256 keeps one pair per CTA (its consumers spilled at 224):
+  // producer 40 (the per-pair TMA tensors spilled at 24), consumers 232. setmaxnreg moves registers
+  // inside the CTA's launch allocation (168 x 384), which the split must not exceed.
+  static constexpr bool kMultiPair = D <= 128;
+  static constexpr int kProducerRegs = kMultiPair ? 48 : 40;
+  static constexpr int kConsumerRegs = kMultiPair ? 224 : 232;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg split beyond the CTA's registers");
 
   // Head-dim elements of one swizzle block (one TMA box in the direct NA mode): 64 (128-byte rows,
   // 128-byte swizzle) for D = 64 / 128, 32 (64-byte rows, 64-byte swizzle) for D = 32.
@@ -97,7 +104,8 @@ struct FmhaFwdConfig {
     alignas(1024) T v[cute::cosize_v<SmemLayoutV>];
     typename PipelineKV::SharedStorage pipe_k;
     typename PipelineKV::SharedStorage pipe_v;
-    alignas(8) uint64_t q_barrier;
+    alignas(8) uint64_t q_barrier;  // Q loaded (transaction barrier, one phase per pair)
+    alignas(8) uint64_t q_empty;    // Q buffer released by both consumer warpgroups (per pair)
     na::Shared na;  // NA tiling context and row windows (unused by FMHA; fits the struct's padding)
   };
   // +1024: the kernel aligns the dynamic shared memory base up to 1024 bytes (128-byte swizzle).
@@ -189,6 +197,8 @@ struct FmhaFwdKernelParams {
   int64_t lse_stride[3];  // batch, seq, head
   int batch, seqlen_q, seqlen_kv, heads, heads_kv, group;  // group = heads / heads_kv
   int num_m_blocks;
+  int n_pairs;        // heads x (batch or varlen sequences): the (head, sequence) pairs of a Q tile
+  int pairs_per_cta;  // consecutive pairs one CTA computes (grid y / z: ceil(n_pairs / pairs_per_cta))
   float scale_log2;
   int causal;
   const int* cu_q;   // varlen FMHA: per-sequence query / key offsets (FmhaFwdParams), else nullptr

@@ -75,23 +75,40 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   // Causal FMHA: the most expensive Q tiles (the last ones) are launched first. NA: p.causal = 0
   // (its per-axis causality lives in p.na).
   const int m_block = p.causal ? p.num_m_blocks - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
-  const int head = blockIdx.y;
-  const int head_kv = head / p.group;
-  // This CTA's sequence: batch entry blockIdx.z, or (varlen FMHA) packed sequence blockIdx.z of the
-  // single batch entry, starting at query row q_start and key row kv_start.
-  int batch = blockIdx.z, q_start = 0, kv_start = 0, seq_q = p.seqlen_q, seq_kv = p.seqlen_kv;
-  if (!kNa && p.cu_q != nullptr) {
-    batch = 0;
-    q_start = p.cu_q[blockIdx.z];
-    seq_q = p.cu_q[blockIdx.z + 1] - q_start;
-    kv_start = p.cu_kv[blockIdx.z];
-    seq_kv = p.cu_kv[blockIdx.z + 1] - kv_start;
-    if (m_block * kBM >= seq_q) return;  // the grid covers the longest sequence (CTA-uniform, no barrier yet)
-  }
-  const int kv_end = p.causal ? min(seq_kv, (m_block + 1) * kBM) : seq_kv;
-  // >= 1: a varlen sequence without keys still walks one (fully masked) tile, so that its rows come
-  // out as O = 0, LSE = -inf through the ordinary epilogue.
-  const int n_blocks = max(1, (kv_end + kBN - 1) / kBN);
+  // The (head, sequence) pairs of this Q tile that the CTA computes one after the other (pair =
+  // head + heads * z, z = batch entry or varlen sequence): p.pairs_per_cta consecutive pairs from
+  // block (y, z) of the grid, so that the per-CTA set-up (barriers, NA context and windows, which
+  // depend on the Q tile only) is paid once and the next pair's first K/V loads overlap the current
+  // pair's last tiles and epilogue (README.md, "Pairs per CTA").
+  const int pair_begin = (static_cast<int>(blockIdx.y) + static_cast<int>(gridDim.y) * static_cast<int>(blockIdx.z)) *
+                         p.pairs_per_cta;
+  // (Head dim 256: one pair, a compile-time trip count, so that the loops below vanish.)
+  const int pair_end = C::kMultiPair ? min(pair_begin + p.pairs_per_cta, p.n_pairs) : pair_begin + 1;
+  // The current pair: its head, its sequence (batch entry `batch`, or varlen packed sequence z of the
+  // single batch entry, starting at query row q_start and key row kv_start) and its KV length.
+  int head = 0, head_kv = 0, batch = 0, q_start = 0, kv_start = 0, seq_q = p.seqlen_q, seq_kv = p.seqlen_kv;
+  int n_blocks = 1;
+  // Sets the pair's values; false when its sequence has no rows in this Q tile (varlen: the grid
+  // covers the longest sequence), which producer and consumers skip alike.
+  auto set_pair = [&](int pair) NATTN_SM90_INLINE -> bool {
+    head = pair % p.heads;
+    head_kv = head / p.group;
+    const int z = pair / p.heads;
+    batch = z;
+    if (!kNa && p.cu_q != nullptr) {
+      batch = 0;
+      q_start = p.cu_q[z];
+      seq_q = p.cu_q[z + 1] - q_start;
+      kv_start = p.cu_kv[z];
+      seq_kv = p.cu_kv[z + 1] - kv_start;
+    }
+    const int kv_end = p.causal ? min(seq_kv, (m_block + 1) * kBM) : seq_kv;
+    // >= 1: a varlen sequence without keys still walks one (fully masked) tile, so that its rows
+    // come out as O = 0, LSE = -inf through the ordinary epilogue.
+    n_blocks = max(1, (kv_end + kBN - 1) / kBN);
+    return m_block * kBM < seq_q;
+  };
+  set_pair(pair_begin);  // NA: the context below takes the first pair's batch (all pairs share it)
 
   // NA direct mode: Q/K/V/O/LSE in the caller's layout (NaGeom::direct), CTA-uniform.
   const bool direct = kNa && p.na.direct;
@@ -106,6 +123,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     }
     cutlass::arch::ClusterTransactionBarrier::init(&ss.q_barrier, 1);
+    cutlass::arch::ClusterBarrier::init(&ss.q_empty, 2);  // one arrive per consumer warpgroup
   }
   na::Shared& nas = ss.na;  // NA tiling context and row windows
   if constexpr (kNa) {
@@ -136,8 +154,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   }
 
   // The KV walk, identical in the producer and the consumers: position t -> tile (index in the
-  // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1. NA: every tile of the KV tile box.
-  const int n_walk = kNa ? nas.ctx.n_tiles : n_blocks;
+  // K/V sequence, mask flag). FMHA: tiles 0..n_blocks-1 (per pair). NA: every tile of the KV tile box.
   // Called with t = 0, 1, 2, ... in order by each thread: NA advances the thread's cursor
   // (na::Cursor, no divisions) instead of decoding t. Past the end the tile is garbage, unused.
   na::Cursor cursor;
@@ -164,7 +181,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     if constexpr (kNa) {
       return detail::ld_shared_s32(static_cast<uint32_t>(__cvta_generic_to_shared(&nas.ctx.n_tiles)));
     } else {
-      return n_walk;
+      return n_blocks;
     }
   };
 
@@ -175,76 +192,98 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   if (wg_idx == 0) {
     // ---------------------------------------------------------------- producer warpgroup
     cutlass::arch::warpgroup_reg_dealloc<C::kProducerRegs>();
+    // Per pair: Q, then the K/V tiles of the walk. From the second pair on, the first K/V stages
+    // are loaded before Q, which waits until both consumer warpgroups released the Q buffer
+    // (q_empty, after their epilogue, which stages O through it).
+    auto wait_q_empty = [&](int it) NATTN_SM90_INLINE {
+      if (it > 0) cutlass::arch::ClusterBarrier::wait(&ss.q_empty, (it - 1) & 1);
+    };
     if (is_producer_thread && direct) {
       // Rank-5 boxes (kBlockD head-dim elements, tile_0, tile_1, tile_2, 1) straight from the
-      // caller's tensors: each fills one [128 tokens][kBlockD] block of a Q / K / V stage (see
+      // caller's tensors: each fills one [tile tokens][kBlockD] block of a Q / K / V stage (see
       // SmemLayoutV), in the token order of the tile decode (axis 0 fastest). Out-of-grid tokens
       // read as zeros.
       constexpr int kBD = C::kBlockD;
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
       const na::Ctx& cx = nas.ctx;
-      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
-      CUTE_UNROLL
-      for (int h = 0; h < D / kBD; ++h)
-        cute::SM90_TMA_LOAD_5D::copy(&p.dq, &ss.q_barrier, kHint, ss.q + h * (kBM * kBD), head * D + kBD * h,
-                                     static_cast<int>(cx.q0[0]), static_cast<int>(cx.q0[1]),
-                                     static_cast<int>(cx.q0[2]), batch);
-      auto k_state = cutlass::make_producer_start_state<Pipeline>();
-      auto v_state = cutlass::make_producer_start_state<Pipeline>();
-      const int c0 = head_kv * D;
+      // K and V advance together: one pipeline state serves both rings (registers are scarce here).
+      auto kv_state = cutlass::make_producer_start_state<Pipeline>();
       // Head-dim coordinate of block h, computed where it is used: as a loop invariant it was one
       // value too many for the producer's 24 registers (a 4-byte spill).
       auto c0_of = [&](int h) NATTN_SM90_INLINE {
         int c;
-        asm volatile("add.s32 %0, %1, %2;" : "=r"(c) : "r"(c0), "r"(kBD * h));
+        asm volatile("mad.lo.s32 %0, %1, %2, %3;" : "=r"(c) : "r"(head_kv), "n"(D), "r"(kBD * h));
         return c;
       };
       na::KvTile tile;
-      // One K or V stage of the current tile: D / kBD boxes into the ring's next stage.
-      auto load_stage = [&](Pipeline& pipe, auto& state, const CUtensorMap* map, T* ring) NATTN_SM90_INLINE {
-        pipe.producer_acquire(state);
+      // One K or V stage of the current tile: D / kBD boxes into the ring's stage kv_state.
+      auto load_stage = [&](Pipeline& pipe, const CUtensorMap* map, T* ring) NATTN_SM90_INLINE {
+        pipe.producer_acquire(kv_state);
         CUTE_UNROLL
         for (int h = 0; h < D / kBD; ++h)
-          cute::SM90_TMA_LOAD_5D::copy(map, pipe.producer_get_barrier(state), kHint,
-                                       ring + state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
+          cute::SM90_TMA_LOAD_5D::copy(map, pipe.producer_get_barrier(kv_state), kHint,
+                                       ring + kv_state.index() * (kBN * D) + h * (kBN * kBD), c0_of(h), tile.org[0],
                                        tile.org[1], tile.org[2], batch);
-        ++state;
       };
-      for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
-        load_stage(pipe_k, k_state, &p.dk, ss.k);
-        load_stage(pipe_v, v_state, &p.dv, ss.v);
+      auto load_kv = [&]() NATTN_SM90_INLINE {
+        load_stage(pipe_k, &p.dk, ss.k);
+        load_stage(pipe_v, &p.dv, ss.v);
+        ++kv_state;
+      };
+      int it = 0;
+      for (int pair = pair_begin; pair < pair_end; ++pair, ++it) {
+        set_pair(pair);  // NA: every pair is valid
+        int t = next_tile(0, tile);
+        if (C::kMultiPair && it > 0) {
+          for (int pre = 0; pre < C::kStages && t < walk_end(); ++pre, t = next_tile(t + 1, tile)) load_kv();
+          wait_q_empty(it);
+        }
+        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
+        CUTE_UNROLL
+        for (int h = 0; h < D / kBD; ++h)
+          cute::SM90_TMA_LOAD_5D::copy(&p.dq, &ss.q_barrier, kHint, ss.q + h * (kBM * kBD), head * D + kBD * h,
+                                       static_cast<int>(cx.q0[0]), static_cast<int>(cx.q0[1]),
+                                       static_cast<int>(cx.q0[2]), batch);
+        for (; t < walk_end(); t = next_tile(t + 1, tile)) load_kv();
       }
     } else if (is_producer_thread) {
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.seqlen_q, int(D), p.heads, p.batch));
       Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.seqlen_kv, int(D), p.heads_kv, p.batch));
       Tensor mV = p.tma_v.get_tma_tensor(make_shape(int(D), p.seqlen_kv, p.heads_kv, p.batch));
-      // Varlen: the sequence's rows start at q_start / kv_start of the packed tensors (rows past the
-      // sequence belong to the next one or lie outside the tensor, read as zeros; they are masked or
-      // not stored).
-      Tensor gQ = local_tile(domain_offset(make_coord(q_start, 0), mQ(_, _, head, batch)), Shape<Int<kBM>, Int<D>>{},
-                             make_coord(m_block, 0));  // (BM, D)
-      Tensor gK = local_tile(domain_offset(make_coord(kv_start, 0), mK(_, _, head_kv, batch)),
-                             Shape<Int<kBN>, Int<D>>{}, make_coord(_, 0));  // (BN, D, n)
-      Tensor gV = local_tile(domain_offset(make_coord(0, kv_start), mV(_, _, head_kv, batch)),
-                             Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
-      auto [tQg, tQs] = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-      auto [tKg, tKs] = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-      auto [tVg, tVs] = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-
-      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
-      copy(p.tma_q.with(ss.q_barrier), tQg, tQs);
-
-      auto k_state = cutlass::make_producer_start_state<Pipeline>();
-      auto v_state = cutlass::make_producer_start_state<Pipeline>();
+      auto kv_state = cutlass::make_producer_start_state<Pipeline>();  // K and V advance together
       na::KvTile tile;
-      for (int t = next_tile(0, tile); t < walk_end(); t = next_tile(t + 1, tile)) {
-        const int j = tile.index;
-        pipe_k.producer_acquire(k_state);
-        copy(p.tma_k.with(*pipe_k.producer_get_barrier(k_state)), tKg(_, j), tKs(_, k_state.index()));
-        ++k_state;
-        pipe_v.producer_acquire(v_state);
-        copy(p.tma_v.with(*pipe_v.producer_get_barrier(v_state)), tVg(_, j), tVs(_, v_state.index()));
-        ++v_state;
+      int it = 0;
+      for (int pair = pair_begin; pair < pair_end; ++pair) {
+        if (!set_pair(pair)) continue;
+        // Varlen: the sequence's rows start at q_start / kv_start of the packed tensors (rows past
+        // the sequence belong to the next one or lie outside the tensor, read as zeros; they are
+        // masked or not stored).
+        Tensor gQ = local_tile(domain_offset(make_coord(q_start, 0), mQ(_, _, head, batch)),
+                               Shape<Int<kBM>, Int<D>>{}, make_coord(m_block, 0));  // (BM, D)
+        Tensor gK = local_tile(domain_offset(make_coord(kv_start, 0), mK(_, _, head_kv, batch)),
+                               Shape<Int<kBN>, Int<D>>{}, make_coord(_, 0));  // (BN, D, n)
+        Tensor gV = local_tile(domain_offset(make_coord(0, kv_start), mV(_, _, head_kv, batch)),
+                               Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
+        auto [tQg, tQs] = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        auto [tKg, tKs] = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+        auto [tVg, tVs] = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+        auto load_kv = [&]() NATTN_SM90_INLINE {
+          const int j = tile.index;
+          pipe_k.producer_acquire(kv_state);
+          copy(p.tma_k.with(*pipe_k.producer_get_barrier(kv_state)), tKg(_, j), tKs(_, kv_state.index()));
+          pipe_v.producer_acquire(kv_state);
+          copy(p.tma_v.with(*pipe_v.producer_get_barrier(kv_state)), tVg(_, j), tVs(_, kv_state.index()));
+          ++kv_state;
+        };
+        int t = next_tile(0, tile);
+        if (C::kMultiPair && it > 0) {
+          for (int pre = 0; pre < C::kStages && t < walk_end(); ++pre, t = next_tile(t + 1, tile)) load_kv();
+          wait_q_empty(it);
+        }
+        cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
+        copy(p.tma_q.with(ss.q_barrier), tQg, tQs);
+        for (; t < walk_end(); t = next_tile(t + 1, tile)) load_kv();
+        ++it;
       }
     }
   } else {
@@ -275,10 +314,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBM>, Int<kBN>>{}));
     const int row0 = m_block * kBM + get<0>(tScS(0));
     const int rows[2] = {row0, row0 + 8};
-    // FMHA: keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1).
+    // FMHA: keys >= col_limit[r] are masked for row r (last tile: Skv; causal: row + 1); per pair.
     int col_limit[2];
-    CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(seq_kv, rows[r] + 1) : seq_kv;
     // NA: the in-group window of each of the thread's two rows per axis (padding keys lie outside
     // every window, so the window test also masks them). Held in registers, except with kDbufP
     // (the second P buffer leaves no room) and at head dim 256 (O alone is 128 registers): then
@@ -344,257 +381,270 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     };
     // kPingPong: one "turn" = the GEMMs a warpgroup issues in one step; the two warpgroups' turns
     // alternate (warpgroup 0 first: warpgroup 1 pre-arrives on its barrier). Both warpgroups take
-    // the same number of turns (they walk the same KV tiles); warpgroup 0 takes one extra sync at
-    // the end to consume warpgroup 1's last arrive.
+    // the same number of turns (they walk the same KV tiles, pair after pair: the alternation runs
+    // on across pairs); warpgroup 0 takes one extra sync after the last pair to consume warpgroup
+    // 1's last arrive.
     auto turn_begin = [&]() NATTN_SM90_INLINE {
       if constexpr (V::kPingPong) detail::named_bar_sync(detail::kBarTurn + cwg, 256);
     };
     auto turn_end = [&]() NATTN_SM90_INLINE {
       if constexpr (V::kPingPong) detail::named_bar_arrive(detail::kBarTurn + (1 - cwg), 256);
     };
+    const float c = p.scale_log2;
+    float row_max[2], row_sum[2], alpha[2];
+    cutlass::PipelineState<C::kStages> k_state, v_state;  // the K/V rings run on across pairs
+    int it = 0;  // pairs computed so far: the parity of the Q barriers' phases
     if constexpr (V::kPingPong) {
       if (cwg == 1) detail::named_bar_arrive(detail::kBarTurn + 0, 256);
     }
+    for (int pair = pair_begin; pair < pair_end; ++pair) {
+      if (!set_pair(pair)) continue;
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) col_limit[r] = p.causal ? min(seq_kv, rows[r] + 1) : seq_kv;
+      clear(tOrO);
 
-    const float c = p.scale_log2;
-    float row_max[2], row_sum[2], alpha[2];
-    clear(tOrO);
-    cutlass::PipelineState<C::kStages> k_state, v_state;
+      cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_barrier, it & 1);
 
-    cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_barrier, 0);
+      na::KvTile tile;
+      int t = next_tile(0, tile);
+      if (t >= walk_end()) {  // cannot happen (every query sees >= 1 key); no hang, no NaN if it did
+        row_max[0] = row_max[1] = -INFINITY;
+        row_sum[0] = row_sum[1] = 0.f;
+      } else {
+        // First tile: S_0, softmax, P_0.
+        pipe_k.consumer_wait(k_state);
+        turn_begin();
+        detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+        turn_end();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
+        pipe_k.consumer_release(k_state);
+        ++k_state;
+        if (tile.masked) apply_mask(tile);
+        detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
+        convert_p(tOrP);
 
-    na::KvTile tile;
-    int t = next_tile(0, tile);
-    if (t >= n_walk) {  // cannot happen (every query sees >= 1 key); no hang, no NaN if it did
-      row_max[0] = row_max[1] = -INFINITY;
-      row_sum[0] = row_sum[1] = 0.f;
-    } else {
-      // First tile: S_0, softmax, P_0.
-      pipe_k.consumer_wait(k_state);
-      turn_begin();
-      detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
-      turn_end();
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tSrS);  // reads of S stay after the wait
-      pipe_k.consumer_release(k_state);
-      ++k_state;
-      if (tile.masked) apply_mask(tile);
-      detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
-      convert_p(tOrP);
-
-      if constexpr (C::kDbufP) {
-        // Step j (P_j in p_cur, alpha = alpha_j, P_{j-1} V_{j-1} possibly in flight):
-        //   issue S_{j+1}; wait_group 1 (= P_{j-1} V_{j-1} done); O *= alpha_j; issue O += P_j V_j;
-        //   wait_group 1 (= S_{j+1} done); mask, softmax -> alpha_{j+1}; P_{j+1} into p_next.
-        // Every wait sits right after an issue, so ptxas cannot move it above the softmax, and
-        // softmax_{j+1} overlaps P_j V_j; the O rescale overlaps S_{j+1}. Rescale order: O holds
-        // sum_{i<j} P_i V_i relative to m_{j-1}; alpha_j = 2^(c (m_{j-1} - m_j)) brings it to m_j
-        // before P_j V_j (relative to m_j) is added.
-        // The O rescale is skipped when no row of the warp changed its max (alpha == 1 exactly:
-        // the product would leave O bit for bit unchanged), the usual case after the first tiles.
-        auto rescale_o_if_needed = [&](const float (&a)[2]) NATTN_SM90_INLINE {
-          if (__any_sync(0xffffffffu, a[0] != 1.f || a[1] != 1.f)) rescale_o(a);
-        };
-        bool pv_pending = false;  // P_{j-1} V_{j-1} issued, V_{j-1} not yet released
-        cutlass::PipelineState<C::kStages> v_release;
-        // t_next: the walk position of S_{j+1}'s tile; its mask information (needed only by the
-        // mask) is computed after the GEMMs are issued, while they run.
-        auto step = [&](auto& p_cur, auto& p_next, int t_next) NATTN_SM90_INLINE {
-          pipe_k.consumer_wait(k_state);
-          turn_begin();
-          detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
-          warpgroup_wait<1>();  // P_{j-1} V_{j-1} done (S_{j+1} may run)
-          warpgroup_fence_operand(tOrO);
-          warpgroup_fence_operand(p_next);  // P_{j-1}'s registers, rewritten below
-          if (pv_pending) {
-            pipe_v.consumer_release(v_release);
-            ++v_release;
+        if constexpr (C::kDbufP) {
+          // Step j (P_j in p_cur, alpha = alpha_j, P_{j-1} V_{j-1} possibly in flight):
+          //   issue S_{j+1}; wait_group 1 (= P_{j-1} V_{j-1} done); O *= alpha_j; issue O += P_j V_j;
+          //   wait_group 1 (= S_{j+1} done); mask, softmax -> alpha_{j+1}; P_{j+1} into p_next.
+          // Every wait sits right after an issue, so ptxas cannot move it above the softmax, and
+          // softmax_{j+1} overlaps P_j V_j; the O rescale overlaps S_{j+1}. Rescale order: O holds
+          // sum_{i<j} P_i V_i relative to m_{j-1}; alpha_j = 2^(c (m_{j-1} - m_j)) brings it to m_j
+          // before P_j V_j (relative to m_j) is added.
+          // The O rescale is skipped when no row of the warp changed its max (alpha == 1 exactly:
+          // the product would leave O bit for bit unchanged), the usual case after the first tiles.
+          auto rescale_o_if_needed = [&](const float (&a)[2]) NATTN_SM90_INLINE {
+            if (__any_sync(0xffffffffu, a[0] != 1.f || a[1] != 1.f)) rescale_o(a);
+          };
+          bool pv_pending = false;  // P_{j-1} V_{j-1} issued, V_{j-1} not yet released
+          cutlass::PipelineState<C::kStages> v_release = v_state;  // the V ring runs on across pairs
+          // t_next: the walk position of S_{j+1}'s tile; its mask information (needed only by the
+          // mask) is computed after the GEMMs are issued, while they run.
+          auto step = [&](auto& p_cur, auto& p_next, int t_next) NATTN_SM90_INLINE {
+            pipe_k.consumer_wait(k_state);
+            turn_begin();
+            detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+            warpgroup_wait<1>();  // P_{j-1} V_{j-1} done (S_{j+1} may run)
+            warpgroup_fence_operand(tOrO);
+            warpgroup_fence_operand(p_next);  // P_{j-1}'s registers, rewritten below
+            if (pv_pending) {
+              pipe_v.consumer_release(v_release);
+              ++v_release;
+            }
+            rescale_o_if_needed(alpha);
+            pipe_v.consumer_wait(v_state);
+            detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
+            turn_end();
+            ++v_state;
+            pv_pending = true;
+            na::KvTile nxt;
+            next_tile(t_next, nxt);
+            warpgroup_wait<1>();  // S_{j+1} done (P_j V_j may run)
+            warpgroup_fence_operand(tSrS);
+            pipe_k.consumer_release(k_state);
+            ++k_state;
+            if (nxt.masked) apply_mask(nxt);
+            detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+            convert_p(p_next);
+          };
+          auto last_step = [&](auto& p_cur) NATTN_SM90_INLINE {
+            warpgroup_wait<0>();  // P_{n-2} V_{n-2} done
+            warpgroup_fence_operand(tOrO);
+            if (pv_pending) {
+              pipe_v.consumer_release(v_release);
+              ++v_release;
+            }
+            rescale_o_if_needed(alpha);
+            pipe_v.consumer_wait(v_state);
+            turn_begin();
+            detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
+            turn_end();
+            warpgroup_wait<0>();
+            warpgroup_fence_operand(tOrO);
+            pipe_v.consumer_release(v_state);
+            ++v_state;  // the V ring runs on into the next pair
+          };
+          // Unrolled by two so that both P buffers are compile-time register arrays.
+          // Every walk position is a tile (next_tile(t) is position t).
+          for (;;) {
+            if (t + 1 >= walk_end()) {
+              last_step(tOrP);
+              break;
+            }
+            step(tOrP, tOrP2, t + 1);
+            ++t;
+            if (t + 1 >= walk_end()) {
+              last_step(tOrP2);
+              break;
+            }
+            step(tOrP2, tOrP, t + 1);
+            ++t;
           }
-          rescale_o_if_needed(alpha);
-          pipe_v.consumer_wait(v_state);
-          detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
-          turn_end();
-          ++v_state;
-          pv_pending = true;
-          na::KvTile nxt;
-          next_tile(t_next, nxt);
-          warpgroup_wait<1>();  // S_{j+1} done (P_j V_j may run)
-          warpgroup_fence_operand(tSrS);
-          pipe_k.consumer_release(k_state);
-          ++k_state;
-          if (nxt.masked) apply_mask(nxt);
-          detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
-          convert_p(p_next);
-        };
-        auto last_step = [&](auto& p_cur) NATTN_SM90_INLINE {
-          warpgroup_wait<0>();  // P_{n-2} V_{n-2} done
-          warpgroup_fence_operand(tOrO);
-          if (pv_pending) {
-            pipe_v.consumer_release(v_release);
-            ++v_release;
+        } else {
+          // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product. Tile j's mask information is
+          // computed after its GEMMs are issued (while both accumulators are in flight, so it is not
+          // live across the issue: at head dim 256 that spilled).
+          for (++t; t < walk_end(); ++t) {
+            pipe_k.consumer_wait(k_state);
+            turn_begin();
+            detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
+            pipe_v.consumer_wait(v_state);
+            detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
+            turn_end();
+            next_tile(t, tile);
+            warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
+            warpgroup_fence_operand(tSrS);
+            pipe_k.consumer_release(k_state);
+            ++k_state;
+            if (tile.masked) apply_mask(tile);
+            detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
+            // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
+            // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
+            // warpgroup does not happen (kDbufP avoids this).
+            warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
+            warpgroup_fence_operand(tOrO);
+            warpgroup_fence_operand(tOrP);
+            pipe_v.consumer_release(v_state);
+            ++v_state;
+            rescale_o(alpha);
+            convert_p(tOrP);
           }
-          rescale_o_if_needed(alpha);
           pipe_v.consumer_wait(v_state);
           turn_begin();
-          detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
+          detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
           turn_end();
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
           pipe_v.consumer_release(v_state);
-        };
-        // Unrolled by two so that both P buffers are compile-time register arrays.
-        // Every walk position is a tile (next_tile(t) is position t).
-        for (;;) {
-          if (t + 1 >= walk_end()) {
-            last_step(tOrP);
-            break;
-          }
-          step(tOrP, tOrP2, t + 1);
-          ++t;
-          if (t + 1 >= walk_end()) {
-            last_step(tOrP2);
-            break;
-          }
-          step(tOrP2, tOrP, t + 1);
-          ++t;
+          ++v_state;  // the V ring runs on into the next pair
         }
-      } else {
-        // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product. Tile j's mask information is
-        // computed after its GEMMs are issued (while both accumulators are in flight, so it is not
-        // live across the issue: at head dim 256 that spilled).
-        for (++t; t < walk_end(); ++t) {
-          pipe_k.consumer_wait(k_state);
-          turn_begin();
-          detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
-          pipe_v.consumer_wait(v_state);
-          detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-          turn_end();
-          next_tile(t, tile);
-          warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
-          warpgroup_fence_operand(tSrS);
-          pipe_k.consumer_release(k_state);
-          ++k_state;
-          if (tile.masked) apply_mask(tile);
-          detail::softmax_step<false>(tSrS, c, row_max, row_sum, alpha);
-          // NOTE: ptxas 13.0 hoists the wait below above the softmax (SASS: WARPGROUP.DEPBAR right
-          // after the mask), so the intended overlap of softmax_j with P_{j-1} V_{j-1} inside one
-          // warpgroup does not happen (kDbufP avoids this).
-          warpgroup_wait<0>();  // P_{j-1} V_{j-1} done: O and P may be touched
-          warpgroup_fence_operand(tOrO);
-          warpgroup_fence_operand(tOrP);
-          pipe_v.consumer_release(v_state);
-          ++v_state;
-          rescale_o(alpha);
-          convert_p(tOrP);
-        }
-        pipe_v.consumer_wait(v_state);
-        turn_begin();
-        detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-        turn_end();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        pipe_v.consumer_release(v_state);
-      }
-    }  // t < n_walk
-    if constexpr (V::kPingPong) {
-      if (cwg == 0) detail::named_bar_sync(detail::kBarTurn + 0, 256);  // warpgroup 1's last arrive
-    }
+      }  // t < walk_end()
 
-    // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
-    float inv[2], lse[2];
-    CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      const float l = detail::quad_sum(row_sum[r]);
-      inv[r] = l > 0.f ? 1.f / l : 0.f;
-      lse[r] = l > 0.f ? (row_max[r] * c + __log2f(l)) * 0.69314718055994531f : -INFINITY;
-    }
-    // The thread's indices, derived again from %tid.x: kept live across the mainloop they were
-    // spilled at head dim 256 (recomputing them is a few integer instructions).
-    const int ectid = detail::fresh_tid_x() - 128;  // 0..255, as ctid
-    const int ecwg = ectid / 128;                   // as cwg
-    Tensor tOcO = mma_pv.get_thread_slice(ectid).partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
-    const int erow = get<0>(tOcO(0));  // CTA tile row of the thread's first O (and S) row; the second is + 8
-    T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2] + q_start * p.o_stride[1];
-    // Where CTA tile row `lrow` (0..127) goes: false for padding rows; else the element offsets of
-    // its O row (from o_base) and of its LSE (from the (batch, head) base). Sequence layout: row
-    // m_block * 128 + lrow; direct NA: the row's grid coordinate, decoded as the TMA box laid it out.
-    auto row_dest = [&](int lrow, int64_t& o_off, int64_t& l_off) NATTN_SM90_INLINE -> bool {
-      if (direct) {
-        o_off = l_off = 0;
-        bool real = true;
-        CUTE_UNROLL
-        for (int i = 0; i < 3; ++i) {
-          const int64_t x = nas.ctx.q0[i] + ((lrow >> p.na.q_shift[i]) & p.na.q_mask[i]);
-          real = real && x < nas.ctx.qhi[i];
-          o_off += x * p.na.o_sp[i];
-          l_off += x * p.na.lse_sp[i];
-        }
-        return real;
+      // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
+      float inv[2], lse[2];
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const float l = detail::quad_sum(row_sum[r]);
+        inv[r] = l > 0.f ? 1.f / l : 0.f;
+        lse[r] = l > 0.f ? (row_max[r] * c + __log2f(l)) * 0.69314718055994531f : -INFINITY;
       }
-      const int grow = m_block * kBM + lrow;
-      o_off = static_cast<int64_t>(grow) * p.o_stride[1];
-      l_off = static_cast<int64_t>(grow) * p.lse_stride[1];
-      return grow < seq_q;
-    };
-    bool staged = false;
-    if constexpr (V::kSmemEpilogue && C::kBlockD == 64) {  // the staging below assumes 128-byte rows
-      // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
-      // warpgroup's wgmmas read, all completed by now), then 16-byte coalesced stores. Needs O
-      // 16-byte aligned with a sequence stride multiple of 8 elements (CTA-uniform), else the
-      // direct stores below. Staging layout: 16-byte chunk ch (columns 8 ch..8 ch+7) of local row r
-      // (0..63) at byte (ch / 8) * kBM * 128 + cwg * 64 * 128 + r * 128 + ((ch % 8) ^ (r % 8)) * 16
-      // of sQ. These are exactly the bytes of SmemLayoutQ's rows 64 cwg..64 cwg+63 (K-major 128-byte
-      // swizzle: row r at r * 128 bytes inside each 64-column half of kBM * 128 bytes; the swizzle
-      // only permutes 16-byte chunks inside a row), so the other warpgroup's Q is never touched.
-      // The XOR makes both phases bank-conflict free (8 rows x 4 words per 32-bit store; 8 chunks of
-      // one row per quarter-warp 16-byte load).
-      const int64_t row_strides = direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1];
-      staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (row_strides & 7) == 0;
-      if (staged) {
-        const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + ecwg * (64 * 128);
-        auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
-          return stage + (ch >> 3) * (kBM * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
-        };
-        detail::named_bar_sync(detail::kBarEpi + ecwg, 128);  // all four warps past their last wgmma
+      // The thread's indices, derived again from %tid.x: kept live across the mainloop they were
+      // spilled at head dim 256 (recomputing them is a few integer instructions).
+      const int ectid = detail::fresh_tid_x() - 128;  // 0..255, as ctid
+      const int ecwg = ectid / 128;                   // as cwg
+      Tensor tOcO = mma_pv.get_thread_slice(ectid).partition_C(make_identity_tensor(Shape<Int<kBM>, Int<D>>{}));
+      const int erow = get<0>(tOcO(0));  // CTA tile row of the thread's first O (and S) row; the second is + 8
+      T* o_base = p.o + batch * p.o_stride[0] + head * p.o_stride[2] + q_start * p.o_stride[1];
+      // Where CTA tile row `lrow` (0..127) goes: false for padding rows; else the element offsets of
+      // its O row (from o_base) and of its LSE (from the (batch, head) base). Sequence layout: row
+      // m_block * 128 + lrow; direct NA: the row's grid coordinate, decoded as the TMA box laid it out.
+      auto row_dest = [&](int lrow, int64_t& o_off, int64_t& l_off) NATTN_SM90_INLINE -> bool {
+        if (direct) {
+          o_off = l_off = 0;
+          bool real = true;
+          CUTE_UNROLL
+          for (int i = 0; i < 3; ++i) {
+            const int64_t x = nas.ctx.q0[i] + ((lrow >> p.na.q_shift[i]) & p.na.q_mask[i]);
+            real = real && x < nas.ctx.qhi[i];
+            o_off += x * p.na.o_sp[i];
+            l_off += x * p.na.lse_sp[i];
+          }
+          return real;
+        }
+        const int grow = m_block * kBM + lrow;
+        o_off = static_cast<int64_t>(grow) * p.o_stride[1];
+        l_off = static_cast<int64_t>(grow) * p.lse_stride[1];
+        return grow < seq_q;
+      };
+      bool staged = false;
+      if constexpr (V::kSmemEpilogue && C::kBlockD == 64) {  // the staging below assumes 128-byte rows
+        // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
+        // warpgroup's wgmmas read, all completed by now), then 16-byte coalesced stores. Needs O
+        // 16-byte aligned with a sequence stride multiple of 8 elements (CTA-uniform), else the
+        // direct stores below. Staging layout: 16-byte chunk ch (columns 8 ch..8 ch+7) of local row r
+        // (0..63) at byte (ch / 8) * kBM * 128 + cwg * 64 * 128 + r * 128 + ((ch % 8) ^ (r % 8)) * 16
+        // of sQ. These are exactly the bytes of SmemLayoutQ's rows 64 cwg..64 cwg+63 (K-major 128-byte
+        // swizzle: row r at r * 128 bytes inside each 64-column half of kBM * 128 bytes; the swizzle
+        // only permutes 16-byte chunks inside a row), so the other warpgroup's Q is never touched.
+        // The XOR makes both phases bank-conflict free (8 rows x 4 words per 32-bit store; 8 chunks of
+        // one row per quarter-warp 16-byte load).
+        const int64_t row_strides = direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1];
+        staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (row_strides & 7) == 0;
+        if (staged) {
+          const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + ecwg * (64 * 128);
+          auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
+            return stage + (ch >> 3) * (kBM * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
+          };
+          detail::named_bar_sync(detail::kBarEpi + ecwg, 128);  // all four warps past their last wgmma
+          CUTE_UNROLL
+          for (int i = 0; i < size(tOrO); i += 2) {
+            const int r = detail::row_half(i);
+            const int lrow = get<0>(tOcO(i)) - 64 * ecwg;
+            const int col = get<1>(tOcO(i));
+            detail::st_shared_b32(chunk_at(lrow, col >> 3) + (col & 7) * 2,
+                                  detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]));
+          }
+          detail::named_bar_sync(detail::kBarEpi + ecwg, 128);
+          constexpr int kChunks = D / 8;  // 16-byte chunks per row
+          const int wtid = ectid & 127;
+          CUTE_UNROLL
+          for (int it = 0; it < 64 * kChunks / 128; ++it) {
+            const int idx = wtid + 128 * it;
+            const int r = idx / kChunks, ch = idx % kChunks;
+            const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
+            int64_t o_off, l_off;
+            if (row_dest(64 * ecwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
+          }
+        }
+      }
+      if (!staged) {
         CUTE_UNROLL
         for (int i = 0; i < size(tOrO); i += 2) {
           const int r = detail::row_half(i);
-          const int lrow = get<0>(tOcO(i)) - 64 * ecwg;
-          const int col = get<1>(tOcO(i));
-          detail::st_shared_b32(chunk_at(lrow, col >> 3) + (col & 7) * 2,
-                                detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]));
-        }
-        detail::named_bar_sync(detail::kBarEpi + ecwg, 128);
-        constexpr int kChunks = D / 8;  // 16-byte chunks per row
-        const int wtid = ectid & 127;
-        CUTE_UNROLL
-        for (int it = 0; it < 64 * kChunks / 128; ++it) {
-          const int idx = wtid + 128 * it;
-          const int r = idx / kChunks, ch = idx % kChunks;
-          const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
           int64_t o_off, l_off;
-          if (row_dest(64 * ecwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
+          if (row_dest(erow + 8 * r, o_off, l_off)) {
+            const int col = get<1>(tOcO(i));
+            *reinterpret_cast<uint32_t*>(o_base + o_off + col) = detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+          }
         }
       }
-    }
-    if (!staged) {
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); i += 2) {
-        const int r = detail::row_half(i);
-        int64_t o_off, l_off;
-        if (row_dest(erow + 8 * r, o_off, l_off)) {
-          const int col = get<1>(tOcO(i));
-          *reinterpret_cast<uint32_t*>(o_base + o_off + col) = detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
+      if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          int64_t o_off, l_off;
+          if (row_dest(erow + 8 * r, o_off, l_off))
+            p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + q_start * p.lse_stride[1] + l_off] = lse[r];
         }
       }
-    }
-    if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
-      CUTE_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        int64_t o_off, l_off;
-        if (row_dest(erow + 8 * r, o_off, l_off))
-          p.lse[batch * p.lse_stride[0] + head * p.lse_stride[2] + q_start * p.lse_stride[1] + l_off] = lse[r];
-      }
+      // The Q buffer is free for the next pair once all of this warpgroup's threads are past the
+      // epilogue (the last reads of sQ: the staged O); one arrive per warpgroup.
+      detail::named_bar_sync(detail::kBarEpi + ecwg, 128);
+      if ((ectid & 127) == 0) cutlass::arch::ClusterBarrier::arrive(&ss.q_empty);
+      ++it;
+    }  // pairs
+    if constexpr (V::kPingPong) {
+      if (cwg == 0) detail::named_bar_sync(detail::kBarTurn + 0, 256);  // warpgroup 1's last arrive
     }
   }
 #endif
@@ -628,6 +678,8 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       a.heads_kv,
       a.heads / a.heads_kv,
       ((a.cu_q != nullptr ? a.max_seqlen_q : a.seqlen_q) + C::kBlockM - 1) / C::kBlockM,
+      0,
+      1,
       a.scale_log2,
       a.causal ? 1 : 0,
       na == nullptr ? a.cu_q : nullptr,
@@ -655,10 +707,33 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
   auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
   const int smem = C::kSmemBytes;
   NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int grid_z = na == nullptr && a.cu_q != nullptr ? a.num_seqs : a.batch;  // varlen: one slice per sequence
-  if (p.num_m_blocks == 0 || grid_z == 0) return;
-  const dim3 grid(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
-                  static_cast<unsigned>(grid_z));
+  const int n_seq = na == nullptr && a.cu_q != nullptr ? a.num_seqs : a.batch;  // varlen: one per sequence
+  if (p.num_m_blocks == 0 || n_seq == 0) return;
+  // (head, sequence) pairs per CTA (README.md, "Pairs per CTA"): grid (Q tiles, pair blocks); one
+  // pair per CTA keeps the grid (Q tiles, heads, sequences).
+  const int64_t n_pairs = static_cast<int64_t>(a.heads) * n_seq;
+  // NA with dilation: the context depends on the dilation group (part of the sequence index), so
+  // a CTA's pairs must share one: one pair per CTA.
+  const bool groups = na != nullptr && na->qp.dilation[0] * na->qp.dilation[1] * na->qp.dilation[2] > 1;
+  // The KV tiles a CTA walks per pair (NA: per axis the window plus the Q tile, in KV tiles; an
+  // estimate), which the automatic choice weighs; FMHA: not grouped automatically (measured: no gain
+  // at 512 keys and more, bench/RESULTS.md).
+  int64_t walk = int64_t{1} << 30;
+  if (na != nullptr) {
+    walk = 1;
+    for (int i = 0; i < 3; ++i) {
+      const int64_t span = std::min(na->ax[i].kernel, na->ax[i].extent) + na->qp.tile[i] - 1;
+      walk *= (span + na->kvp.tile[i] - 1) / na->kvp.tile[i];
+    }
+  }
+  const int per_cta =
+      groups || !C::kMultiPair ? 1 : choose_pairs_per_cta(p.num_m_blocks, n_pairs, walk, a.pairs_per_cta);
+  p.n_pairs = static_cast<int>(n_pairs);
+  p.pairs_per_cta = per_cta;
+  const int64_t blocks = (n_pairs + per_cta - 1) / per_cta;
+  const dim3 grid = per_cta == 1 ? dim3(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
+                                        static_cast<unsigned>(n_seq))
+                                 : dim3(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(blocks), 1u);
   kernel<<<grid, C::kThreads, smem, stream>>>(p);
   NATTN_CUDA_CHECK_LAUNCH(kNa ? "attn_fwd_sm90_kernel<na>" : "attn_fwd_sm90_kernel<fmha>");
 }

@@ -4,7 +4,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -197,6 +199,23 @@ void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
                              a.lse ? ls : nullptr, p.cu_q, p.num_seqs, stream);
   }
   launch(p, stream);
+}
+
+int choose_pairs_per_cta(int num_m_blocks, int64_t n_pairs, int64_t walk, int requested) {
+  int64_t k = requested;
+  if (k <= 0) {
+    const char* env = std::getenv("NATTN_HOPPER_PAIRS_PER_CTA");  // read per call: benchmarks switch it
+    if (env != nullptr && *env != '\0') k = std::atoll(env);
+  }
+  if (k <= 0 && walk > 16) k = 1;  // automatic, long walks: one pair per CTA
+  if (k <= 0) {
+    // Automatic, short walks: the set-up a CTA pays once is worth sharing while enough CTAs remain
+    // to fill the GPU evenly (8 waves); at most 16 pairs per CTA.
+    const int64_t sms = device_props(current_device()).sm_count;
+    k = std::min<int64_t>(16, static_cast<int64_t>(num_m_blocks) * n_pairs / std::max<int64_t>(1, 8 * sms));
+  }
+  k = std::max<int64_t>({k, 1, (n_pairs + 65534) / 65535});  // grid y <= 65535
+  return static_cast<int>(std::min<int64_t>(k, std::max<int64_t>(1, n_pairs)));
 }
 
 }  // namespace nattn::cuda::sm90

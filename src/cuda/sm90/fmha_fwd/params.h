@@ -79,7 +79,19 @@ struct FmhaFwdParams {
   const int* cu_q = nullptr;
   const int* cu_kv = nullptr;
   int num_seqs = 0, max_seqlen_q = 0;
+
+  // (head, sequence) pairs one CTA computes one after the other, per Q tile (README.md, "Pairs per
+  // CTA"): 0 = automatic (choose_pairs_per_cta).
+  int pairs_per_cta = 0;
 };
+
+// The pairs per CTA of a launch of num_m_blocks Q tiles x n_pairs (head, sequence) pairs, each
+// walking about `walk` KV tiles, on the current device: `requested` when > 0, else
+// NATTN_HOPPER_PAIRS_PER_CTA when set, else automatic: one pair when walk > 16 (long walks amortise
+// the set-up already; grouping them measured 10% slower on the 3-D video problem), otherwise
+// enough pairs per CTA to keep >= 8 waves of CTAs, at most 16; then at least ceil(n_pairs / 65535)
+// (grid y) and at most n_pairs. Host only (fmha_fwd_sm90.cpp).
+int choose_pairs_per_cta(int num_m_blocks, int64_t n_pairs, int64_t walk, int requested);
 
 // NA geometry of one launch (hopper-fna): the kernel runs on token-permuted tensors
 // [B * G, P, H, D] (dilation groups folded into the batch), one CTA per Q tile of 128 permuted
