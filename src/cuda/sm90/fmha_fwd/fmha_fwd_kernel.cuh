@@ -265,14 +265,15 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         Tensor gV = local_tile(domain_offset(make_coord(0, kv_start), mV(_, _, head_kv, batch)),
                                Shape<Int<D>, Int<kBN>>{}, make_coord(0, _));  // (D, BN, n)
         auto [tQg, tQs] = tma_partition(p.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-        auto [tKg, tKs] = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-        auto [tVg, tVs] = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+        // (gmem, smem) partitions of K and V; not structured bindings, which a C++17 lambda cannot capture.
+        auto tK = tma_partition(p.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+        auto tV = tma_partition(p.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
         auto load_kv = [&]() NATTN_SM90_INLINE {
           const int j = tile.index;
           pipe_k.producer_acquire(kv_state);
-          copy(p.tma_k.with(*pipe_k.producer_get_barrier(kv_state)), tKg(_, j), tKs(_, kv_state.index()));
+          copy(p.tma_k.with(*pipe_k.producer_get_barrier(kv_state)), get<0>(tK)(_, j), get<1>(tK)(_, kv_state.index()));
           pipe_v.producer_acquire(kv_state);
-          copy(p.tma_v.with(*pipe_v.producer_get_barrier(kv_state)), tVg(_, j), tVs(_, kv_state.index()));
+          copy(p.tma_v.with(*pipe_v.producer_get_barrier(kv_state)), get<0>(tV)(_, j), get<1>(tV)(_, kv_state.index()));
           ++kv_state;
         };
         int t = next_tile(0, tile);
