@@ -57,7 +57,8 @@ target_link_libraries(bench_hopper_fmha PRIVATE nattn CUDA::cudart nattn_warning
 # Hopper (sm_90a) NA forward (hopper-fna, src/cuda/sm90/fmha_fwd/na_fwd_sm90.cpp): test vs the
 # reference and the golden cases (skips without a compute capability 9.0 GPU or when no
 # instantiation is compiled) and its benchmark (vs cutlass-fna in the same process).
-add_executable(test_hopper_fna ${PROJECT_SOURCE_DIR}/tests/cuda/test_hopper_fna.cpp)
+add_executable(test_hopper_fna ${PROJECT_SOURCE_DIR}/tests/cuda/test_hopper_fna.cpp
+  ${PROJECT_SOURCE_DIR}/tests/cuda/test_hopper_fna_walk.cpp)
 target_include_directories(test_hopper_fna PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
 target_link_libraries(test_hopper_fna PRIVATE nattn nattn_golden GTest::gtest GTest::gtest_main CUDA::cudart
   nattn_warnings)

@@ -36,6 +36,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "cuda/common/cuda_check.h"
@@ -208,8 +209,8 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       const na::Ctx& cx = nas.ctx;
       // K and V advance together: one pipeline state serves both rings (registers are scarce here).
       auto kv_state = cutlass::make_producer_start_state<Pipeline>();
-      // Head-dim coordinate of block h, computed where it is used: as a loop invariant it was one
-      // value too many for the producer's 24 registers (a 4-byte spill).
+      // Head-dim coordinate of block h, computed where it is used (as a loop invariant it was one
+      // value too many for the producer's registers once: a spill).
       auto c0_of = [&](int h) NATTN_SM90_INLINE {
         int c;
         asm volatile("mad.lo.s32 %0, %1, %2, %3;" : "=r"(c) : "r"(head_kv), "n"(D), "r"(kBD * h));
@@ -713,6 +714,9 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
   // (head, sequence) pairs per CTA (README.md, "Pairs per CTA"): grid (Q tiles, pair blocks); one
   // pair per CTA keeps the grid (Q tiles, heads, sequences).
   const int64_t n_pairs = static_cast<int64_t>(a.heads) * n_seq;
+  if (n_pairs > std::numeric_limits<int32_t>::max() - 65536)  // the kernel indexes pairs in int32
+    throw NotImplementedError("hopper attention forward: heads x batch (or varlen sequences) must be < 2^31 - 65536, got " +
+                              std::to_string(n_pairs));
   // NA with dilation: the context depends on the dilation group (part of the sequence index), so
   // a CTA's pairs must share one: one pair per CTA.
   const bool groups = na != nullptr && na->qp.dilation[0] * na->qp.dilation[1] * na->qp.dilation[2] > 1;
