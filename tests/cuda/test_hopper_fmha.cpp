@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -18,6 +19,7 @@
 #include "common/test_util.h"
 #include "cuda/cuda_test_util.h"
 #include "cuda/sm90/fmha_fwd/fmha_fwd_sm90.h"
+#include "cuda/sm90/fmha_fwd/params.h"
 #include "nattn/errors.h"
 #include "nattn/ops.h"
 
@@ -340,6 +342,26 @@ TEST_F(HopperFmha, PairsPerCta) {
       }
     }
   }
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
+// Host only (no GPU on these paths): the pairs-per-CTA choice. A requested count wins over
+// NATTN_HOPPER_PAIRS_PER_CTA, which wins over the automatic rule; long walks (> 16 KV tiles) get
+// one pair; the result is at least ceil(pairs / 65535) (grid y) and at most the pairs.
+TEST(HopperPairsPerCta, Choice) {
+  using cuda::sm90::choose_pairs_per_cta;
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 4, 7), 7);
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 1000, 7), 7);   // requested: even for long walks
+  EXPECT_EQ(choose_pairs_per_cta(10, 5, 4, 7), 5);        // at most the pairs
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 17, 0), 1);     // automatic, long walk
+  EXPECT_EQ(choose_pairs_per_cta(1, 200000, 17, 0), 4);   // grid y <= 65535 forces 4
+  EXPECT_EQ(choose_pairs_per_cta(1, 200000, 17, 2), 4);
+  setenv("NATTN_HOPPER_PAIRS_PER_CTA", "3", 1);
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 1000, 0), 3);   // the environment over the automatic rule
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 1000, 9), 9);   // a requested count over the environment
+  setenv("NATTN_HOPPER_PAIRS_PER_CTA", "0", 1);
+  EXPECT_EQ(choose_pairs_per_cta(10, 100, 1000, 0), 1);   // 0: automatic
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }
 
