@@ -36,8 +36,6 @@ namespace nattn::cuda::sm90::na {
 
 NATTN_NA_HD int sem_clamp(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-constexpr int kRows = kFmhaBlockM;  // query rows per CTA (KV tiles: 128 keys, 64 at head dim 256)
-
 // A copy of a rank-3 permutation whose rank the compiler sees as the constant 3, so that the
 // sem::Permutation loops unroll and their arrays stay in registers.
 NATTN_NA_HD sem::Permutation rank3(const sem::Permutation& p) {
