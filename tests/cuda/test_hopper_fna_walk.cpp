@@ -34,8 +34,9 @@ using V = std::vector<int64_t>;
 // the tile origins as the TMA boxes lay them out, keys past the grid end are out-of-grid zeros.
 // sd (direct mode): a sub-domain, extent the query box's and kv_extent the K/V box's; rows and keys
 // are then local box coordinates, checked against the spec at global = origin + local.
+// skipped (optional): incremented per (tile, row) that the row's warpgroup skips.
 int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, std::string* why, bool direct = false,
-               const SubDomain* sd = nullptr, const V& kv_extent = {}) {
+               const SubDomain* sd = nullptr, const V& kv_extent = {}, int64_t* skipped = nullptr) {
   using namespace cuda::sm90;
   const int rank = params.rank;
   const NaGeom g = na_geometry(params, extent, cfg, direct, sd, kv_extent);
@@ -88,11 +89,25 @@ int walk_check(const NaParams& params, const V& extent, const TileConfig& cfg, s
         continue;
       }
       na::fill_tables(g, *sh, 0, 1);
+      for (int w = 0; w < 2; ++w) {
+        na::wg_walk(g, *sh, w);
+        // The cursor at wg_first is wg_lo (the consumers start there).
+        na::Cursor u;
+        for (int t = 0; t < sh->wg_first[w]; ++t) na::advance(sh->ctx, u);
+        for (int i = 0; i < 3; ++i)
+          if (sh->wg_first[w] < sh->wg_end[w] && u.m[i] != sh->wg_lo[w][i]) err("warpgroup start cursor differs");
+      }
       na::KvTile tile;
       na::Cursor cursor;  // the kernel's walk: the cursor advanced once per tile
       for (int t = 0; t < sh->ctx.n_tiles; ++t, na::advance(sh->ctx, cursor)) {
         na::tile_of(g, sh->ctx, cursor, tile);
         for (int r = 0; r < 128; ++r) {
+          // A position outside the part of the walk of the row's consumer warpgroup is skipped by
+          // it: the row sees none of its keys (the count check below finds any key lost that way).
+          if (t < sh->wg_first[r / 64] || t >= sh->wg_end[r / 64]) {
+            if (skipped != nullptr) ++*skipped;
+            continue;
+          }
           if (!real[static_cast<size_t>(r)]) continue;
           for (int col = 0; col < kv_volume; ++col) {
             bool vis = true;
@@ -170,6 +185,7 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
       {{16, 8}, {8, 16}, {128, 1}, {1, 128}, {32, 4}, {4, 32}},
       {{4, 4, 8}, {2, 8, 8}, {8, 4, 4}, {1, 16, 8}, {8, 8, 2}, {1, 4, 32}, {1, 2, 64}, {2, 2, 32}}};
   int runs = 0, runs_direct = 0;
+  int64_t skipped = 0;  // (tile, row) pairs skipped by the row's warpgroup, over all problems
   for (int it = 0; it < 600; ++it) {
     const int rank = 1 + it % 3;
     V extent;
@@ -188,18 +204,40 @@ TEST(HopperFnaWalk, MatchesBruteForce) {
     }
     const TileConfig cfg = random_config(tiles[static_cast<size_t>(rank - 1)], kKvTiles64[static_cast<size_t>(rank - 1)], rng);
     std::string why;
-    const int bad = walk_check(p, extent, cfg, &why);
+    const int bad = walk_check(p, extent, cfg, &why, false, nullptr, {}, &skipped);
     EXPECT_EQ(bad, 0) << "extent " << shape_string(extent) << " " << p.describe() << " " << cfg.describe() << ": "
                       << why;
     ++runs;
     // The direct mode's walk on the same problem without dilation.
     for (int i = 0; i < rank; ++i) p.dilation[static_cast<size_t>(i)] = 1;
-    const int bad_direct = walk_check(p, extent, cfg, &why, true);
+    const int bad_direct = walk_check(p, extent, cfg, &why, true, nullptr, {}, &skipped);
     EXPECT_EQ(bad_direct, 0) << "direct: extent " << shape_string(extent) << " " << p.describe() << " "
                              << cfg.describe() << ": " << why;
     ++runs_direct;
   }
-  std::printf("  %d random problems checked (permuted mode), %d without dilation in direct mode\n", runs, runs_direct);
+  std::printf("  %d random problems checked (permuted mode), %d without dilation in direct mode; %lld (tile, row) "
+              "pairs skipped by warpgroups\n",
+              runs, runs_direct, static_cast<long long>(skipped));
+  EXPECT_GT(skipped, 0) << "no warpgroup ever skipped a tile: the skip is not exercised";
+}
+
+// A 3-D problem whose windows are much larger than the tiles along the warpgroup split: the direct
+// mode numbers a Q tile's rows with the innermost axis fastest, so the two consumer warpgroups split
+// the outermost axis; with q/kv tiles (8, 4, 4) and a window of 12 there, a warpgroup's rows (4 of
+// the 8 rows along that axis) see 15 keys of the CTA's 19: the last KV tile for the first half, the
+// first for the second, which the skip must remove (and every row must still see its window).
+TEST(HopperFnaWalk, WarpgroupSkipOnLargeWindows) {
+  NaParams p;
+  p.rank = 3;
+  p.kernel_size = {12, 5, 5};
+  TileConfig cfg;
+  cfg.q_tile = {8, 4, 4};
+  cfg.kv_tile = {8, 4, 4};
+  cfg.schedule = KernelSchedule::cooperative;
+  std::string why;
+  int64_t skipped = 0;
+  EXPECT_EQ(walk_check(p, {40, 16, 16}, cfg, &why, true, nullptr, {}, &skipped), 0) << why;
+  EXPECT_GT(skipped, 0);
 }
 
 // The direct mode on sub-domains (multi-GPU halos): random global grids without dilation, a random

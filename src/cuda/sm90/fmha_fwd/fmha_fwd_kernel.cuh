@@ -396,6 +396,34 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     float row_max[2], row_sum[2], alpha[2];
     cutlass::PipelineState<C::kStages> k_state, v_state;  // the K/V rings run on across pairs
     int it = 0;  // pairs computed so far: the parity of the Q barriers' phases
+    if constexpr (kNa) {
+      // This warpgroup's part of the walk (na::wg_walk), once per CTA: the Q tile, and so every
+      // window, is the same for all of its pairs.
+      if ((ctid & 127) == 0) na::wg_walk(p.na, nas, cwg);
+      detail::named_bar_sync(detail::kBarEpi + cwg, 128);
+    }
+    // The end of this warpgroup's part of the walk (NA: re-read from shared memory at each use, as
+    // walk_end); FMHA: the whole walk.
+    // (The warpgroup index comes from canonical_warp_group_idx(), a warp-uniform shuffle that ptxas
+    // keeps in a uniform register: indexing by cwg, a per-thread value, cost the head dim 128
+    // consumers 100-230 bytes of spills in the mainloop.)
+    auto wg_end = [&]() NATTN_SM90_INLINE -> int {
+      if constexpr (kNa) {
+        const int w = cutlass::canonical_warp_group_idx() - 1;
+        return detail::ld_shared_s32(static_cast<uint32_t>(__cvta_generic_to_shared(&nas.wg_end[0])) + 4 * w);
+      } else {
+        return n_blocks;
+      }
+    };
+    // The tile of walk position t > the previous one (NA: the cursor advanced once).
+    auto wg_next = [&](int t, na::KvTile& tile) NATTN_SM90_INLINE {
+      if constexpr (kNa) {
+        na::advance(nas.ctx, cursor);
+        na::tile_of(p.na, nas.ctx, cursor, tile);
+      } else {
+        next_tile(t, tile);
+      }
+    };
     if constexpr (V::kPingPong) {
       if (cwg == 1) detail::named_bar_arrive(detail::kBarTurn + 0, 256);
     }
@@ -407,11 +435,42 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
 
       cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_barrier, it & 1);
 
+      // This warpgroup computes walk positions [wg_first, wg_end) (NA: na::wg_walk; FMHA: all). The
+      // positions before and after are fully masked for its 64 rows: it waits for and releases their
+      // K and V stages (ring order kept) without GEMMs and still takes their ping-pong turns, so
+      // both warpgroups take n + 1 turns per pair. No P is pending across a skip (the leading ones
+      // come before the first S, the trailing ones after the last P V), so no V stage is held while
+      // the other warpgroup needs the producer to refill it.
+      auto skip_positions = [&](int n) NATTN_SM90_INLINE {
+#pragma unroll 1
+        for (; n > 0; --n) {
+          pipe_k.consumer_wait(k_state);
+          pipe_k.consumer_release(k_state);
+          ++k_state;
+          turn_begin();
+          turn_end();
+          pipe_v.consumer_wait(v_state);
+          pipe_v.consumer_release(v_state);
+          ++v_state;
+        }
+      };
       na::KvTile tile;
-      int t = next_tile(0, tile);
-      if (t >= walk_end()) {  // cannot happen (every query sees >= 1 key); no hang, no NaN if it did
+      int t = 0;
+      if constexpr (kNa) {
+        const int w = cutlass::canonical_warp_group_idx() - 1;
+        t = nas.wg_first[w];
+        skip_positions(t);
+        CUTE_UNROLL
+        for (int i = 0; i < 3; ++i) cursor.m[i] = nas.wg_lo[w][i];
+        na::tile_of(p.na, nas.ctx, cursor, tile);
+      } else {
+        next_tile(0, tile);
+      }
+      if (t >= wg_end()) {  // cannot happen (every query sees >= 1 key); no hang, no NaN if it did
         row_max[0] = row_max[1] = -INFINITY;
         row_sum[0] = row_sum[1] = 0.f;
+        turn_begin();  // the turn of the last P V
+        turn_end();
       } else {
         // First tile: S_0, softmax, P_0.
         pipe_k.consumer_wait(k_state);
@@ -461,7 +520,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
             ++v_state;
             pv_pending = true;
             na::KvTile nxt;
-            next_tile(t_next, nxt);
+            wg_next(t_next, nxt);
             warpgroup_wait<1>();  // S_{j+1} done (P_j V_j may run)
             warpgroup_fence_operand(tSrS);
             pipe_k.consumer_release(k_state);
@@ -490,13 +549,13 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           // Unrolled by two so that both P buffers are compile-time register arrays.
           // Every walk position is a tile (next_tile(t) is position t).
           for (;;) {
-            if (t + 1 >= walk_end()) {
+            if (t + 1 >= wg_end()) {
               last_step(tOrP);
               break;
             }
             step(tOrP, tOrP2, t + 1);
             ++t;
-            if (t + 1 >= walk_end()) {
+            if (t + 1 >= wg_end()) {
               last_step(tOrP2);
               break;
             }
@@ -507,14 +566,14 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           // Further tiles: S_j overlaps the P_{j-1} V_{j-1} product. Tile j's mask information is
           // computed after its GEMMs are issued (while both accumulators are in flight, so it is not
           // live across the issue: at head dim 256 that spilled).
-          for (++t; t < walk_end(); ++t) {
+          for (++t; t < wg_end(); ++t) {
             pipe_k.consumer_wait(k_state);
             turn_begin();
             detail::wgmma_batch<true, false>(mma_qk, tSrQ, tSrK(_, _, _, k_state.index()), tSrS);
             pipe_v.consumer_wait(v_state);
             detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
             turn_end();
-            next_tile(t, tile);
+            wg_next(t, tile);
             warpgroup_wait<1>();  // S_j done (P_{j-1} V_{j-1} may still run)
             warpgroup_fence_operand(tSrS);
             pipe_k.consumer_release(k_state);
@@ -541,7 +600,10 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           pipe_v.consumer_release(v_state);
           ++v_state;  // the V ring runs on into the next pair
         }
-      }  // t < walk_end()
+      }  // t < wg_end()
+      if constexpr (kNa) {  // the positions after this warpgroup's part of the walk
+        skip_positions(walk_end() - max(t, wg_end()));
+      }
 
       // ---- epilogue: O / l in the input dtype, LSE = ln(2) * (m * c + log2 l)
       float inv[2], lse[2];

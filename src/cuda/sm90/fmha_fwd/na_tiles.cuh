@@ -72,6 +72,10 @@ constexpr int kWinEntries = 132;
 struct Shared {
   Ctx ctx;
   int win_lo[kWinEntries], win_hi[kWinEntries];
+  // Per consumer warpgroup w (Q tile rows 64 w .. 64 w + 63): the part of the walk it computes,
+  // positions [wg_first[w], wg_end[w]) (wg_walk); wg_lo[w] is the cursor at wg_first[w].
+  int wg_first[2], wg_end[2];
+  int wg_lo[2][3];
 };
 
 // Axis i of the context (the axes are independent: the kernel computes them on three lanes).
@@ -168,6 +172,29 @@ NATTN_NA_HD void fill_tables(const NaGeom& g, Shared& s, int tid, int nthreads) 
   }
 }
 
+// The cursor indices along axis i of the KV tiles that some row of consumer warpgroup wg (Q tile
+// rows 64 wg .. 64 wg + 63) sees: [lo, hi] (after fill_tables). Rows are numbered axis 0 fastest over
+// power-of-two tile sizes, so the warpgroup's rows form a box whose offsets along axis i run from
+// (64 wg >> q_shift) & q_mask to ((64 wg + 63) >> q_shift) & q_mask. The union over a box of rows of
+// their window boxes is the box of the per-axis unions, so a tile is seen by some row of the
+// warpgroup iff its index lies in [lo, hi] on every axis: a tile outside is fully masked for all 64
+// rows and the warpgroup can skip it. (The hull [min lo, max hi) of the windows is used; were the
+// union not an interval, the test would only skip less.)
+NATTN_NA_HD void wg_tile_range(const NaGeom& g, const Shared& s, int wg, int i, int& lo, int& hi) {
+  const int first = ((64 * wg) >> g.q_shift[i]) & g.q_mask[i];
+  const int last = ((64 * wg + 63) >> g.q_shift[i]) & g.q_mask[i];
+  int klo = s.win_lo[g.win_off[i] + first], khi = s.win_hi[g.win_off[i] + first];
+  for (int o = first + 1; o <= last; ++o) {
+    klo = s.win_lo[g.win_off[i] + o] < klo ? s.win_lo[g.win_off[i] + o] : klo;
+    khi = s.win_hi[g.win_off[i] + o] > khi ? s.win_hi[g.win_off[i] + o] : khi;
+  }
+  const int t = static_cast<int>(g.kvp.tile[i]);
+  const int a = klo - s.ctx.kvo[i], b = khi - 1 - s.ctx.kvo[i];  // key offsets from the box's first key
+  lo = a < 0 ? 0 : a / t;  // (the box starts at or before every window: a >= 0 in practice)
+  hi = b < 0 ? -1 : b / t;
+  hi = hi < s.ctx.tn[i] - 1 ? hi : s.ctx.tn[i] - 1;
+}
+
 // One KV tile of the walk.
 struct KvTile {
   int index;    // linear tile index in the permuted K/V sequence (TMA tile coordinate; permuted mode)
@@ -192,6 +219,24 @@ NATTN_NA_HD void advance(const Ctx& c, Cursor& u) {
       ++u.m[2];
     }
   }
+}
+
+// The part of the walk consumer warpgroup wg computes (after fill_tables): the tiles its rows see
+// form the box [lo, hi] of wg_tile_range, whose first and last positions in walk order (axis 0
+// fastest) bound it: positions before the first and after the last are fully masked for the
+// warpgroup's rows and skipped. (Positions in between that lie outside the box are not skipped:
+// with the warpgroups splitting the Q tile's slowest axis, which is also the walk's slowest, there
+// are none unless the Q tile is 1 along an axis the walk still varies.) Sets s.wg_first / wg_end /
+// wg_lo for wg.
+NATTN_NA_HD void wg_walk(const NaGeom& g, Shared& s, int wg) {
+  int lo[3], hi[3];
+  for (int i = 0; i < 3; ++i) wg_tile_range(g, s, wg, i, lo[i], hi[i]);
+  const Ctx& c = s.ctx;
+  bool any = true;
+  for (int i = 0; i < 3; ++i) any = any && lo[i] <= hi[i];
+  s.wg_first[wg] = lo[0] + c.tn[0] * (lo[1] + c.tn[1] * lo[2]);
+  s.wg_end[wg] = any ? hi[0] + c.tn[0] * (hi[1] + c.tn[1] * hi[2]) + 1 : s.wg_first[wg];
+  for (int i = 0; i < 3; ++i) s.wg_lo[wg][i] = lo[i];
 }
 
 // Bit i: the cursor's tile lies inside the all-seen keys on axis i (7: no mask at all).
