@@ -345,6 +345,63 @@ TEST_F(HopperFmha, PairsPerCta) {
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }
 
+// Persistent scheduling (NATTN_HOPPER_PERSISTENT=n: at most n CTAs walk the units): causal (Q tiles
+// heaviest first, their units spread over the CTAs), GQA, padded layouts, no LSE, varlen batches
+// whose sequences some Q tiles skip, with one and several pairs per CTA.
+TEST_F(HopperFmha, Persistent) {
+  std::vector<Case> cases;
+  for (int64_t d : {32, 64, 128, 256}) {
+    { Case c; c.d = d; c.batch = 3; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true;
+      cases.push_back(c); }
+    { Case c; c.d = d; c.batch = 2; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8;
+      c.with_lse = false; cases.push_back(c); }
+  }
+  VarlenCase v;
+  v.q_lens = {1, 77, 128, 300, 0, 1000, 5};
+  v.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
+  v.extra_q = 7;
+  v.causal = true;
+  for (const char* n : {"5", "1"})
+    for (const char* k : {"1", "3"}) {
+      setenv("NATTN_HOPPER_PERSISTENT", n, 1);
+      setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
+      std::printf("  NATTN_HOPPER_PERSISTENT=%s NATTN_HOPPER_PAIRS_PER_CTA=%s\n", n, k);
+      run_all(cases, 7200);
+      for (int64_t d : {64, 256}) {
+        v.d = d;
+        for (DType t : {DType::f16, DType::bf16}) {
+          try {
+            run_varlen(v, t, 7300);
+          } catch (const std::exception& e) {
+            ADD_FAILURE() << "varlen: " << e.what();
+          }
+        }
+      }
+    }
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
+// Host only: the CTAs of a persistent launch. A requested value wins over NATTN_HOPPER_PERSISTENT;
+// 1 = one CTA per SM, n > 1 = at most n (and at most the SMs), 0 or unset = not persistent.
+TEST(HopperPersistent, Ctas) {
+  using cuda::sm90::persistent_ctas;
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+  EXPECT_EQ(persistent_ctas(-1, 132), 0);
+  EXPECT_EQ(persistent_ctas(0, 132), 0);
+  EXPECT_EQ(persistent_ctas(1, 132), 132);
+  EXPECT_EQ(persistent_ctas(5, 132), 5);
+  EXPECT_EQ(persistent_ctas(500, 132), 132);
+  setenv("NATTN_HOPPER_PERSISTENT", "7", 1);
+  EXPECT_EQ(persistent_ctas(-1, 132), 7);
+  EXPECT_EQ(persistent_ctas(0, 132), 0);  // requested off wins
+  setenv("NATTN_HOPPER_PERSISTENT", "1", 1);
+  EXPECT_EQ(persistent_ctas(-1, 114), 114);
+  setenv("NATTN_HOPPER_PERSISTENT", "0", 1);
+  EXPECT_EQ(persistent_ctas(-1, 132), 0);
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+}
+
 // Host only (no GPU on these paths): the pairs-per-CTA choice. A requested count wins over
 // NATTN_HOPPER_PAIRS_PER_CTA, which wins over the automatic rule; long walks (> 16 KV tiles) get
 // one pair; the result is at least ceil(pairs / 65535) (grid y) and at most the pairs.

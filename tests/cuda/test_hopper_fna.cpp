@@ -396,6 +396,48 @@ TEST_F(HopperFna, PairsPerCta) {
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }
 
+// Persistent scheduling (NATTN_HOPPER_PERSISTENT): a grid of at most n CTAs walks the (Q tile, pair
+// block) units, recomputing the NA context per unit. n = 3 and 7 make every CTA walk many units,
+// with Q tiles, dilation groups and batches changing between them; combined with several pairs per
+// CTA; the direct and permuted modes; Q tiles made only of padding (dilation) that are skipped;
+// head dims 32-256; additional KV (the dense part runs persistent too).
+TEST_F(HopperFna, Persistent) {
+  std::vector<Case> cs;
+  { Case c = mk({777}, {129}, {128}); c.stride = {16}; c.causal = {true}; c.batch = 3; c.heads = 6; c.heads_kv = 2;
+    cs.push_back(c); }
+  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.stride = {2, 3}; c.batch = 2; c.heads = 5; c.heads_kv = 5;
+    cs.push_back(c); }
+  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}, {2, 8, 8}); c.batch = 2; c.heads = 4; c.heads_kv = 1;
+    c.with_lse = false; cs.push_back(c); }
+  { Case c = mk({47, 38}, {7, 9}, {16, 8}); c.dilation = {3, 2}; c.batch = 2; c.heads = 3; c.heads_kv = 3;
+    cs.push_back(c); }
+  { Case c = mk({19, 21, 9}, {3, 5, 3}, {2, 8, 8}); c.dilation = {5, 2, 3}; c.causal = {false, true, false};
+    c.heads = 2; c.heads_kv = 1; cs.push_back(c); }
+  { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.batch = 2; c.heads = 4; c.heads_kv = 2; c.extra = 9;
+    cs.push_back(c); }
+  std::vector<Case> cs256 = cs;
+  for (Case& c : cs256) {
+    std::vector<int64_t> kv = c.kv_tile.empty() ? c.q_tile : c.kv_tile;
+    kv[0] /= 2;  // 64-token KV tiles at head dim 256
+    c.kv_tile = kv;
+  }
+  for (const char* n : {"3", "7"})
+    for (const char* k : {"1", "3"}) {
+      setenv("NATTN_HOPPER_PERSISTENT", n, 1);
+      setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
+      std::printf("  NATTN_HOPPER_PERSISTENT=%s NATTN_HOPPER_PAIRS_PER_CTA=%s\n", n, k);
+      run_all(cs, 1700);
+      run_all(cs256, 1800, {{256, 256}});
+      setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+      run_all(cs, 1900, {{64, 64}});
+      unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+    }
+  setenv("NATTN_HOPPER_PERSISTENT", "1", 1);  // one CTA per SM
+  run_all(cs, 2000, {{128, 128}});
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
 // The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
 // op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
 // `nattn verify --backend hopper-fna` runs them. None may be rejected.

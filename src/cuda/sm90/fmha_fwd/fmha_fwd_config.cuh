@@ -107,6 +107,9 @@ struct FmhaFwdConfig {
     alignas(8) uint64_t q_barrier;  // Q loaded (transaction barrier, one phase per pair)
     alignas(8) uint64_t q_empty;    // Q buffer released by both consumer warpgroups (per pair)
     na::Shared na;  // NA tiling context and row windows (unused by FMHA; fits the struct's padding)
+    // The work unit of producer warp 0 ([0]) and of consumer warpgroups 0 and 1 ([1], [2]): its
+    // index, Q tile, first pair and end of its pairs (the kernel's UnitSlot fields).
+    alignas(16) int unit[3][4];
   };
   // +1024: the kernel aligns the dynamic shared memory base up to 1024 bytes (128-byte swizzle).
   static constexpr int kSmemBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;
@@ -199,6 +202,7 @@ struct FmhaFwdKernelParams {
   int num_m_blocks;
   int n_pairs;        // heads x (batch or varlen sequences): the (head, sequence) pairs of a Q tile
   int pairs_per_cta;  // consecutive pairs one CTA computes (grid y / z: ceil(n_pairs / pairs_per_cta))
+  int units;          // persistent: num_m_blocks x ceil(n_pairs / pairs_per_cta) work units; 0: not persistent
   float scale_log2;
   int causal;
   const int* cu_q;   // varlen FMHA: per-sequence query / key offsets (FmhaFwdParams), else nullptr
@@ -231,6 +235,10 @@ constexpr int kernel_stages() {
 // warpgroup w uses kBarEpi + w (its 128 threads).
 constexpr int kBarTurn = 4;
 constexpr int kBarEpi = 6;
+// Persistent NA: the unit switch of producer warp 0 and both consumer warpgroups (288 threads), and
+// of the consumers alone (256).
+constexpr int kBarUnit = 8;
+constexpr int kBarUnitConsumers = 9;
 __device__ __forceinline__ void named_bar_sync(int id, int nthreads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(nthreads) : "memory");
 }

@@ -201,6 +201,17 @@ void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
   launch(p, stream);
 }
 
+int persistent_ctas(int requested, int sms) {
+  int k = requested;
+  if (k < 0) {
+    const char* env = std::getenv("NATTN_HOPPER_PERSISTENT");  // read per call: benchmarks switch it
+    k = env != nullptr ? std::max(0, std::atoi(env)) : 0;
+  }
+  if (k <= 0) return 0;
+  sms = std::max(sms, 1);
+  return k == 1 ? sms : std::min(k, sms);
+}
+
 int choose_pairs_per_cta(int num_m_blocks, int64_t n_pairs, int64_t walk, int requested) {
   int64_t k = requested;
   if (k <= 0) {

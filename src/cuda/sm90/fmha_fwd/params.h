@@ -83,6 +83,10 @@ struct FmhaFwdParams {
   // (head, sequence) pairs one CTA computes one after the other, per Q tile (README.md, "Pairs per
   // CTA"): 0 = automatic (choose_pairs_per_cta).
   int pairs_per_cta = 0;
+  // Persistent scheduling (README.md, "Persistent scheduling"): 0 off; 1 on, one CTA per SM; n > 1
+  // on with at most n CTAs (tests use it to make every CTA walk several units); -1 (default): the
+  // environment variable NATTN_HOPPER_PERSISTENT, read the same way (unset: off).
+  int persistent = -1;
 };
 
 // The pairs per CTA of a launch of num_m_blocks Q tiles x n_pairs (head, sequence) pairs, each
@@ -92,6 +96,10 @@ struct FmhaFwdParams {
 // enough pairs per CTA to keep >= 8 waves of CTAs, at most 16; then at least ceil(n_pairs / 65535)
 // (grid y) and at most n_pairs. Host only (fmha_fwd_sm90.cpp).
 int choose_pairs_per_cta(int num_m_blocks, int64_t n_pairs, int64_t walk, int requested);
+
+// The CTAs of a persistent launch on a device of `sms` SMs (FmhaFwdParams::persistent, -1:
+// NATTN_HOPPER_PERSISTENT); 0: not persistent. Host only.
+int persistent_ctas(int requested, int sms);
 
 // NA geometry of one launch (hopper-fna): the kernel runs on token-permuted tensors
 // [B * G, P, H, D] (dilation groups folded into the batch), one CTA per Q tile of 128 permuted
