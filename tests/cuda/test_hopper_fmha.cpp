@@ -311,10 +311,9 @@ TEST_F(HopperFmha, Varlen) {
     }
 }
 
-// Several (head, sequence) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; the automatic choice keeps
-// one on these small problems): counts that do not divide the pairs, GQA, causal, padded layouts,
-// no LSE, and varlen batches whose sequences are skipped by some pairs' Q tiles.
-TEST_F(HopperFmha, PairsPerCta) {
+// Problems with several (head, sequence) pairs per Q tile, for the pair-loop and persistent tests:
+// GQA, causal, padded layouts, no LSE, head dims 32-256.
+std::vector<Case> multi_pair_cases() {
   std::vector<Case> cases;
   for (int64_t d : {32, 64, 128, 256}) {
     { Case c; c.d = d; c.batch = 3; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true;
@@ -322,25 +321,39 @@ TEST_F(HopperFmha, PairsPerCta) {
     { Case c; c.d = d; c.batch = 2; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8;
       c.with_lse = false; cases.push_back(c); }
   }
+  return cases;
+}
+
+// A causal varlen batch with empty sequences, sequences that some Q tiles do not reach and extra
+// uncovered query rows, at head dims 64 and 256 in fp16 and bf16.
+void run_skipping_varlen(int seed) {
+  VarlenCase v;
+  v.q_lens = {1, 77, 128, 300, 0, 1000, 5};
+  v.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
+  v.extra_q = 7;
+  v.causal = true;
+  for (int64_t d : {64, 256}) {
+    v.d = d;
+    for (DType t : {DType::f16, DType::bf16}) {
+      try {
+        run_varlen(v, t, seed);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "varlen: " << e.what();
+      }
+    }
+  }
+}
+
+// Several (head, sequence) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; the automatic choice keeps
+// one on these small problems): counts that do not divide the pairs, GQA, causal, padded layouts,
+// no LSE, and varlen batches whose sequences are skipped by some pairs' Q tiles.
+TEST_F(HopperFmha, PairsPerCta) {
+  const std::vector<Case> cases = multi_pair_cases();
   for (const char* k : {"2", "5", "16"}) {
     setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
     std::printf("  NATTN_HOPPER_PAIRS_PER_CTA=%s\n", k);
     run_all(cases, 7000);
-    VarlenCase v;
-    v.q_lens = {1, 77, 128, 300, 0, 1000, 5};
-    v.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
-    v.extra_q = 7;
-    v.causal = true;
-    for (int64_t d : {64, 256}) {
-      v.d = d;
-      for (DType t : {DType::f16, DType::bf16}) {
-        try {
-          run_varlen(v, t, 7100);
-        } catch (const std::exception& e) {
-          ADD_FAILURE() << "varlen: " << e.what();
-        }
-      }
-    }
+    run_skipping_varlen(7100);
   }
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }
@@ -349,34 +362,14 @@ TEST_F(HopperFmha, PairsPerCta) {
 // heaviest first, their units spread over the CTAs), GQA, padded layouts, no LSE, varlen batches
 // whose sequences some Q tiles skip, with one and several pairs per CTA.
 TEST_F(HopperFmha, Persistent) {
-  std::vector<Case> cases;
-  for (int64_t d : {32, 64, 128, 256}) {
-    { Case c; c.d = d; c.batch = 3; c.heads = 8; c.heads_kv = 2; c.sq = 1000; c.skv = 1000; c.causal = true;
-      cases.push_back(c); }
-    { Case c; c.d = d; c.batch = 2; c.heads = 3; c.heads_kv = 3; c.sq = 200; c.skv = 333; c.pad = 8;
-      c.with_lse = false; cases.push_back(c); }
-  }
-  VarlenCase v;
-  v.q_lens = {1, 77, 128, 300, 0, 1000, 5};
-  v.kv_lens = {5, 77, 0, 129, 10, 1000, 700};
-  v.extra_q = 7;
-  v.causal = true;
+  const std::vector<Case> cases = multi_pair_cases();
   for (const char* n : {"5", "1"})
     for (const char* k : {"1", "3"}) {
       setenv("NATTN_HOPPER_PERSISTENT", n, 1);
       setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
       std::printf("  NATTN_HOPPER_PERSISTENT=%s NATTN_HOPPER_PAIRS_PER_CTA=%s\n", n, k);
       run_all(cases, 7200);
-      for (int64_t d : {64, 256}) {
-        v.d = d;
-        for (DType t : {DType::f16, DType::bf16}) {
-          try {
-            run_varlen(v, t, 7300);
-          } catch (const std::exception& e) {
-            ADD_FAILURE() << "varlen: " << e.what();
-          }
-        }
-      }
+      run_skipping_varlen(7300);
     }
   unsetenv("NATTN_HOPPER_PERSISTENT");
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");

@@ -362,12 +362,13 @@ TEST_F(HopperFna, HeadDim256) {
   unsetenv("NATTN_HOPPER_FNA_PERMUTED");
 }
 
-// Several (head, batch) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; automatic keeps one on these
-// small problems): the direct mode (pairs sharing the CTA's context), the permuted mode without
-// dilation, and dilation (the launcher keeps one pair per CTA there: the context depends on the
-// group), GQA, batch 2-3, counts that do not divide the pairs, head dims 32-256.
-TEST_F(HopperFna, PairsPerCta) {
-  std::vector<Case> cs;
+// Problems with several (head, batch) pairs per Q tile, for the pair-loop and persistent tests: the
+// direct mode, the permuted mode without dilation, dilation (one pair per CTA: the context depends
+// on the group), GQA, batch 2-3, no LSE, padded layouts, additional KV; `padding_tiles` adds a 3-D
+// dilation case whose groups of unequal extents leave Q tiles made only of padding. `cs256`: the
+// same with 64-token KV tiles (head dim 256).
+void multi_pair_cases(bool padding_tiles, std::vector<Case>& cs, std::vector<Case>& cs256) {
+  cs.clear();
   { Case c = mk({777}, {129}, {128}); c.stride = {16}; c.causal = {true}; c.batch = 3; c.heads = 6; c.heads_kv = 2;
     cs.push_back(c); }
   { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.stride = {2, 3}; c.batch = 2; c.heads = 5; c.heads_kv = 5;
@@ -376,14 +377,31 @@ TEST_F(HopperFna, PairsPerCta) {
     c.with_lse = false; cs.push_back(c); }
   { Case c = mk({47, 38}, {7, 9}, {16, 8}); c.dilation = {3, 2}; c.batch = 2; c.heads = 3; c.heads_kv = 3;
     cs.push_back(c); }
+  if (padding_tiles) {
+    Case c = mk({19, 21, 9}, {3, 5, 3}, {2, 8, 8});
+    c.dilation = {5, 2, 3};
+    c.causal = {false, true, false};
+    c.heads = 2;
+    c.heads_kv = 1;
+    cs.push_back(c);
+  }
   { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.batch = 2; c.heads = 4; c.heads_kv = 2; c.extra = 9;
     cs.push_back(c); }
-  std::vector<Case> cs256 = cs;
+  cs256 = cs;
   for (Case& c : cs256) {
     std::vector<int64_t> kv = c.kv_tile.empty() ? c.q_tile : c.kv_tile;
     kv[0] /= 2;  // 64-token KV tiles at head dim 256
     c.kv_tile = kv;
   }
+}
+
+// Several (head, batch) pairs per CTA (NATTN_HOPPER_PAIRS_PER_CTA; automatic keeps one on these
+// small problems): the direct mode (pairs sharing the CTA's context), the permuted mode without
+// dilation, and dilation (the launcher keeps one pair per CTA there: the context depends on the
+// group), GQA, batch 2-3, counts that do not divide the pairs, head dims 32-256.
+TEST_F(HopperFna, PairsPerCta) {
+  std::vector<Case> cs, cs256;
+  multi_pair_cases(false, cs, cs256);
   for (const char* k : {"2", "7"}) {
     setenv("NATTN_HOPPER_PAIRS_PER_CTA", k, 1);
     std::printf("  NATTN_HOPPER_PAIRS_PER_CTA=%s\n", k);
@@ -402,25 +420,8 @@ TEST_F(HopperFna, PairsPerCta) {
 // CTA; the direct and permuted modes; Q tiles made only of padding (dilation) that are skipped;
 // head dims 32-256; additional KV (the dense part runs persistent too).
 TEST_F(HopperFna, Persistent) {
-  std::vector<Case> cs;
-  { Case c = mk({777}, {129}, {128}); c.stride = {16}; c.causal = {true}; c.batch = 3; c.heads = 6; c.heads_kv = 2;
-    cs.push_back(c); }
-  { Case c = mk({37, 45}, {13, 9}, {16, 8}, {8, 16}); c.stride = {2, 3}; c.batch = 2; c.heads = 5; c.heads_kv = 5;
-    cs.push_back(c); }
-  { Case c = mk({10, 12, 14}, {5, 7, 9}, {4, 4, 8}, {2, 8, 8}); c.batch = 2; c.heads = 4; c.heads_kv = 1;
-    c.with_lse = false; cs.push_back(c); }
-  { Case c = mk({47, 38}, {7, 9}, {16, 8}); c.dilation = {3, 2}; c.batch = 2; c.heads = 3; c.heads_kv = 3;
-    cs.push_back(c); }
-  { Case c = mk({19, 21, 9}, {3, 5, 3}, {2, 8, 8}); c.dilation = {5, 2, 3}; c.causal = {false, true, false};
-    c.heads = 2; c.heads_kv = 1; cs.push_back(c); }
-  { Case c = mk({20, 24}, {5, 7}, {128, 1}); c.pad = 8; c.batch = 2; c.heads = 4; c.heads_kv = 2; c.extra = 9;
-    cs.push_back(c); }
-  std::vector<Case> cs256 = cs;
-  for (Case& c : cs256) {
-    std::vector<int64_t> kv = c.kv_tile.empty() ? c.q_tile : c.kv_tile;
-    kv[0] /= 2;  // 64-token KV tiles at head dim 256
-    c.kv_tile = kv;
-  }
+  std::vector<Case> cs, cs256;
+  multi_pair_cases(true, cs, cs256);
   for (const char* n : {"3", "7"})
     for (const char* k : {"1", "3"}) {
       setenv("NATTN_HOPPER_PERSISTENT", n, 1);
