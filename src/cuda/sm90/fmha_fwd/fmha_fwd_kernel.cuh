@@ -224,19 +224,19 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
   // does for the first unit; the producer's code stays small for its 48 registers), the consumers
   // fill the windows. Both return whether the Q tile has a real query (the same in every thread).
   auto switch_ctx_producer = [&]() NATTN_SM90_INLINE -> bool {
-    detail::named_bar_sync(detail::kBarUnit, 288);  // the previous unit's context is read no more
-    detail::named_bar_sync(detail::kBarUnit, 288);  // the new context is written
+    detail::named_bar_sync_unaligned(detail::kBarUnit, 288);  // the previous unit's context is read no more
+    detail::named_bar_sync_unaligned(detail::kBarUnit, 288);  // the new context is written
     return nas.ctx.valid != 0;
   };
   auto switch_ctx_consumer = [&]() NATTN_SM90_INLINE -> bool {
     const int tid = static_cast<int>(threadIdx.x);
-    detail::named_bar_sync(detail::kBarUnit, 288);
+    detail::named_bar_sync_unaligned(detail::kBarUnit, 288);
     if (tid < 160) {  // consumer warp 4
       if (tid < 131) na::make_ctx_axis(p.na, m_block(), batch, tid - 128, nas.ctx);
       __syncwarp();
       if (tid == 128) na::finish_ctx(nas.ctx);
     }
-    detail::named_bar_sync(detail::kBarUnit, 288);
+    detail::named_bar_sync_unaligned(detail::kBarUnit, 288);
     const bool valid = nas.ctx.valid != 0;
     if (valid) {
       na::fill_tables(p.na, nas, tid - 128, 256);
