@@ -27,6 +27,7 @@ TEST(CliProfile, ForwardOnCpuPrintsTableWithForwardAndTotalRows) {
   EXPECT_FALSE(contains(r.out, "NaBackward")) << r.out;
   EXPECT_TRUE(contains(r.out, "GFLOP/s")) << r.out;
   EXPECT_TRUE(contains(r.out, "window (3, 5)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Inputs: uniform in [-1, 1)")) << r.out;
   EXPECT_TRUE(r.err.empty()) << r.err;  // no progress line when stderr is not a terminal
 }
 
@@ -37,6 +38,14 @@ TEST(CliProfile, BackpropAddsBackwardRow) {
   EXPECT_TRUE(contains(r.out, "NaBackward")) << r.out;
   EXPECT_TRUE(contains(r.out, "Total")) << r.out;
   EXPECT_TRUE(contains(r.out, "backward counted as 2.5x")) << r.out;
+}
+
+TEST(CliProfile, NormalInputsRunForwardAndBackward) {
+  const CliResult r = run_profile(small_problem({"--backend", "cpu", "--backprop", "--inputs", "normal"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "NaForward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "NaBackward")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Inputs: standard normal")) << r.out;
 }
 
 TEST(CliProfile, ReferenceBackendWithGqaCausalAndAdditionalKv) {
@@ -231,6 +240,7 @@ TEST(CliProfile, EveryValidationErrorExitsTwoNamingTheOption) {
       {{"-i", "8", "--iterations", "0"}, {"--iterations", "0"}},
       {{"-i", "8", "--threads", "-1"}, {"--threads", "-1"}},
       {{"-i", "8", "--schedule", "fast"}, {"--schedule", "fast", "non, coop, pp"}},
+      {{"-i", "8", "--inputs", "gaussian"}, {"--inputs", "gaussian", "uniform, normal"}},
       {{"-i", "8", "--frobnicate"}, {"--frobnicate", "unknown option"}},
       {{"stray", "-i", "8"}, {"stray", "unexpected argument"}},
       {{"-i", "8", "stray"}, {"--input-size", "stray", "not an integer"}},

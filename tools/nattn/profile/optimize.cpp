@@ -94,7 +94,7 @@ std::string tile_text(const std::optional<TileConfig>& c, bool query) {
 SearchResult run_optimize(Plan& plan, Progress& progress) {
   const ProfileOptions& o = plan.options;
   std::ostream& os = std::cout;
-  Workspace workspace(plan.problem, o.backprop);
+  Workspace workspace(plan.problem, o.backprop, o.normal_inputs);
   SearchResult result;
 
   const auto forward_candidates = candidates(plan.forward_config, get_configs(plan.forward_backend, plan.problem));

@@ -32,6 +32,7 @@ const OptionSpec kOptions[] = {
     {"-w", "--window-size", Arity::list},     {"-s", "--stride", Arity::list},
     {"", "--dilation", Arity::list},          {"-c", "--causal", Arity::list},
     {"", "--dtype", Arity::one},              {"", "--backprop", Arity::flag},
+    {"", "--inputs", Arity::one},
     {"", "--add-kv", Arity::one},             {"", "--backend", Arity::one},
     {"", "--fmha-backend", Arity::one},       {"", "--device", Arity::one},
     {"", "--q-tile", Arity::list},
@@ -266,6 +267,11 @@ ProfileOptions parse_options(int argc, char** argv) {
       o.backward_q_tile = parse_int_list(option, values, 1, "positive integers, one per axis");
     else if (name == "--backward-kv-tile")
       o.backward_kv_tile = parse_int_list(option, values, 1, "positive integers, one per axis");
+    else if (name == "--inputs") {
+      if (v == "uniform") o.normal_inputs = false;
+      else if (v == "normal") o.normal_inputs = true;
+      else fail(option, "'" + v + "' is not an input distribution (allowed: uniform, normal)");
+    }
     else if (name == "--schedule") {
       if (v == "non") o.schedule = KernelSchedule::non_persistent;
       else if (v == "coop") o.schedule = KernelSchedule::cooperative;
@@ -429,8 +435,8 @@ std::string help_text() {
 
 Time neighborhood attention (NA) on a backend, like NATTEN's profiler (python -m natten.profiler).
 Inputs are random heads-last tensors: Q [B, *S, H, D], K [B, *S, Hkv, D], V [B, *S, Hkv, Dv],
-uniform in [-1, 1), on the device of the backend: reference and cpu run on the CPU; cutlass-*,
-hopper-* and blackwell-* on GPU 0.
+uniform in [-1, 1) (--inputs normal: standard normal), on the device of the backend: reference
+and cpu run on the CPU; cutlass-*, hopper-* and blackwell-* on GPU 0.
 )" + built_backends_text() + R"(
 problem size:
   -i, --input-size X [Y [Z]]   token layout S, 1 to 3 integers (required)
@@ -451,6 +457,9 @@ run mode:
                                every dtype; hopper-fna runs fp16/bf16 only)
       --backprop               also time the backward pass (separately from the forward)
       --add-kv N               N additional key/value tokens attended by every query [0]
+      --inputs {uniform,normal}  input values: uniform in [-1, 1) or standard normal (like
+                               torch.randn; a GPU's clock under power limits depends on the
+                               data) [uniform]
 
 backends and configurations:
       --backend NAME           NA backend (e.g. cpu, cutlass-fna, hopper-fna) [automatic among the

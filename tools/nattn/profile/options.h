@@ -31,6 +31,7 @@ struct ProfileOptions {
   DType dtype = DType::f32;
   bool backprop = false;
   int64_t additional_kv = 0;
+  bool normal_inputs = false;  // --inputs normal: N(0, 1) inputs instead of uniform [-1, 1)
 
   // Backends and configs.
   std::string backend;       // "" = automatic

@@ -216,6 +216,7 @@ void print_plan(std::ostream& os, const Plan& plan) {
   }
   os << "Timing: " << o.warmup_steps << " warmup steps, median of " << o.iterations
      << " timed runs per operation (" << timing_method(plan.problem) << ")\n";
+  os << "Inputs: " << (o.normal_inputs ? "standard normal" : "uniform in [-1, 1)") << "\n";
 }
 
 }  // namespace nattn::cli::profile

@@ -69,7 +69,7 @@ void write_trials(JsonWriter& json, const std::vector<ConfigTrial>& trials) {
 
 std::vector<OperationResult> run_timed(const Plan& plan, Progress& progress) {
   const ProfileOptions& o = plan.options;
-  Workspace workspace(plan.problem, o.backprop);
+  Workspace workspace(plan.problem, o.backprop, o.normal_inputs);
   const RunOptions forward_options = run_options(plan, Pass::forward);
   const RunOptions backward_options = run_options(plan, Pass::backward);
   const bool sync = on_cuda(plan.problem);

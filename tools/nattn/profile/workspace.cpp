@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <new>
 #include <string>
@@ -42,6 +43,20 @@ void fill_uniform(const TensorView& view, uint64_t seed) {
     // 24 random bits -> [-1, 1)
     const float unit = static_cast<float>(next_random(state) >> 40) * (1.0f / 16777216.0f);
     detail::store_float(view.data, i, view.dtype, 2.0f * unit - 1.0f);
+  }
+}
+
+// Standard normal values (Box-Muller on two uniforms in (0, 1]), for inputs like torch.randn's.
+void fill_normal(const TensorView& view, uint64_t seed) {
+  uint64_t state = seed;
+  const int64_t n = view.numel();
+  constexpr double kTwoPi = 6.283185307179586;
+  for (int64_t i = 0; i < n; i += 2) {
+    const double u1 = static_cast<double>((next_random(state) >> 11) + 1) * (1.0 / 9007199254740992.0);
+    const double u2 = static_cast<double>(next_random(state) >> 11) * (1.0 / 9007199254740992.0);
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    detail::store_float(view.data, i, view.dtype, static_cast<float>(r * std::cos(kTwoPi * u2)));
+    if (i + 1 < n) detail::store_float(view.data, i + 1, view.dtype, static_cast<float>(r * std::sin(kTwoPi * u2)));
   }
 }
 
@@ -84,7 +99,10 @@ HostBuffer::HostBuffer(DType dtype, std::vector<int64_t> shape) {
 
 TensorView Workspace::input(DType dtype, const std::vector<int64_t>& shape, uint64_t seed) {
   HostBuffer host(dtype, shape);
-  fill_uniform(host.view(), seed);
+  if (normal_)
+    fill_normal(host.view(), seed);
+  else
+    fill_uniform(host.view(), seed);
   total_bytes_ += host.bytes();
   if (device_.kind == DeviceKind::cpu) {
     host_.push_back(std::move(host));
@@ -114,7 +132,8 @@ TensorView Workspace::output(DType dtype, const std::vector<int64_t>& shape) {
   return device_buffers_.back().view(dtype, shape);
 }
 
-Workspace::Workspace(const NaProblem& p, bool with_backward, uint64_t seed) : device_(p.device) {
+Workspace::Workspace(const NaProblem& p, bool with_backward, bool normal_inputs, uint64_t seed)
+    : device_(p.device), normal_(normal_inputs) {
   std::vector<int64_t> q_shape{p.batch}, k_shape{p.batch}, v_shape{p.batch}, o_shape{p.batch}, lse_shape{p.batch};
   for (int64_t extent : p.spatial) {
     for (auto* shape : {&q_shape, &k_shape, &v_shape, &o_shape, &lse_shape}) shape->push_back(extent);

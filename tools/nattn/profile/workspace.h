@@ -32,11 +32,11 @@ class HostBuffer {
 
 class Workspace {
  public:
-  // Allocates and fills every tensor of `problem` on problem.device (inputs uniform in [-1, 1)
-  // from `seed`, the same values on either device). With `with_backward`, also dout (random) and
+  // Allocates and fills every tensor of `problem` on problem.device (inputs uniform in [-1, 1),
+  // or standard normal with `normal_inputs`, from `seed`, the same values on either device). With `with_backward`, also dout (random) and
   // the gradient outputs. Throws ValueError when the problem is too large to index with int64,
   // RuntimeError when the device cannot hold it or a CUDA call fails.
-  Workspace(const NaProblem& problem, bool with_backward, uint64_t seed = 1234);
+  Workspace(const NaProblem& problem, bool with_backward, bool normal_inputs = false, uint64_t seed = 1234);
 
   const NaForwardArgs& forward_args() const { return forward_; }
   const NaBackwardArgs& backward_args() const { return backward_; }
@@ -44,10 +44,11 @@ class Workspace {
   const Device& device() const { return device_; }
 
  private:
-  TensorView input(DType dtype, const std::vector<int64_t>& shape, uint64_t seed);  // uniform [-1, 1)
+  TensorView input(DType dtype, const std::vector<int64_t>& shape, uint64_t seed);  // see normal_
   TensorView output(DType dtype, const std::vector<int64_t>& shape);                // zeros
 
   Device device_;
+  bool normal_ = false;  // inputs standard normal, else uniform [-1, 1)
   std::vector<HostBuffer> host_;              // the tensors on the CPU
   std::vector<DeviceBuffer> device_buffers_;  // the tensors on the GPU
   int64_t total_bytes_ = 0;

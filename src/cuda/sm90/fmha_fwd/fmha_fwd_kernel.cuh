@@ -444,16 +444,20 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
         }
       }
     };
-    // Element mask of a tile that needs one (tile.masked, warp-uniform).
-    // NA: per row, the kBN-bit mask of its visible key columns (na::row_mask, shared with the host
-    // self-check), shifted right by the thread's column offset 2 (lane % 4) so that element i
-    // (column 8 (i >> 2) + 2 (lane % 4) + (i & 1), layout_check.cu) tests the constant bit
+    // Element mask of a tile that needs one (tile.masked, warp-uniform: every lane takes part).
+    // NA: per row, the kBN-bit mask of its visible key columns (na::row_mask_word, shared with the
+    // host self-check). The four threads of a quad hold the same two rows: each computes one word
+    // (lane % 4, modulo the word count) of both rows and the quad exchanges them (a quarter of the
+    // per-thread mask arithmetic, which is what makes masked tiles issue-bound). Each word is then
+    // shifted right by the thread's column offset 2 (lane % 4) so that element i (column
+    // 8 (i >> 2) + 2 (lane % 4) + (i & 1), layout_check.cu) tests the constant bit
     // 8 ((i >> 2) & 3) + (i & 1) of word i >> 4.
     auto apply_mask = [&](const na::KvTile& tile) NATTN_SM90_INLINE {
       if constexpr (kNa) {
         constexpr int kWords = kBN / 32;
-        uint32_t w[2][kWords];
-        const int q2 = 2 * (ctid & 3);
+        const int lane = ctid & 31;
+        const int q2 = 2 * (lane & 3);
+        uint32_t mine[2];
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
           // Row r's windows: held in registers, or read from shared memory one row at a time.
@@ -465,9 +469,13 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
               win_hi[r][i] = nas.win_hi[e];
             }
           }
-          na::row_mask(p.na, tile, win_lo[r], win_hi[r], w[r]);
+          mine[r] = na::row_mask_word(p.na, tile, win_lo[r], win_hi[r], lane & (kWords - 1));
+        }
+        uint32_t w[2][kWords];
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
           CUTE_UNROLL
-          for (int k = 0; k < kWords; ++k) w[r][k] >>= q2;
+          for (int k = 0; k < kWords; ++k) w[r][k] = __shfl_sync(0xffffffffu, mine[r], (lane & ~3) | k) >> q2;
         }
         CUTE_UNROLL
         for (int i = 0; i < size(tSrS); ++i)

@@ -329,6 +329,10 @@ NaGeom na_geometry(const NaParams& params, const std::vector<int64_t>& extent, c
   }
   decode(g.qp, g.q_shift, g.q_mask);
   decode(g.kvp, g.kv_shift, g.kv_mask);
+  for (int i = 0; i < 3; ++i) {
+    const int period = (g.kv_mask[i] + 1) << g.kv_shift[i];
+    g.kv_rep[i] = period < 32 ? 0xffffffffu / ((1u << period) - 1u) : 0u;
+  }
   for (int i = 0; i < 3; ++i) g.kv_tiles[i] = static_cast<int>(g.kvp.tiles(i));
   g.win_off[1] = static_cast<int>(g.qp.tile[0]);
   g.win_off[2] = static_cast<int>(g.qp.tile[0] + g.qp.tile[1]);

@@ -274,17 +274,14 @@ NATTN_NA_HD uint32_t bits_below(int n) {
 // subset of below(lo)).
 NATTN_NA_HD uint32_t bit_range(int lo, int hi) { return bits_below(hi) & ~bits_below(lo); }
 
-// The element mask of one query row for KV tile k: bit c of the mask (word c >> 5; W words = the
-// KV tile's 32 W keys: 4 for the 128-key tiles, 2 for the 64-key tiles of head dim 256) is set iff
-// key column c lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are not
-// all-seen for the tile (k.inner) are evaluated: with the in-tile decode (c >> shift) & (T - 1),
-// the columns of one offset interval [u, v) are the bit range [u << shift, v << shift) repeated
-// every T << shift columns. Padding keys lie outside every window, so they are masked too.
-template <int W>
-NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, uint32_t (&w)[W]) {
-  static_assert(W == 2 || W == 4, "KV tiles of 64 or 128 keys");
-  NATTN_NA_UNROLL
-  for (int j = 0; j < W; ++j) w[j] = 0xffffffffu;
+// Word j of the element mask of one query row for KV tile k: bit b is set iff key column 32 j + b
+// lies in the row's window [lo[i], hi[i]) on every axis i. Only the axes that are not all-seen for
+// the tile (k.inner) are evaluated: with the in-tile decode (c >> shift) & (T - 1), the columns of
+// one offset interval [u, v) are the bit range [u << shift, v << shift) repeated every T << shift
+// columns. Padding keys lie outside every window, so they are masked too. (The kernel's four
+// threads of a row quad compute one word each and exchange them.)
+NATTN_NA_HD uint32_t row_mask_word(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, int j) {
+  uint32_t w = 0xffffffffu;
   NATTN_NA_UNROLL
   for (int i = 0; i < 3; ++i) {
     if ((k.inner >> i) & 1) continue;
@@ -292,17 +289,21 @@ NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const
     const int u = sem_clamp(lo[i] - k.org[i], 0, len) << sh;
     const int v = sem_clamp(hi[i] - k.org[i], 0, len) << sh;
     if (period >= 32) {
-      NATTN_NA_UNROLL
-      for (int j = 0; j < W; ++j) {
-        const int o = (32 * j) & (period - 1);  // offset of the word inside its period
-        w[j] &= bit_range(u - o, v - o);
-      }
-    } else {  // several periods per word: the period's pattern, replicated
-      const uint32_t pat = bit_range(u, v) * (0xffffffffu / ((1u << period) - 1u));
-      NATTN_NA_UNROLL
-      for (int j = 0; j < W; ++j) w[j] &= pat;
+      const int o = (32 * j) & (period - 1);  // offset of the word inside its period
+      w &= bit_range(u - o, v - o);
+    } else {  // several periods per word: the period's pattern, replicated (kv_rep)
+      w &= bit_range(u, v) * g.kv_rep[i];
     }
   }
+  return w;
+}
+
+// The whole row mask: W words (4 for the 128-key tiles, 2 for the 64-key tiles of head dim 256).
+template <int W>
+NATTN_NA_HD void row_mask(const NaGeom& g, const KvTile& k, const int* lo, const int* hi, uint32_t (&w)[W]) {
+  static_assert(W == 2 || W == 4, "KV tiles of 64 or 128 keys");
+  NATTN_NA_UNROLL
+  for (int j = 0; j < W; ++j) w[j] = row_mask_word(g, k, lo, hi, j);
 }
 
 }  // namespace nattn::cuda::sm90::na

@@ -112,6 +112,11 @@ struct NaGeom {
   // (tile sizes are powers of two because each tile volume is 128).
   int q_shift[3] = {0, 0, 0}, q_mask[3] = {0, 0, 0};
   int kv_shift[3] = {0, 0, 0}, kv_mask[3] = {0, 0, 0};
+  // Per KV axis whose offset pattern repeats within a 32-bit mask word (period (kv_mask + 1) <<
+  // kv_shift below 32): the multiplier that replicates one period's bits across the word,
+  // 0xffffffff / (2^period - 1); 0 otherwise. Host-computed: a run-time division per row and
+  // tile in the kernel's mask cost ~15 instructions each.
+  uint32_t kv_rep[3] = {0, 0, 0};
   int kv_tiles[3] = {1, 1, 1};  // kvp.tiles(i): the KV tile grid (tile index = kvp.linear)
   int win_off[3] = {0, 0, 0};   // row-window table offset of each axis: sum of the Q tile sizes before it
   // 1: every extent, Q tile x dilation span and the dilation product are below 2^30, so the context math
