@@ -1,7 +1,8 @@
 // Hopper attention forward, the pieces around the kernel: compile-time configuration (shared-memory
 // layouts, tiled MMAs, pipelines: FmhaFwdConfig), the TMA descriptor builders, the kernel's
 // parameter block (FmhaFwdKernelParams) and small device helpers (named barriers, shared-memory
-// accesses, the online-softmax step). Included by fmha_fwd_kernel.cuh only. See README.md.
+// accesses, the online-softmax step). Included by fmha_fwd_kernel.cuh and fmha_fwd_epilogue.cuh.
+// See README.md.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,16 +1,17 @@
 // Hopper (sm_90a) attention forward kernel: TMA loads, wgmma, warp specialisation, online softmax.
 // One template for FMHA (kNa = false, hopper-fmha) and NA on token-permuted tensors (kNa = true,
 // hopper-fna: the KV tiles visited are the KV box of the Q tile, with a per-tile mask class; see
-// na_tiles.cuh). Included only by the generated translation units of table
-// NATTN_SM90_FMHA_FWD_TABLE (src/cuda/cuda.cmake), compiled with
+// na_tiles.cuh). Its host launcher is in fmha_fwd_launch.cuh, which the generated translation units
+// of table NATTN_SM90_FWD_TABLE (src/cuda/cuda.cmake) include, compiled with
 // -gencode arch=compute_90a,code=sm_90a. See README.md.
 //
 // CTA = 128 queries of one (batch, head), 3 warpgroups (384 threads):
 //   warpgroup 0: producer. One thread issues the TMA loads: Q once (its own mbarrier), then K_j, V_j
 //                for every KV tile j into two rings of kStages stages (PipelineTmaAsync each, so
-//                S = Q K_j^T can start before V_j has landed). Registers lowered to 24.
+//                S = Q K_j^T can start before V_j has landed). Registers lowered to
+//                kProducerRegs (40; 48 with several pairs per CTA).
 //   warpgroups 1, 2: consumers, each owning 64 query rows (its own softmax state and O
-//                accumulator); registers raised to 240. Per KV tile:
+//                accumulator); registers raised to kConsumerRegs (224; 232 at head dim 256). Per KV tile:
 //                  S_{j+1} = Q K_{j+1}^T (wgmma SS, async)   O += P_j V_j (wgmma RS, async)
 //                  wait for S_{j+1}; mask; online softmax (overlaps P_j V_j on the tensor cores)
 //                  wait for P_j V_j; rescale O; P_{j+1} = convert(S_{j+1}) in registers.
@@ -36,12 +37,9 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <limits>
-#include <string>
 
-#include "cuda/common/cuda_check.h"
-#include "cuda/common/device.h"
 #include "cuda/sm90/fmha_fwd/fmha_fwd_config.cuh"
+#include "cuda/sm90/fmha_fwd/fmha_fwd_epilogue.cuh"
 #include "cuda/sm90/fmha_fwd/na_tiles.cuh"
 #include "cuda/sm90/fmha_fwd/params.h"
 
@@ -293,9 +291,6 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // Per pair: Q, then the K/V tiles of the walk. From the second pair on, the first K/V stages
     // are loaded before Q, which waits until both consumer warpgroups released the Q buffer
     // (q_empty, after their epilogue, which stages O through it).
-    auto wait_q_empty = [&](int it) NATTN_SM90_INLINE {
-      if (it > 0) cutlass::arch::ClusterBarrier::wait(&ss.q_empty, (it - 1) & 1);
-    };
     // Warp 0 walks the units (all lanes: the unit switch is a named barrier of whole warps); its
     // elected lane issues the loads. K and V advance together (one pipeline state serves both
     // rings: registers are scarce here); the ring and the pair count run on across units.
@@ -304,6 +299,19 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       int it = 0;
       na::KvTile tile;
       bool valid = !kNa || nas.ctx.valid != 0;
+      // The start of pair number `it` of this CTA: from the second pair on, the first K/V stages of
+      // its walk (load_kv: the current mode's loads of `tile`), then the wait for both consumer
+      // warpgroups to release the Q buffer (q_empty). Head dim 256 computes a pair per unit, but a
+      // persistent CTA has several units. Returns the walk position of the next tile to load.
+      auto preload_kv = [&](int it, auto&& load_kv) NATTN_SM90_INLINE -> int {
+        int t = next_tile(0, tile);
+        if (it > 0) {
+          if constexpr (C::kMultiPair)
+            for (int pre = 0; pre < C::kStages && t < walk_end(); ++pre, t = next_tile(t + 1, tile)) load_kv();
+          cutlass::arch::ClusterBarrier::wait(&ss.q_empty, (it - 1) & 1);
+        }
+        return t;
+      };
       for (;;) {
         if (valid && lane_pred) {
           if (direct) {
@@ -337,12 +345,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
             };
             for (int pair = pair_begin(); pair < pair_end(); ++pair, ++it) {
               set_pair(pair);  // NA: every pair is valid
-              int t = next_tile(0, tile);
-              if (it > 0) {  // (head dim 256: a pair per unit, but a persistent CTA has several units)
-                if constexpr (C::kMultiPair)
-                  for (int pre = 0; pre < C::kStages && t < walk_end(); ++pre, t = next_tile(t + 1, tile)) load_kv();
-                wait_q_empty(it);
-              }
+              int t = preload_kv(it, load_kv);
               cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
               CUTE_UNROLL
               for (int h = 0; h < D / kBD; ++h)
@@ -378,12 +381,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
                 copy(p.tma_v.with(*pipe_v.producer_get_barrier(kv_state)), get<0>(tV)(_, j), get<1>(tV)(_, kv_state.index()));
                 ++kv_state;
               };
-              int t = next_tile(0, tile);
-              if (it > 0) {  // (head dim 256: a pair per unit, but a persistent CTA has several units)
-                if constexpr (C::kMultiPair)
-                  for (int pre = 0; pre < C::kStages && t < walk_end(); ++pre, t = next_tile(t + 1, tile)) load_kv();
-                wait_q_empty(it);
-              }
+              int t = preload_kv(it, load_kv);
               cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_barrier, C::kBytesQ);
               copy(p.tma_q.with(ss.q_barrier), tQg, tQs);
               for (; t < walk_end(); t = next_tile(t + 1, tile)) load_kv();
@@ -772,58 +770,9 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           l_off = static_cast<int64_t>(grow) * p.lse_stride[1];
           return grow < seq_q_end;
         };
-        bool staged = false;
-        if constexpr (V::kSmemEpilogue && C::kBlockD == 64) {  // the staging below assumes 128-byte rows
-          // O through this warpgroup's own Q shared memory (rows 64 * cwg.. of sQ, which only this
-          // warpgroup's wgmmas read, all completed by now), then 16-byte coalesced stores. Needs O
-          // 16-byte aligned with a sequence stride multiple of 8 elements (CTA-uniform), else the
-          // direct stores below. Staging layout: 16-byte chunk ch (columns 8 ch..8 ch+7) of local row r
-          // (0..63) at byte (ch / 8) * kBM * 128 + cwg * 64 * 128 + r * 128 + ((ch % 8) ^ (r % 8)) * 16
-          // of sQ. These are exactly the bytes of SmemLayoutQ's rows 64 cwg..64 cwg+63 (K-major 128-byte
-          // swizzle: row r at r * 128 bytes inside each 64-column half of kBM * 128 bytes; the swizzle
-          // only permutes 16-byte chunks inside a row), so the other warpgroup's Q is never touched.
-          // The XOR makes both phases bank-conflict free (8 rows x 4 words per 32-bit store; 8 chunks of
-          // one row per quarter-warp 16-byte load).
-          const int64_t row_strides = direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1];
-          staged = (reinterpret_cast<uintptr_t>(o_base) & 15) == 0 && (row_strides & 7) == 0;
-          if (staged) {
-            const uint32_t stage = static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)) + ecwg * (64 * 128);
-            auto chunk_at = [&](int r, int ch) NATTN_SM90_INLINE -> uint32_t {
-              return stage + (ch >> 3) * (kBM * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4);
-            };
-            detail::named_bar_sync(detail::kBarEpi + ecwg, 128);  // all four warps past their last wgmma
-            CUTE_UNROLL
-            for (int i = 0; i < size(tOrO); i += 2) {
-              const int r = detail::row_half(i);
-              const int lrow = get<0>(tOcO(i)) - 64 * ecwg;
-              const int col = get<1>(tOcO(i));
-              detail::st_shared_b32(chunk_at(lrow, col >> 3) + (col & 7) * 2,
-                                    detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]));
-            }
-            detail::named_bar_sync(detail::kBarEpi + ecwg, 128);
-            constexpr int kChunks = D / 8;  // 16-byte chunks per row
-            const int wtid = ectid & 127;
-            CUTE_UNROLL
-            for (int it = 0; it < 64 * kChunks / 128; ++it) {
-              const int idx = wtid + 128 * it;
-              const int r = idx / kChunks, ch = idx % kChunks;
-              const uint4 v = detail::ld_shared_v4(chunk_at(r, ch));
-              int64_t o_off, l_off;
-              if (row_dest(64 * ecwg + r, o_off, l_off)) detail::st_global_v4(o_base + o_off + ch * 8, v);
-            }
-          }
-        }
-        if (!staged) {
-          CUTE_UNROLL
-          for (int i = 0; i < size(tOrO); i += 2) {
-            const int r = detail::row_half(i);
-            int64_t o_off, l_off;
-            if (row_dest(erow + 8 * r, o_off, l_off)) {
-              const int col = get<1>(tOcO(i));
-              *reinterpret_cast<uint32_t*>(o_base + o_off + col) = detail::pack2<T>(tOrO(i) * inv[r], tOrO(i + 1) * inv[r]);
-            }
-          }
-        }
+        detail::store_o<T, D, kBM, V::kSmemEpilogue && C::kBlockD == 64>(
+            tOrO, tOcO, inv, o_base, direct ? (p.na.o_sp[0] | p.na.o_sp[1] | p.na.o_sp[2]) : p.o_stride[1],
+            static_cast<uint32_t>(__cvta_generic_to_shared(ss.q)), ectid, erow, row_dest);
         if (p.lse != nullptr && (threadIdx.x & 3) == 0) {
           CUTE_UNROLL
           for (int r = 0; r < 2; ++r) {
@@ -846,118 +795,6 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     }
   }
 #endif
-}
-
-// ---- host launcher (in the generated TU) --------------------------------------------------------
-// na == nullptr: FMHA; else NA on permuted tensors (a describes them: batch = B * G, seqlen = P).
-template <class T, int D, bool kNa>
-void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t stream) {
-  using C = FmhaFwdConfig<T, D, detail::kernel_stages<D>()>;
-  // Direct NA mode: the sequence-view descriptors are unused (placeholders over one row) and the
-  // rank-5 ones are built instead.
-  const bool direct = na != nullptr && na->direct;
-  const int sq = direct ? 1 : a.seqlen_q, skv = direct ? 1 : a.seqlen_kv;
-  const int hq = direct ? 1 : a.heads, hkv = direct ? 1 : a.heads_kv, nb = direct ? 1 : a.batch;
-  auto st = [&](int64_t s) { return direct ? int64_t{D} : s; };
-  FmhaFwdKernelParams<T, D> p{
-      make_tma_q<T, D>(static_cast<const T*>(a.q), sq, hq, nb, st(a.q_stride[1]), st(a.q_stride[2]), st(a.q_stride[0])),
-      make_tma_k<T, D>(static_cast<const T*>(a.k), skv, hkv, nb, st(a.k_stride[1]), st(a.k_stride[2]),
-                       st(a.k_stride[0])),
-      make_tma_v<T, D>(static_cast<const T*>(a.v), skv, hkv, nb, st(a.v_stride[1]), st(a.v_stride[2]),
-                       st(a.v_stride[0])),
-      static_cast<T*>(a.o),
-      a.lse,
-      {a.o_stride[0], a.o_stride[1], a.o_stride[2]},
-      {a.lse_stride[0], a.lse_stride[1], a.lse_stride[2]},
-      a.batch,
-      a.seqlen_q,
-      a.seqlen_kv,
-      a.heads,
-      a.heads_kv,
-      a.heads / a.heads_kv,
-      ((a.cu_q != nullptr ? a.max_seqlen_q : a.seqlen_q) + C::kBlockM - 1) / C::kBlockM,
-      0,
-      1,
-      0,
-      a.scale_log2,
-      a.causal ? 1 : 0,
-      na == nullptr ? a.cu_q : nullptr,
-      na == nullptr ? a.cu_kv : nullptr,
-      na != nullptr ? *na : NaGeom{},
-      {},
-      {},
-      {}};
-  if (direct) {
-    // The tensors' own extents (a sub-domain's Q and K/V boxes differ; else both are the grid's).
-    int64_t q_extent[3], kv_extent[3], q_tile[3], kv_tile[3];
-    for (int i = 0; i < 3; ++i) {
-      q_extent[i] = na->qp.extent[i];
-      kv_extent[i] = na->kvp.extent[i];
-      q_tile[i] = na->qp.tile[i];
-      kv_tile[i] = na->kvp.tile[i];
-    }
-    p.dq = make_tma_na_direct(static_cast<const T*>(a.q), a.heads, D, C::kBlockD, q_extent, na->q_sp, a.batch,
-                              a.q_stride[0], q_tile);
-    p.dk = make_tma_na_direct(static_cast<const T*>(a.k), a.heads_kv, D, C::kBlockD, kv_extent, na->k_sp, a.batch,
-                              a.k_stride[0], kv_tile);
-    p.dv = make_tma_na_direct(static_cast<const T*>(a.v), a.heads_kv, D, C::kBlockD, kv_extent, na->v_sp, a.batch,
-                              a.v_stride[0], kv_tile);
-  }
-  auto kernel = attn_fwd_sm90_kernel<T, D, kNa>;
-  const int smem = C::kSmemBytes;
-  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int n_seq = na == nullptr && a.cu_q != nullptr ? a.num_seqs : a.batch;  // varlen: one per sequence
-  if (p.num_m_blocks == 0 || n_seq == 0) return;
-  // (head, sequence) pairs per CTA (README.md, "Pairs per CTA"): grid (Q tiles, pair blocks); one
-  // pair per CTA keeps the grid (Q tiles, heads, sequences).
-  const int64_t n_pairs = static_cast<int64_t>(a.heads) * n_seq;
-  if (n_pairs > std::numeric_limits<int32_t>::max() - 65536)  // the kernel indexes pairs in int32
-    throw NotImplementedError("hopper attention forward: heads x batch (or varlen sequences) must be < 2^31 - 65536, got " +
-                              std::to_string(n_pairs));
-  // NA with dilation: the context depends on the dilation group (part of the sequence index), so
-  // a CTA's pairs must share one: one pair per CTA.
-  const bool groups = na != nullptr && na->qp.dilation[0] * na->qp.dilation[1] * na->qp.dilation[2] > 1;
-  // The KV tiles a CTA walks per pair (NA: per axis the window plus the Q tile, in KV tiles; an
-  // estimate), which the automatic choice weighs; FMHA: not grouped automatically (measured: no gain
-  // at 512 keys and more, bench/RESULTS.md).
-  int64_t walk = int64_t{1} << 30;
-  if (na != nullptr) {
-    walk = 1;
-    for (int i = 0; i < 3; ++i) {
-      const int64_t span = std::min(na->ax[i].kernel, na->ax[i].extent) + na->qp.tile[i] - 1;
-      walk *= (span + na->kvp.tile[i] - 1) / na->kvp.tile[i];
-    }
-  }
-  const int per_cta =
-      groups || !C::kMultiPair ? 1 : choose_pairs_per_cta(p.num_m_blocks, n_pairs, walk, a.pairs_per_cta);
-  p.n_pairs = static_cast<int>(n_pairs);
-  p.pairs_per_cta = per_cta;
-  const int64_t blocks = (n_pairs + per_cta - 1) / per_cta;
-  dim3 grid = per_cta == 1 ? dim3(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(a.heads),
-                                  static_cast<unsigned>(n_seq))
-                           : dim3(static_cast<unsigned>(p.num_m_blocks), static_cast<unsigned>(blocks), 1u);
-  // Persistent (README.md, "Persistent scheduling"): one CTA per SM (the shared memory allows no
-  // more) walks the (Q tile, pair block) units, Q tile fastest.
-  const int ctas = a.persistent == 0 ? 0 : persistent_ctas(a.persistent, device_props(current_device()).sm_count);
-  if (ctas > 0) {
-    const int64_t units = static_cast<int64_t>(p.num_m_blocks) * blocks;
-    if (units > std::numeric_limits<int32_t>::max() - (int64_t{1} << 20))  // the kernel steps units in int32
-      throw NotImplementedError("hopper attention forward, persistent: Q tiles x pair blocks must be < 2^31 - 2^20, got " +
-                                std::to_string(units));
-    p.units = static_cast<int>(units);
-    grid = dim3(static_cast<unsigned>(std::min<int64_t>(units, ctas)), 1u, 1u);
-  }
-  kernel<<<grid, C::kThreads, smem, stream>>>(p);
-  NATTN_CUDA_CHECK_LAUNCH(kNa ? "attn_fwd_sm90_kernel<na>" : "attn_fwd_sm90_kernel<fmha>");
-}
-
-template <class T, int D>
-void launch_fmha_fwd_sm90(const FmhaFwdParams& a, cudaStream_t stream) {
-  launch_attn_fwd_sm90<T, D, false>(a, nullptr, stream);
-}
-template <class T, int D>
-void launch_na_fwd_sm90(const FmhaFwdParams& a, const NaGeom& na, cudaStream_t stream) {
-  launch_attn_fwd_sm90<T, D, true>(a, &na, stream);
 }
 
 }  // namespace nattn::cuda::sm90
