@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < grid.size(); ++i) na.params.kernel_size[i] = grid[i];
       TileConfig cfg;
       cfg.q_tile = cfg.kv_tile = grid.size() == 1 ? std::vector<int64_t>{128} : std::vector<int64_t>{2, 8, 8};
-      cfg.schedule = KernelSchedule::cooperative;
+      cfg.schedule = KernelSchedule::pingpong;
       const double ms = bench::median_ms([&] { cuda::sm90::na_forward(na, cfg, nullptr); });
       report(grid.size() == 1 ? "hopper-fna 1-D 10240 full window" : "hopper-fna 3-D 16x16x40 full window (2,8,8)", ms);
     }
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
     TileConfig natten_def;
     natten_def.q_tile = {4, 4, 8};
     natten_def.kv_tile = D > 128 ? std::vector<int64_t>{4, 4, 4} : std::vector<int64_t>{4, 4, 8};
-    natten_def.schedule = KernelSchedule::cooperative;
+    natten_def.schedule = KernelSchedule::pingpong;
     runs.push_back({natten_def, false});
     for (const auto& [cfg, direct] : runs) {
       const std::string name = "q" + tup(cfg.q_tile) + " kv" + tup(cfg.kv_tile);

@@ -265,12 +265,15 @@ constexpr double kMaskedTileExtra = 0.3;
 // The list holds the same pairs for every problem of a rank and KV tile volume (so that a config
 // listed for one problem is accepted for another, as NATTEN users pass them around): Q tile = every
 // shape with axes >= 2 (NATTEN's Hopper shapes), KV tile = every shape with axes >= 1 (volume 128:
-// 1-D 1 pair, 2-D 48, 3-D 540; volume 64: 1, 42, 420). The order depends on the problem: the least
-// work first (KV tiles walked, the masked ones weighted; the first is the default); ties keep
-// NATTEN's order (its default pair first, then q == kv pairs, then the rest).
+// 1-D 1 pair, 2-D 48, 3-D 540; volume 64: 1, 42, 420), each with the ping-pong schedule. The order
+// of those depends on the problem: the least work first (KV tiles walked, the masked ones weighted;
+// the first is the default); ties keep NATTEN's order (its default pair first, then q == kv pairs,
+// then the rest). After them, in the same order, the cooperative schedule of the pairs NATTEN lists
+// with it (volume 128: q == kv; volume 64: KV tile (64), (8, 8), (4, 4, 4)), so that NATTEN's
+// (tiles, schedule) entries are accepted and the search of `nattn profile --optimize` stays short.
 Configs hopper_fna_forward_uncached(const NaProblem& p) {
   const int rank = p.rank();
-  const auto coop = KernelSchedule::cooperative;
+  const auto pp = KernelSchedule::pingpong;
   const int64_t kv_volume = hopper_fna_kv_volume(p);
   std::vector<Shape> q_shapes = pow2_shapes(rank, 128);
   std::sort(q_shapes.begin(), q_shapes.end(), std::greater<Shape>());
@@ -283,13 +286,23 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
   const Shape natten_kv64 = rank == 1 ? Shape{64} : rank == 2 ? Shape{8, 8} : Shape{4, 4, 4};
   Configs out;
   if (kv_volume == 128) {
-    for (const Shape& q : q_shapes) out.push_back(pair(q, q, coop));
+    for (const Shape& q : q_shapes) out.push_back(pair(q, q, pp));
   } else {
-    out.push_back(pair(natten_def, natten_kv64, coop));
+    out.push_back(pair(natten_def, natten_kv64, pp));
   }
   for (const Shape& q : q_shapes)
     for (const Shape& kv : kv_shapes)
-      if (kv_volume == 128 ? kv != q : !(q == natten_def && kv == natten_kv64)) out.push_back(pair(q, kv, coop));
+      if (kv_volume == 128 ? kv != q : !(q == natten_def && kv == natten_kv64)) out.push_back(pair(q, kv, pp));
+  // The ping-pong list, then the cooperative entries (see above).
+  auto with_coop = [&](Configs list) {
+    const size_t n = list.size();
+    for (size_t i = 0; i < n; ++i) {
+      const TileConfig& c = list[i];
+      if (kv_volume == 128 ? c.q_tile == c.kv_tile : c.kv_tile == natten_kv64)
+        list.push_back(pair(c.q_tile, c.kv_tile, KernelSchedule::cooperative));
+    }
+    return list;
+  };
   bool known = rank >= 1 && rank <= 3;
   for (int i = 0; known && i < rank; ++i) {
     const size_t s = static_cast<size_t>(i);
@@ -299,7 +312,7 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
             p.params.kernel_size[s] * p.params.dilation[s] <= extent &&
             (!p.sub_domain || p.sub_domain->q_origin[s] + p.spatial[s] <= extent);
   }
-  if (!known) return out;  // invalid parameters (validation reports them): NATTEN's order
+  if (!known) return with_coop(out);  // invalid parameters (validation reports them): NATTEN's order
   const bool direct = hopper_fna_direct(p);
   // Per axis, Q tile size and KV tile size (powers of two up to 128, indexed by log2): tiles walked.
   std::vector<std::vector<std::vector<AxisTiles>>> axis_tiles(
@@ -328,7 +341,7 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   Configs ranked;
   for (const auto& o : order) ranked.push_back(out[o.second]);
-  return ranked;
+  return with_coop(ranked);
 }
 
 // The ranking costs ~0.2 ms (540 pairs in 3-D) and every forward call resolves its config: the
@@ -356,10 +369,11 @@ ConfigList hopper_fna_forward(const NaProblem& p) {
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
-// tile (64 keys at head dim 256, cuda::sm90::fmha_block_n), two consumer warpgroups on one Q tile
-// (cooperative).
+// tile (64 keys at head dim 256, cuda::sm90::fmha_block_n), two consumer warpgroups on one Q tile,
+// taking turns (ping-pong, the default) or not (cooperative).
 Configs hopper_fmha_forward(int64_t head_dim) {
-  return {pair({128}, {cuda::sm90::fmha_block_n(static_cast<int>(head_dim))}, KernelSchedule::cooperative)};
+  const Shape kv{cuda::sm90::fmha_block_n(static_cast<int>(head_dim))};
+  return {pair({128}, kv, KernelSchedule::pingpong), pair({128}, kv, KernelSchedule::cooperative)};
 }
 
 Configs blackwell_forward(int rank) {

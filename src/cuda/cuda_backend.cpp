@@ -72,8 +72,9 @@ class HopperFmha final : public Backend {
              std::to_string(p.heads) + ", batch=" + std::to_string(p.batch) + ")";
     return {};
   }
-  void fmha_forward(const FmhaForwardArgs& args, const TileConfig&, const RunOptions& options) const override {
-    cuda::sm90::fmha_forward(args, static_cast<cudaStream_t>(options.stream));
+  void fmha_forward(const FmhaForwardArgs& args, const TileConfig& config, const RunOptions& options) const override {
+    cuda::sm90::fmha_forward(args, static_cast<cudaStream_t>(options.stream),
+                             config.schedule != KernelSchedule::cooperative);
   }
 };
 

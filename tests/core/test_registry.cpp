@@ -525,21 +525,29 @@ TEST(Finders, HopperBlackwellFlexTables) {
   NaProblem p = na_problem({16, 16}, DType::bf16, kCuda, 90);
   p.head_dim = p.head_dim_v = 128;
   // hopper-fna: Q tile = every power-of-two shape of volume 128 with axes >= 2, KV tile = every one
-  // with axes >= 1, cooperative; the same pairs for every problem of a rank, fewest walked tiles first.
+  // with axes >= 1, ping-pong; the same pairs for every problem of a rank, fewest walked tiles first;
+  // then the cooperative schedule of the q == kv pairs, in the same order.
   const auto h = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h.size(), 48u);  // 6 Q shapes (2,64) .. (64,2) x 8 KV shapes (1,128) .. (128,1)
-  for (const TileConfig& c : h) {
+  ASSERT_EQ(h.size(), 48u + 6u);  // 6 Q shapes (2,64) .. (64,2) x 8 KV shapes (1,128) .. (128,1); 6 coop
+  std::vector<TileConfig> pp_same;
+  for (size_t i = 0; i < h.size(); ++i) {
+    const TileConfig& c = h[i];
     EXPECT_EQ(c.q_tile[0] * c.q_tile[1], 128);
     EXPECT_GE(std::min(c.q_tile[0], c.q_tile[1]), 2);
     EXPECT_EQ(c.kv_tile[0] * c.kv_tile[1], 128);
-    EXPECT_EQ(c.schedule, KernelSchedule::cooperative);
+    EXPECT_EQ(c.schedule, i < 48 ? KernelSchedule::pingpong : KernelSchedule::cooperative) << i;
+    if (i < 48 && c.q_tile == c.kv_tile) pp_same.push_back(c);
+    if (i >= 48) {
+      EXPECT_EQ(c.q_tile, c.kv_tile);
+      EXPECT_EQ(c.q_tile, pp_same[i - 48].q_tile);  // the ping-pong entries' order
+    }
   }
   EXPECT_TRUE(table(*detail::find_spec("hopper-fna"), p, Pass::backward).empty());
   p.spatial = {8, 16, 16};
   p.params = NaParams::uniform(3, 3);
   p.head_dim = p.head_dim_v = 64;
   auto h3 = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h3.size(), 540u);  // Q: exponents >= 1 summing to 7 over 3 axes, C(6, 2) = 15; KV: C(9, 2) = 36
+  ASSERT_EQ(h3.size(), 540u + 15u);  // Q: exponents >= 1 summing to 7 over 3 axes, C(6, 2) = 15; KV: C(9, 2) = 36
   // The 3-D video problem (anchors.md): at stride 1 one-plane KV tiles (1, 4, 32) walk the fewest
   // tiles but all of them masked, (2, 8, 8) a few more with many unmasked (the faster one on the
   // H100); the block-sparse stride 16x8x8 takes KV tiles (2, 8, 8), which tile its 18x24x24 windows
@@ -548,7 +556,8 @@ TEST(Finders, HopperBlackwellFlexTables) {
   p.params.kernel_size = {18, 24, 24};
   p.head_dim = p.head_dim_v = 128;
   auto video = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  EXPECT_EQ(video[0], (TileConfig{{2, 8, 8}, {2, 8, 8}, KernelSchedule::cooperative}));
+  EXPECT_EQ(video[0], (TileConfig{{2, 8, 8}, {2, 8, 8}, KernelSchedule::pingpong}));
+  EXPECT_EQ(video[540], (TileConfig{{2, 8, 8}, {2, 8, 8}, KernelSchedule::cooperative}));
   p.params.stride = {16, 8, 8};
   auto sparse = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
   EXPECT_EQ(sparse[0].kv_tile, (std::vector<int64_t>{2, 8, 8}));
@@ -559,16 +568,20 @@ TEST(Finders, HopperBlackwellFlexTables) {
   EXPECT_EQ(h3, video);
   EXPECT_EQ(h3, sparse);
   // Head dim 256 (or a head dim padded to it) runs KV tiles of 64 tokens: Q 15 shapes x KV C(8, 2) = 28
-  // shapes, the same pairs for every problem.
+  // shapes, the same pairs for every problem; cooperative: the 15 pairs with NATTEN's KV tile (4, 4, 4).
   p.params = NaParams::uniform(3, 3);
   p.spatial = {8, 16, 16};
   p.head_dim = 256;
   p.head_dim_v = 192;
   auto h256 = table(*detail::find_spec("hopper-fna"), p, Pass::forward);
-  ASSERT_EQ(h256.size(), 420u);
-  for (const TileConfig& c : h256) {
+  ASSERT_EQ(h256.size(), 420u + 15u);
+  for (size_t i = 0; i < h256.size(); ++i) {
+    const TileConfig& c = h256[i];
     EXPECT_EQ(c.q_tile[0] * c.q_tile[1] * c.q_tile[2], 128);
     EXPECT_EQ(c.kv_tile[0] * c.kv_tile[1] * c.kv_tile[2], 64) << c.describe();
+    if (i >= 420) {
+      EXPECT_EQ(c, (TileConfig{c.q_tile, {4, 4, 4}, KernelSchedule::cooperative}));
+    }
   }
   p.spatial = {30, 48, 80};
   p.params.kernel_size = {18, 24, 24};
@@ -584,13 +597,15 @@ TEST(Finders, HopperBlackwellFlexTables) {
   p.params = NaParams::uniform(3, 3);
   const FmhaProblem hf = fmha_problem(kCuda, 90, DType::bf16);
   const auto hfl = table(*detail::find_spec("hopper-fmha"), hf, Pass::forward);
-  ASSERT_EQ(hfl.size(), 1u);
-  EXPECT_EQ(hfl[0], (TileConfig{{128}, {128}, KernelSchedule::cooperative}));
+  ASSERT_EQ(hfl.size(), 2u);
+  EXPECT_EQ(hfl[0], (TileConfig{{128}, {128}, KernelSchedule::pingpong}));
+  EXPECT_EQ(hfl[1], (TileConfig{{128}, {128}, KernelSchedule::cooperative}));
   FmhaProblem hf256 = hf;  // head dim 256 runs 64-key tiles
   hf256.head_dim = hf256.head_dim_v = 256;
   const auto hfl256 = table(*detail::find_spec("hopper-fmha"), hf256, Pass::forward);
-  ASSERT_EQ(hfl256.size(), 1u);
-  EXPECT_EQ(hfl256[0], (TileConfig{{128}, {64}, KernelSchedule::cooperative}));
+  ASSERT_EQ(hfl256.size(), 2u);
+  EXPECT_EQ(hfl256[0], (TileConfig{{128}, {64}, KernelSchedule::pingpong}));
+  EXPECT_EQ(hfl256[1], (TileConfig{{128}, {64}, KernelSchedule::cooperative}));
   const auto b3 = table(*detail::find_spec("blackwell-fna"), p, Pass::forward);
   EXPECT_EQ(b3.size(), 7u);
   EXPECT_EQ(b3[0], (TileConfig{{8, 4, 8}, {4, 4, 8}, KernelSchedule::none}));
@@ -645,7 +660,13 @@ TEST(Finders, ShapesWithoutAScheduleTakeTheListedSchedule) {
   if (!built("hopper-fna") || get_configs("hopper-fna", p).empty())
     GTEST_SKIP() << "hopper-fna (bf16, head dim 64) is not built";
   const TileConfig got = resolve_config("hopper-fna", p, Pass::forward, TileConfig{{8, 16}, {8, 16}, KernelSchedule::none});
-  EXPECT_EQ(got, (TileConfig{{8, 16}, {8, 16}, KernelSchedule::cooperative}));
+  EXPECT_EQ(got, (TileConfig{{8, 16}, {8, 16}, KernelSchedule::pingpong}));
+  // A schedule alone takes the default shapes (NATTEN): "coop" is listed for them, "non" is not.
+  const TileConfig def = get_configs("hopper-fna", p).front();
+  EXPECT_EQ(resolve_config("hopper-fna", p, Pass::forward, TileConfig{{}, {}, KernelSchedule::cooperative}),
+            (TileConfig{def.q_tile, def.kv_tile, KernelSchedule::cooperative}));
+  EXPECT_THROW(resolve_config("hopper-fna", p, Pass::forward, TileConfig{{}, {}, KernelSchedule::non_persistent}),
+               ValueError);
   EXPECT_THROW(resolve_config("hopper-fna", p, Pass::forward, TileConfig{{8, 8}, {8, 8}, KernelSchedule::none}),
                ValueError);  // volume 64: not listed with any schedule
 }

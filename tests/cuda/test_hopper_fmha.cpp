@@ -44,12 +44,13 @@ constexpr double kLseTol = 2e-2;
 struct Case {
   int64_t batch = 2, sq = 128, skv = 128, heads = 2, heads_kv = 2, d = 64, pad = 0;
   bool causal = false, with_lse = true;
+  bool pingpong = true;  // the consumer schedule (false: "coop")
   std::optional<double> scale;
   std::string name() const {
     return "b" + std::to_string(batch) + "_sq" + std::to_string(sq) + "_skv" + std::to_string(skv) + "_h" +
            std::to_string(heads) + "/" + std::to_string(heads_kv) + "_d" + std::to_string(d) +
            (causal ? "_causal" : "") + (pad ? "_pad" + std::to_string(pad) : "") + (with_lse ? "" : "_nolse") +
-           (scale ? "_scale" : "");
+           (scale ? "_scale" : "") + (pingpong ? "" : "_coop");
   }
 };
 
@@ -82,7 +83,7 @@ bool run_case(const Case& c, DType dtype, uint64_t seed) {
 
   cudaStream_t stream = nullptr;
   test::check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
-  cuda::sm90::fmha_forward(da, stream);
+  cuda::sm90::fmha_forward(da, stream, c.pingpong);
   const cudaError_t sync = cudaStreamSynchronize(stream);
   cudaStreamDestroy(stream);
   test::check_cuda(sync, "fmha_forward (kernel)");
@@ -371,6 +372,24 @@ TEST_F(HopperFmha, Persistent) {
       run_all(cases, 7200);
       run_skipping_varlen(7300);
     }
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
+// The cooperative schedule (config "coop"; every other test runs the default "pp"): the sequence
+// grid at head dims 64 and 256 and the multi-pair cases (GQA, causal, padding, no LSE), also with
+// several pairs per CTA and persistent.
+TEST_F(HopperFmha, CooperativeSchedule) {
+  std::vector<Case> cases = sequence_cases(64);
+  for (const Case& c : sequence_cases(256)) cases.push_back(c);
+  for (const Case& c : multi_pair_cases()) cases.push_back(c);
+  for (Case& c : cases) c.pingpong = false;
+  run_all(cases, 7400);
+  setenv("NATTN_HOPPER_PAIRS_PER_CTA", "3", 1);
+  setenv("NATTN_HOPPER_PERSISTENT", "5", 1);
+  std::vector<Case> coop = multi_pair_cases();
+  for (Case& c : coop) c.pingpong = false;
+  run_all(coop, 7600);
   unsetenv("NATTN_HOPPER_PERSISTENT");
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }

@@ -59,6 +59,7 @@ struct Case {
   bool with_lse = true;
   bool want_direct = false;  // the direct mode must run (no permutation)
   std::optional<double> scale;
+  KernelSchedule schedule = KernelSchedule::pingpong;
   int rank() const { return static_cast<int>(extent.size()); }
   int64_t d_v() const { return dv ? dv : d; }
   std::string name() const {
@@ -73,7 +74,7 @@ struct Case {
            tup(q_tile) + "_kt" + tup(kv_tile) + "_b" + std::to_string(batch) + "_h" + std::to_string(heads) + "/" +
            std::to_string(heads_kv) + "_D" + std::to_string(d) + (dv && dv != d ? "_Dv" + std::to_string(dv) : "") +
            (extra ? "_extra" + std::to_string(extra) : "") + (pad ? "_pad" : "") + (with_lse ? "" : "_nolse") +
-           (scale ? "_scale" : "");
+           (scale ? "_scale" : "") + (schedule == KernelSchedule::cooperative ? "_coop" : "");
   }
   NaParams params() const {
     NaParams p;
@@ -91,7 +92,7 @@ struct Case {
     TileConfig c;
     c.q_tile = q_tile;
     c.kv_tile = kv_tile.empty() ? q_tile : kv_tile;
-    c.schedule = KernelSchedule::cooperative;
+    c.schedule = schedule;
     return c;
   }
 };
@@ -439,6 +440,27 @@ TEST_F(HopperFna, Persistent) {
   unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
 }
 
+// The cooperative schedule (config "coop": the consumer warpgroups issue their GEMMs without taking
+// turns; the default "pp" runs every other test): the multi-pair cases (1-3 D, direct and permuted,
+// dilation, GQA, head dims 32-256, additional KV), with one and several pairs per CTA, and persistent.
+TEST_F(HopperFna, CooperativeSchedule) {
+  std::vector<Case> cs, cs256;
+  multi_pair_cases(true, cs, cs256);
+  for (auto* list : {&cs, &cs256})
+    for (Case& c : *list) c.schedule = KernelSchedule::cooperative;
+  run_all(cs, 2100);
+  run_all(cs256, 2200, {{256, 256}});
+  setenv("NATTN_HOPPER_FNA_PERMUTED", "1", 1);
+  run_all(cs, 2300, {{64, 64}});
+  unsetenv("NATTN_HOPPER_FNA_PERMUTED");
+  setenv("NATTN_HOPPER_PAIRS_PER_CTA", "3", 1);
+  run_all(cs, 2400, {{128, 128}});
+  setenv("NATTN_HOPPER_PERSISTENT", "3", 1);
+  run_all(cs, 2500, {{32, 32}});
+  unsetenv("NATTN_HOPPER_PERSISTENT");
+  unsetenv("NATTN_HOPPER_PAIRS_PER_CTA");
+}
+
 // The golden cases (NATTEN): head dims 8 / 16 / 32, 12 of 72 with additional KV, through the public
 // op with backend "hopper-fna" (registry, config finder, padding and merge inside the backend), as
 // `nattn verify --backend hopper-fna` runs them. None may be rejected.
@@ -533,8 +555,14 @@ TEST_F(HopperFna, RejectsUnsupported) {
     EXPECT_NE(cuda::sm90::na_forward_unsupported_reason(a, c).find("q_tile=(8, 8)"), std::string::npos)
         << cuda::sm90::na_forward_unsupported_reason(a, c);
     c = good;
-    c.schedule = KernelSchedule::pingpong;
-    EXPECT_THROW(cuda::sm90::na_forward(a, c, nullptr), NotImplementedError);
+    c.schedule = KernelSchedule::pingpong;  // both warp-specialized schedules are accepted
+    EXPECT_EQ(cuda::sm90::na_forward_unsupported_reason(a, c), "");
+    for (KernelSchedule bad : {KernelSchedule::non_persistent, KernelSchedule::none}) {
+      c.schedule = bad;
+      EXPECT_THROW(cuda::sm90::na_forward(a, c, nullptr), NotImplementedError);
+      EXPECT_NE(cuda::sm90::na_forward_unsupported_reason(a, c).find("schedule must be pp or coop"), std::string::npos)
+          << cuda::sm90::na_forward_unsupported_reason(a, c);
+    }
     c = good;
     c.kv_tile = {128};  // wrong rank
     EXPECT_THROW(cuda::sm90::na_forward(a, c, nullptr), NotImplementedError);

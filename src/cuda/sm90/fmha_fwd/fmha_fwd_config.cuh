@@ -206,6 +206,7 @@ struct FmhaFwdKernelParams {
   int units;          // persistent: num_m_blocks x ceil(n_pairs / pairs_per_cta) work units; 0: not persistent
   float scale_log2;
   int causal;
+  int pingpong;      // 1: the consumer warpgroups take turns (FmhaFwdParams::pingpong); 0: cooperative
   const int* cu_q;   // varlen FMHA: per-sequence query / key offsets (FmhaFwdParams), else nullptr
   const int* cu_kv;
   NaGeom na;  // kNa only

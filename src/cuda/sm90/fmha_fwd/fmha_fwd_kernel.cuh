@@ -501,11 +501,16 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // the same number of turns (they walk the same KV tiles, pair after pair: the alternation runs
     // on across pairs); warpgroup 0 takes one extra sync after the last pair to consume warpgroup
     // 1's last arrive.
+    // Cooperative launches (p.pingpong == 0, CTA-uniform) take no turns.
     auto turn_begin = [&]() NATTN_SM90_INLINE {
-      if constexpr (V::kPingPong) detail::named_bar_sync(detail::kBarTurn + cwg, 256);
+      if constexpr (V::kPingPong) {
+        if (p.pingpong) detail::named_bar_sync(detail::kBarTurn + cwg, 256);
+      }
     };
     auto turn_end = [&]() NATTN_SM90_INLINE {
-      if constexpr (V::kPingPong) detail::named_bar_arrive(detail::kBarTurn + (1 - cwg), 256);
+      if constexpr (V::kPingPong) {
+        if (p.pingpong) detail::named_bar_arrive(detail::kBarTurn + (1 - cwg), 256);
+      }
     };
     const float c = p.scale_log2;
     float row_max[2], row_sum[2], alpha[2];
@@ -533,7 +538,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       }
     };
     if constexpr (V::kPingPong) {
-      if (cwg == 1) detail::named_bar_arrive(detail::kBarTurn + 0, 256);
+      if (p.pingpong && cwg == 1) detail::named_bar_arrive(detail::kBarTurn + 0, 256);
     }
     // The units of this CTA (one unless persistent); the K/V ring states, the pair count and the
     // ping-pong turns run on across them.
@@ -791,7 +796,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
       set_pair(pair_begin());  // NA: the unit's context takes its first pair's batch
     }
     if constexpr (V::kPingPong) {
-      if (cwg == 0) detail::named_bar_sync(detail::kBarTurn + 0, 256);  // warpgroup 1's last arrive
+      if (p.pingpong && cwg == 0) detail::named_bar_sync(detail::kBarTurn + 0, 256);  // warpgroup 1's last arrive
     }
   }
 #endif

@@ -49,6 +49,7 @@ void launch_attn_fwd_sm90(const FmhaFwdParams& a, const NaGeom* na, cudaStream_t
       0,
       a.scale_log2,
       a.causal ? 1 : 0,
+      a.pingpong ? 1 : 0,
       na == nullptr ? a.cu_q : nullptr,
       na == nullptr ? a.cu_kv : nullptr,
       na != nullptr ? *na : NaGeom{},

@@ -154,7 +154,7 @@ std::string fmha_forward_unsupported_reason(const FmhaForwardArgs& args) {
   return c.message;
 }
 
-void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
+void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream, bool pingpong) {
   raise(check_args(a));
   raise(check_device(a));
   const TensorView &q = a.query, &k = a.key, &v = a.value, &o = a.out;
@@ -180,6 +180,7 @@ void fmha_forward(const FmhaForwardArgs& a, cudaStream_t stream) {
   const double scale = a.scale ? *a.scale : 1.0 / std::sqrt(static_cast<double>(q.shape[3]));
   p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
   p.causal = a.is_causal;
+  p.pingpong = pingpong;
   const Launch launch = find_kernel(q.dtype, static_cast<int>(q.shape[3]));
   DeviceGuard guard(q.device.index);
   if (a.cu_seqlens_q) {

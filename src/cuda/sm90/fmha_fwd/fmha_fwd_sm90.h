@@ -29,6 +29,7 @@ std::string fmha_forward_unsupported_reason(const FmhaForwardArgs& args);
 
 // Runs the forward on `stream` (asynchronous). Throws ValueError / NotImplementedError (with the
 // reason above) / RuntimeError (a CUDA error).
-void fmha_forward(const FmhaForwardArgs& args, cudaStream_t stream);
+// pingpong: the consumer schedule (config "pp", the default; false: "coop").
+void fmha_forward(const FmhaForwardArgs& args, cudaStream_t stream, bool pingpong = true);
 
 }  // namespace nattn::cuda::sm90

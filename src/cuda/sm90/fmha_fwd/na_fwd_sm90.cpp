@@ -119,6 +119,9 @@ sem::Permutation rank3(sem::Permutation p) {
 }
 
 // dk: the kernel's head dim (its KV tile volume: na_kv_tile_volume).
+// The consumer schedule of a checked config (pp or coop).
+bool is_pingpong(const TileConfig& config) { return config.schedule != KernelSchedule::cooperative; }
+
 Check check_config(const NaForwardArgs& a, const TileConfig& config, int64_t dk) {
   const int rank = a.params.rank;
   const int64_t kv_volume = na_kv_tile_volume(static_cast<int>(dk));
@@ -127,9 +130,10 @@ Check check_config(const NaForwardArgs& a, const TileConfig& config, int64_t dk)
                                               " (runs a q_tile of " + std::to_string(kTile) + " tokens and a kv_tile of " +
                                               std::to_string(kv_volume) + " tokens at kernel head dim " +
                                               std::to_string(dk) + ", both of " + std::to_string(rank) +
-                                              " axes, schedule coop)");
+                                              " axes, schedule pp or coop)");
   };
-  if (config.schedule != KernelSchedule::cooperative) return bad("schedule must be coop");
+  if (config.schedule != KernelSchedule::pingpong && config.schedule != KernelSchedule::cooperative)
+    return bad("schedule must be pp or coop (the kernel is warp-specialized: no 'non' schedule)");
   for (const std::vector<int64_t>* t : {&config.q_tile, &config.kv_tile}) {
     if (static_cast<int>(t->size()) != rank) return bad("tile rank differs from the NA rank");
     int64_t vol = 1;
@@ -360,7 +364,7 @@ namespace {
 // kernel's, zero-padded). Arguments checked.
 void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::Permutation& kvp, int64_t dk,
                 const void* q_perm, const void* k_perm, const void* v_perm, void* o_perm, float* lse_perm,
-                cudaStream_t stream) {
+                bool pingpong, cudaStream_t stream) {
   const int rank = a.params.rank;
   const TensorView &q = a.query, &k = a.key;
   const int64_t B = q.shape[0], H = q.shape[static_cast<size_t>(rank + 1)], D = q.shape[static_cast<size_t>(rank + 2)];
@@ -386,6 +390,7 @@ void run_kernel(const NaForwardArgs& a, const sem::Permutation& qp, const sem::P
   p.heads_kv = static_cast<int>(Hkv);
   p.scale_log2 = static_cast<float>(scale_of(a, D) * 1.4426950408889634);  // the real head dim's default
   p.causal = false;
+  p.pingpong = pingpong;
 
   std::vector<int64_t> extent;
   for (int i = 0; i < rank; ++i) extent.push_back(q.shape[static_cast<size_t>(i + 1)]);
@@ -496,6 +501,7 @@ void run_direct(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   p.heads_kv = static_cast<int>(Hkv);
   p.scale_log2 = static_cast<float>(scale_of(a, D) * 1.4426950408889634);
   p.causal = false;
+  p.pingpong = is_pingpong(config);
   find_kernel(q.dtype, static_cast<int>(D))(p, g, stream);
 }
 
@@ -639,7 +645,7 @@ void na_forward(const NaForwardArgs& a, const TileConfig& config, cudaStream_t s
   token_permute(a.key, kv, kvp, stream);
   token_permute(a.value, vv, kvp, stream);
 
-  run_kernel(a, qp, kvp, dk, qv.data, kv.data, vv.data, ov.data, lse_na, stream);
+  run_kernel(a, qp, kvp, dk, qv.data, kv.data, vv.data, ov.data, lse_na, is_pingpong(config), stream);
 
   float* lse_final = lse_na;
   if (n_extra > 0) {
@@ -692,7 +698,7 @@ void na_forward_permuted(const NaForwardArgs& a, const TileConfig& config, const
   const int64_t dk = na_kernel_head_dim(a.query.dtype, a.query.shape[static_cast<size_t>(rank + 2)],
                                         a.value.shape[static_cast<size_t>(rank + 2)]);
   run_kernel(a, make_perm(a, config.q_tile), make_perm(a, config.kv_tile), dk, q_perm, k_perm, v_perm, o_perm,
-             lse_perm, stream);
+             lse_perm, is_pingpong(config), stream);
 }
 
 }  // namespace nattn::cuda::sm90

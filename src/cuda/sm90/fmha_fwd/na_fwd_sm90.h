@@ -14,7 +14,7 @@
 // queries against them, merged exactly with the NA part by LSE), any strides with the head dim
 // contiguous; sub-domains (direct mode only); config q_tile of volume 128 and kv_tile of volume
 // na_kv_tile_volume (128; 64 at kernel head dim 256), both of the NA rank (powers of two),
-// schedule coop. Not supported (NotImplementedError): scale <= 0, B * G or H > 65535. Needs a
+// schedule pp or coop. Not supported (NotImplementedError): scale <= 0, B * G or H > 65535. Needs a
 // compute capability 9.0 device.
 #pragma once
 

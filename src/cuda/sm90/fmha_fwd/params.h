@@ -87,6 +87,12 @@ struct FmhaFwdParams {
   // on with at most n CTAs (tests use it to make every CTA walk several units); -1 (default): the
   // environment variable NATTN_HOPPER_PERSISTENT, read the same way (unset: off).
   int persistent = -1;
+  // Consumer schedule (a run-time value: one instantiation serves both): true = ping-pong (the two
+  // consumer warpgroups take turns issuing their GEMMs, so one's softmax overlaps the other's
+  // GEMMs; schedule "pp", the default), false = cooperative (both issue as soon as their operands
+  // are ready; schedule "coop"). Needs a kernel built with Sm90Variant::kPingPong (variants 2-5)
+  // for "pp"; variants 0 and 1 always run cooperative.
+  bool pingpong = true;
 };
 
 // The pairs per CTA of a launch of num_m_blocks Q tiles x n_pairs (head, sequence) pairs, each
