@@ -1,21 +1,27 @@
-"""Timing helper shared by the PyTorch-side benchmarks (bench/cuda/*.py, bench/dist/*.py): the
+"""Timing helpers shared by the PyTorch-side benchmarks (bench/cuda/*.py, bench/dist/*.py): the
 median of `runs` calls after `warmup` calls, each timed with CUDA events on the current stream and
 synchronised (so a call's host time up to its last kernel launch is included)."""
 
 import torch
 
 
+def once_ms(fn):
+    """One call of fn, timed with CUDA events on the current stream and synchronised."""
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b)
+
+
+def median(times):
+    times = sorted(times)
+    return times[len(times) // 2]
+
+
 def median_ms(fn, runs=5, warmup=1):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
+    return median([once_ms(fn) for _ in range(runs)])

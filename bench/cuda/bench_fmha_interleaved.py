@@ -7,6 +7,7 @@ on a cooler GPU). Prints the median of each and the ratio.
     PYTHONPATH=<nattn package with CUDA> python3 bench/cuda/bench_fmha_interleaved.py [--pairs 15]
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -14,21 +15,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import nattn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cuda_timing import median, once_ms as event_ms  # noqa: E402  (bench/cuda_timing.py)
+
 PROBLEMS = [("1D 32768, 16 heads", 32768, 16), ("2D 256x256 (65536 tokens), 24 heads", 65536, 24)]
-
-
-def event_ms(fn):
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b)
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
 
 
 def main():

@@ -4,18 +4,15 @@ the kernel is power-limited, so the input distribution moves its throughput (ben
 
     PYTHONPATH=<nattn package with CUDA> python3 bench/cuda/bench_input_distribution.py
 """
+import os
+import sys
+
 import torch
 
 import nattn
 
-
-def once(fn):
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cuda_timing import once_ms as once  # noqa: E402  (bench/cuda_timing.py)
 
 
 def main():
