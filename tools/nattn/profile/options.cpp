@@ -472,7 +472,8 @@ backends and configurations:
       --kv-tile T...           forward key/value tile shape (with --q-tile)
       --backward-q-tile T...   backward query tile shape (with --backward-kv-tile)
       --backward-kv-tile T...  backward key/value tile shape (with --backward-q-tile)
-      --schedule {non,coop,pp} kernel schedule (Hopper-style backends only)
+      --schedule {non,coop,pp} kernel schedule (Hopper-style backends only; hopper-fna and
+                               hopper-fmha run pp, the default, and coop)
 
 timing:
       --warmup-steps N         untimed runs before timing [10]
