@@ -446,7 +446,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
     // NA: per row, the kBN-bit mask of its visible key columns (na::row_mask_word, shared with the
     // host self-check). The four threads of a quad hold the same two rows: each computes one word
     // (lane % 4, modulo the word count) of both rows and the quad exchanges them (a quarter of the
-    // per-thread mask arithmetic, which is what makes masked tiles issue-bound). Each word is then
+    // per-thread mask arithmetic, which sits between S's wait and the softmax). Each word is then
     // shifted right by the thread's column offset 2 (lane % 4) so that element i (column
     // 8 (i >> 2) + 2 (lane % 4) + (i & 1), layout_check.cu) tests the constant bit
     // 8 ((i >> 2) & 3) + (i & 1) of word i >> 4.
