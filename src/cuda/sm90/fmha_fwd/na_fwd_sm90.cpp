@@ -118,10 +118,10 @@ sem::Permutation rank3(sem::Permutation p) {
   return p;
 }
 
-// dk: the kernel's head dim (its KV tile volume: na_kv_tile_volume).
 // The consumer schedule of a checked config (pp or coop).
 bool is_pingpong(const TileConfig& config) { return config.schedule != KernelSchedule::cooperative; }
 
+// dk: the kernel's head dim (its KV tile volume: na_kv_tile_volume).
 Check check_config(const NaForwardArgs& a, const TileConfig& config, int64_t dk) {
   const int rank = a.params.rank;
   const int64_t kv_volume = na_kv_tile_volume(static_cast<int>(dk));
