@@ -156,6 +156,7 @@ TEST(CliProfile, JsonHasProblemBackendTimesAndGflops) {
   EXPECT_EQ(problem.at("heads").number, 2);
   EXPECT_EQ(problem.at("dim").number, 16);
   EXPECT_EQ(problem.at("dtype").text, "fp32");
+  EXPECT_EQ(problem.at("inputs").text, "uniform");
   EXPECT_TRUE(problem.at("backprop").boolean);
 
   EXPECT_EQ(json.at("backend").at("forward").text, "cpu");

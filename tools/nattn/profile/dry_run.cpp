@@ -75,23 +75,7 @@ void write_dry_run_json(const std::string& path, const ProfileOptions& o, const 
   json.key("version").value(NATTN_VERSION_STRING);
   json.key("mode").value("dry-run");
   json.key("device").value(device_name(problem.device));
-  json.key("problem").begin_object();
-  json.key("rank").value(o.rank());
-  json.key("input_size").value(o.input_size);
-  json.key("batch").value(o.batch);
-  json.key("heads").value(o.heads);
-  json.key("heads_kv").value(o.heads_kv);
-  json.key("dim").value(o.dim);
-  json.key("dim_value").value(o.dim_value);
-  json.key("window_size").value(o.window);
-  json.key("stride").value(o.stride);
-  json.key("dilation").value(o.dilation);
-  json.key("causal").value(o.causal);
-  json.key("additional_kv").value(o.additional_kv);
-  json.key("dtype").value(dtype_name(o.dtype));
-  json.key("backprop").value(o.backprop);
-  json.key("self_attention").value(is_self_attention(o));
-  json.end_object();
+  write_problem_json(json, o);
   json.key("backends").begin_array();
   for (const BackendListing& l : listings) {
     json.begin_object();

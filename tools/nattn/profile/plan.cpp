@@ -219,4 +219,25 @@ void print_plan(std::ostream& os, const Plan& plan) {
   os << "Inputs: " << (o.normal_inputs ? "standard normal" : "uniform in [-1, 1)") << "\n";
 }
 
+void write_problem_json(JsonWriter& json, const ProfileOptions& o) {
+  json.key("problem").begin_object();
+  json.key("rank").value(o.rank());
+  json.key("input_size").value(o.input_size);
+  json.key("batch").value(o.batch);
+  json.key("heads").value(o.heads);
+  json.key("heads_kv").value(o.heads_kv);
+  json.key("dim").value(o.dim);
+  json.key("dim_value").value(o.dim_value);
+  json.key("window_size").value(o.window);
+  json.key("stride").value(o.stride);
+  json.key("dilation").value(o.dilation);
+  json.key("causal").value(o.causal);
+  json.key("additional_kv").value(o.additional_kv);
+  json.key("dtype").value(dtype_name(o.dtype));
+  json.key("inputs").value(o.normal_inputs ? "normal" : "uniform");
+  json.key("backprop").value(o.backprop);
+  json.key("self_attention").value(is_self_attention(o));
+  json.end_object();
+}
+
 }  // namespace nattn::cli::profile

@@ -155,23 +155,7 @@ void write_json(const std::string& path, const Plan& plan, const std::vector<Ope
   }
   json.key("timing").value(timing_method(plan.problem));
 
-  json.key("problem").begin_object();
-  json.key("rank").value(o.rank());
-  json.key("input_size").value(o.input_size);
-  json.key("batch").value(o.batch);
-  json.key("heads").value(o.heads);
-  json.key("heads_kv").value(o.heads_kv);
-  json.key("dim").value(o.dim);
-  json.key("dim_value").value(o.dim_value);
-  json.key("window_size").value(o.window);
-  json.key("stride").value(o.stride);
-  json.key("dilation").value(o.dilation);
-  json.key("causal").value(o.causal);
-  json.key("additional_kv").value(o.additional_kv);
-  json.key("dtype").value(dtype_name(o.dtype));
-  json.key("backprop").value(o.backprop);
-  json.key("self_attention").value(is_self_attention(o));
-  json.end_object();
+  write_problem_json(json, o);
 
   json.key("backend").begin_object();
   json.key("forward").value(plan.forward_backend);

@@ -14,6 +14,8 @@
 
 namespace nattn::cli::profile {
 
+class JsonWriter;
+
 // The resolved problem, backends and configurations of a run.
 struct Plan {
   ProfileOptions options;
@@ -67,6 +69,8 @@ std::string timing_method(const NaProblem& problem);
 
 // The problem summary printed above every result.
 void print_problem(std::ostream& os, const ProfileOptions& options, const NaProblem& problem);
+// The "problem" object of the --json output (profile, optimize and dry run alike).
+void write_problem_json(JsonWriter& json, const ProfileOptions& options);
 void print_plan(std::ostream& os, const Plan& plan);
 std::string config_text(const std::optional<TileConfig>& config);
 
