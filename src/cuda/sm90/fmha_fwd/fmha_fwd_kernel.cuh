@@ -617,6 +617,18 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
           detail::softmax_step<true>(tSrS, c, row_max, row_sum, alpha);
           convert_p(tOrP);
 
+          // The walk's last P V (its own turn), waited for; V's stage released. The V ring runs on
+          // into the next pair.
+          auto final_pv = [&](auto& p_last) NATTN_SM90_INLINE {
+            pipe_v.consumer_wait(v_state);
+            turn_begin();
+            detail::wgmma_batch<false, true>(mma_pv, p_last, tOrV(_, _, _, v_state.index()), tOrO);
+            turn_end();
+            warpgroup_wait<0>();
+            warpgroup_fence_operand(tOrO);
+            pipe_v.consumer_release(v_state);
+            ++v_state;
+          };
           if constexpr (C::kDbufP) {
             // Step j (P_j in p_cur, alpha = alpha_j, P_{j-1} V_{j-1} possibly in flight):
             //   issue S_{j+1}; wait_group 1 (= P_{j-1} V_{j-1} done); O *= alpha_j; issue O += P_j V_j;
@@ -669,14 +681,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
                 ++v_release;
               }
               rescale_o_if_needed(alpha);
-              pipe_v.consumer_wait(v_state);
-              turn_begin();
-              detail::wgmma_batch<false, true>(mma_pv, p_cur, tOrV(_, _, _, v_state.index()), tOrO);
-              turn_end();
-              warpgroup_wait<0>();
-              warpgroup_fence_operand(tOrO);
-              pipe_v.consumer_release(v_state);
-              ++v_state;  // the V ring runs on into the next pair
+              final_pv(p_cur);
             };
             // Unrolled by two so that both P buffers are compile-time register arrays.
             // Every walk position is a tile (next_tile(t) is position t).
@@ -723,14 +728,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const __grid_cons
               rescale_o(alpha);
               convert_p(tOrP);
             }
-            pipe_v.consumer_wait(v_state);
-            turn_begin();
-            detail::wgmma_batch<false, true>(mma_pv, tOrP, tOrV(_, _, _, v_state.index()), tOrO);
-            turn_end();
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(tOrO);
-            pipe_v.consumer_release(v_state);
-            ++v_state;  // the V ring runs on into the next pair
+            final_pv(tOrP);
           }
         }  // t < wg_end()
         if constexpr (kNa) {  // the positions after this warpgroup's part of the walk
