@@ -41,10 +41,7 @@ template <int HD> constexpr int mma_warp_m() { return HD <= 128 ? 2 : 1; }
 template <int HD, int BM> constexpr int mma_threads() { return BM / (16 * mma_warp_m<HD>()) * 32; }
 
 constexpr int kMaxAxisTiles = 256;  // per-axis tile classes cached in shared memory up to this count
-#ifndef NATTN_FWD_LOAD_UNROLL
-#define NATTN_FWD_LOAD_UNROLL 1
-#endif
-constexpr int kLoadUnroll = NATTN_FWD_LOAD_UNROLL;  // K/V tile load loop (registers vs issue)
+constexpr int kLoadUnroll = 8;  // K/V tile load loop unrolled: row offsets become adds
 
 // Extra per-CTA values of the tensor-core kernel (shared memory, written by thread 0).
 struct MmaCtx {
@@ -117,9 +114,9 @@ __device__ __forceinline__ bool walk_find(const FwdParams& p, const Ctx& c, cons
 
 // Load kRows rows of HD columns into smem (row stride LD elements); row r comes from
 // g + off_fn(r) (false: zero row); columns >= ncols are zero. Each thread copies a fixed 16-byte
-// column chunk of rows r0, r0 + kRS, ...: cp.async when every row is 16-byte aligned, element
-// loads otherwise.
-template <class T, int HD, int LD, int kRows, int kNT, class OffFn>
+// column chunk of rows r0, r0 + kRS, ...: cp.async when every row is 16-byte aligned (the loop
+// unrolled kUnroll times: row offsets become adds), element loads otherwise.
+template <class T, int HD, int LD, int kRows, int kNT, int kUnroll, class OffFn>
 __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool aligned, OffFn off_fn) {
   constexpr int E = 16 / sizeof(T);
   constexpr int kCPR = HD / E;
@@ -129,20 +126,56 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool a
   const int col = (threadIdx.x % kCPR) * E;
   const int r0 = threadIdx.x / kCPR;
   const bool col_ok = col < ncols;
-#pragma unroll(kLoadUnroll)
-  for (int it = 0; it < kRows / kRS; ++it) {
-    const int row = r0 + it * kRS;
-    int64_t off = 0;
-    const bool ok = off_fn(row, off) && col_ok;
-    T* dst = smem + row * LD + col;
-    if (aligned) {
+  T* dst0 = smem + r0 * LD + col;
+  if (aligned) {
+#pragma unroll(kUnroll)
+    for (int it = 0; it < kRows / kRS; ++it) {
+      int64_t off = 0;
+      const bool ok = off_fn(r0 + it * kRS, off) && col_ok;
       const T* src = ok ? g + off + col : g;
       cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-          *reinterpret_cast<const cute::uint128_t*>(src), *reinterpret_cast<cute::uint128_t*>(dst), ok);
-    } else {
+          *reinterpret_cast<const cute::uint128_t*>(src), *reinterpret_cast<cute::uint128_t*>(dst0 + it * kRS * LD), ok);
+    }
+  } else {
+#pragma unroll 1
+    for (int it = 0; it < kRows / kRS; ++it) {
+      int64_t off = 0;
+      const bool ok = off_fn(r0 + it * kRS, off) && col_ok;
+      T* dst = dst0 + it * kRS * LD;
 #pragma unroll
       for (int e = 0; e < E; ++e) dst[e] = (ok && col + e < ncols) ? g[off + col + e] : from_float<T>(0.f);
     }
+  }
+}
+
+// Load rows [0, kRows) of a row-strided source (row r at g0 + r * step; rows >= nrows are zero),
+// the layout of phase-B tokens: one running pointer per thread, no per-row multiply.
+template <class T, int HD, int LD, int kRows, int kNT>
+__device__ __forceinline__ void load_rows_strided(T* smem, const T* g0, int64_t step, int nrows, int ncols,
+                                                  bool aligned) {
+  constexpr int E = 16 / sizeof(T);
+  constexpr int kCPR = HD / E;
+  constexpr int kRS = kNT / kCPR;
+  if (!aligned) {
+    load_tile<T, HD, LD, kRows, kNT, 1>(smem, g0, ncols, false, [&](int r, int64_t& off) {
+      off = r * step;
+      return r < nrows;
+    });
+    return;
+  }
+  const int col = (threadIdx.x % kCPR) * E;
+  const int r0 = threadIdx.x / kCPR;
+  const bool col_ok = col < ncols;
+  T* dst0 = smem + r0 * LD + col;
+  const T* src = g0 + r0 * step + col;
+  const int64_t jump = kRS * step;
+#pragma unroll
+  for (int it = 0; it < kRows / kRS; ++it) {
+    const bool ok = r0 + it * kRS < nrows && col_ok;
+    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+        *reinterpret_cast<const cute::uint128_t*>(ok ? src : g0), *reinterpret_cast<cute::uint128_t*>(dst0 + it * kRS * LD),
+        ok);
+    src += jump;
   }
 }
 
@@ -177,7 +210,7 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
   const bool aligned = p.aligned != 0;
 
   // Q tile.
-  load_tile<T, HD, LD, BM, kNT>(sQ, static_cast<const T*>(p.q), p.head_dim, aligned, [&](int r, int64_t& off) {
+  load_tile<T, HD, LD, BM, kNT, 1>(sQ, static_cast<const T*>(p.q), p.head_dim, aligned, [&](int r, int64_t& off) {
     int64_t xq[3];
     const bool ok = row_coords(p, c, r, xq);
     off = offset5(p.qs, c.b, xq, c.h);
@@ -233,42 +266,40 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
   __syncthreads();
   const MmaCtx& x = s_x;
 
-  // Row offsets of a tile's keys (false: the row is outside the box / past the tokens).
-  auto load_k = [&](const MTile& tile) {
+  // Loads of a tile's K or V rows (false: the row is outside the box / past the tokens). Every
+  // value kept in shared memory (tile, context) is read into registers once per load: the copy
+  // loop's cp.async statements clobber memory, so a read inside the loop is repeated per row.
+  auto load_kv = [&](const MTile& tile_smem, T* dst, const void* ga, const void* gb, int ncols, int64_t a_base,
+                     const int64_t* a_step, const int64_t* a_rel, int64_t b_base, int64_t b_step) {
+    const MTile tile = tile_smem;
     if (tile.phase_a) {
-      const int64_t base = x.kb + tile.c[0] * x.dk[0] + tile.c[1] * x.dk[1] + tile.c[2] * x.dk[2];
-      load_tile<T, HD, LD, BN, kNT>(sK, static_cast<const T*>(p.k), p.head_dim, aligned, [&](int kk, int64_t& off) {
-        off = base + s_krel[kk];
-        if (!tile.masked) return true;
-        int a[3];
-        delin_pow2(kk, p.kv_shift, a);
-        return tile.c[0] + a[0] < c.bhi[0] && tile.c[1] + a[1] < c.bhi[1] && tile.c[2] + a[2] < c.bhi[2];
-      });
+      const T* g = static_cast<const T*>(ga);
+      const int64_t base = a_base + tile.c[0] * a_step[0] + tile.c[1] * a_step[1] + tile.c[2] * a_step[2];
+      if (!tile.masked) {
+        load_tile<T, HD, LD, BN, kNT, kLoadUnroll>(dst, g, ncols, aligned, [&](int kk, int64_t& off) {
+          off = base + a_rel[kk];
+          return true;
+        });
+      } else {
+        const int e0 = static_cast<int>(c.bhi[0]) - tile.c[0], e1 = static_cast<int>(c.bhi[1]) - tile.c[1],
+                  e2 = static_cast<int>(c.bhi[2]) - tile.c[2];
+        load_tile<T, HD, LD, BN, kNT, kLoadUnroll>(dst, g, ncols, aligned, [&](int kk, int64_t& off) {
+          off = base + a_rel[kk];
+          int a[3];
+          delin_pow2(kk, p.kv_shift, a);
+          return a[0] < e0 && a[1] < e1 && a[2] < e2;
+        });
+      }
     } else {
-      const int64_t base = x.ekb + tile.n0 * x.ek1;
-      load_tile<T, HD, LD, BN, kNT>(sK, static_cast<const T*>(p.ek), p.head_dim, aligned, [&](int kk, int64_t& off) {
-        off = base + kk * x.ek1;
-        return tile.n0 + kk < c.nb_len;
-      });
+      load_rows_strided<T, HD, LD, BN, kNT>(dst, static_cast<const T*>(gb) + b_base + tile.n0 * b_step, b_step,
+                                            static_cast<int>(c.nb_len) - tile.n0, ncols, aligned);
     }
   };
+  auto load_k = [&](const MTile& tile) {
+    load_kv(tile, sK, p.k, p.ek, p.head_dim, x.kb, x.dk, s_krel, x.ekb, x.ek1);
+  };
   auto load_v = [&](const MTile& tile) {
-    if (tile.phase_a) {
-      const int64_t base = x.vb + tile.c[0] * x.dv[0] + tile.c[1] * x.dv[1] + tile.c[2] * x.dv[2];
-      load_tile<T, HD, LD, BN, kNT>(sV, static_cast<const T*>(p.v), p.head_dim_v, aligned, [&](int kk, int64_t& off) {
-        off = base + s_vrel[kk];
-        if (!tile.masked) return true;
-        int a[3];
-        delin_pow2(kk, p.kv_shift, a);
-        return tile.c[0] + a[0] < c.bhi[0] && tile.c[1] + a[1] < c.bhi[1] && tile.c[2] + a[2] < c.bhi[2];
-      });
-    } else {
-      const int64_t base = x.evb + tile.n0 * x.ev1;
-      load_tile<T, HD, LD, BN, kNT>(sV, static_cast<const T*>(p.ev), p.head_dim_v, aligned, [&](int kk, int64_t& off) {
-        off = base + kk * x.ev1;
-        return tile.n0 + kk < c.nb_len;
-      });
-    }
+    load_kv(tile, sV, p.v, p.ev, p.head_dim_v, x.vb, x.dv, s_vrel, x.evb, x.ev1);
   };
 
   float o[kWM][kOTiles][4];
@@ -362,17 +393,39 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
           for (int e = 0; e < 4; ++e)
             if (!(cmask[mt] & (1u << ((e / 2) * 16 + 2 * j + e % 2)))) s[j][e] = -INFINITY;
       }
+      // Lazy rescaling: the reference max of a row only moves when the tile's max exceeds it by more
+      // than kLazy (log2 units), so most tiles skip the O rescale (a warp-uniform vote). Exact: O
+      // and l share the reference, P <= 2^kLazy stays well inside the 16-bit range.
+      constexpr float kLazy = 8.f;
+      float mx[2];
+      bool need = false;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        float v = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < kNTiles; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx = fmaxf(m[mt][r], mx * sc);
-        const float ref = mx == -INFINITY ? 0.f : mx;
-        const float alpha = fast_exp2(m[mt][r] - ref);
-        m[mt][r] = mx;
+        for (int j = 0; j < kNTiles; ++j) v = fmaxf(v, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+        mx[r] = v * sc;
+        need = need || mx[r] > m[mt][r] + kLazy;
+      }
+      if (__any_sync(0xffffffffu, need)) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float mn = fmaxf(m[mt][r], mx[r]);
+          const float alpha = mn == -INFINITY ? 1.f : fast_exp2(m[mt][r] - mn);
+          m[mt][r] = mn;
+          l[mt][r] *= alpha;
+#pragma unroll
+          for (int j = 0; j < kOTiles; ++j) {
+            o[mt][j][2 * r] *= alpha;
+            o[mt][j][2 * r + 1] *= alpha;
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float ref = m[mt][r] == -INFINITY ? 0.f : m[mt][r];
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
@@ -381,42 +434,43 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
           sum += p0 + p1;
           pkm[j / 2][(j % 2) * 2 + r] = Op::pack(p0, p1);
         }
-        l[mt][r] = l[mt][r] * alpha + sum;
-#pragma unroll
-        for (int j = 0; j < kOTiles; ++j) {
-          o[mt][j][2 * r] *= alpha;
-          o[mt][j][2 * r + 1] *= alpha;
-        }
+        l[mt][r] += sum;
       }
     };
 
+    // S of every m-tile at once: each K fragment read from shared memory feeds kWM MMAs. Right after
+    // S (before the softmax) the CTA syncs and K_{j+1} starts loading, so that load overlaps the
+    // softmax and P V (FA2's order).
     uint32_t pk[kWM][BN / 16][4];
-    // One m-tile at a time: only 16 rows x BN of S are live next to O (S of both m-tiles at once,
-    // every K fragment feeding two MMAs, measured 1% faster on dense FMHA but spills 80 bytes).
+    {
+      float s[kWM][kNTiles][4];
 #pragma unroll
-    for (int mt = 0; mt < kWM; ++mt) {
-      float s[kNTiles][4];
+      for (int mt = 0; mt < kWM; ++mt)
 #pragma unroll
-      for (int j = 0; j < kNTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        for (int j = 0; j < kNTiles; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
-        uint32_t a[4];
-        cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(qsrc(mt, ks)), a[0], a[1], a[2], a[3]);
+        uint32_t a[kWM][4];
+#pragma unroll
+        for (int mt = 0; mt < kWM; ++mt)
+          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(qsrc(mt, ks)), a[mt][0], a[mt][1],
+                                        a[mt][2], a[mt][3]);
 #pragma unroll
         for (int np = 0; np < kNTiles / 2; ++np) {
           uint32_t b[4];
           cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(ksrc + np * 16 * LD + ks * 16), b[0],
                                         b[1], b[2], b[3]);
-          mma_s(&s[2 * np], a, b);
+#pragma unroll
+          for (int mt = 0; mt < kWM; ++mt) mma_s(&s[mt][2 * np], a[mt], b);
         }
       }
-      softmax(mt, s, pk[mt]);
+      cute::cp_async_wait<0>();
+      __syncthreads();  // V_j landed; every warp is done with K_j
+      if (s_have[slot ^ 1]) load_k(s_tile[slot ^ 1]);
+      cute::cp_async_fence();
+#pragma unroll
+      for (int mt = 0; mt < kWM; ++mt) softmax(mt, s[mt], pk[mt]);
     }
-
-    cute::cp_async_wait<0>();
-    __syncthreads();  // V_j landed; every warp is done with K_j
-    if (s_have[slot ^ 1]) load_k(s_tile[slot ^ 1]);
-    cute::cp_async_fence();
 
     // O += P V (every V fragment feeds the MMAs of every m-tile).
 #pragma unroll
