@@ -1,4 +1,4 @@
-// Forward + backward timing of cutlass-fna (bf16, head dim 128, batch 1) on two anchor problems:
+// Forward + backward timing of cutlass-fna (bf16, head dim 128, batch 1) on three anchor problems:
 // median of 10 timed calls after 3 warm-ups, CUDA events. Backward FLOPs counted as 2.5x forward
 // (S and dP recomputed, dV, dK, dQ: 5 GEMMs against the forward's 2).
 // Both backward modes: deterministic (dq + dkdv kernels) and fused dQ (deterministic = false).
@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   const int64_t d = 128;
   const std::vector<Problem> problems = {
       {"2D 128x128 k13x13, 16 heads", {128, 128}, {13, 13}, 16},
+      {"3D 16x44x80 k8x16x24, 16 heads", {16, 44, 80}, {8, 16, 24}, 16},
       {"3D 30x48x80 k18x24x24, 24 heads", {30, 48, 80}, {18, 24, 24}, 24},
   };
   std::printf("| problem (bf16, hd128) | fwd ms | bwd ms | fwd+bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n"

@@ -286,12 +286,47 @@ struct Tile {
   bool masked;
 };
 
-// Walk step t (over heads x tiles for dkdv); false if the tile is empty.
+// Per-axis tile classes are cached in shared memory by the tensor-core kernels for the first
+// kMaxAxisTiles tiles of each axis; a tile past them is walked as a boundary tile (never skipped,
+// always masked: exact through the element mask, only slower; an axis needs a window of more than
+// ~16K to get there). The SIMT kernels compute the classes on the fly (no cache).
+constexpr int kMaxAxisTiles = 256;
+
+// Class of walked tile m along axis i: 0 empty, 1 interior and full, 2 boundary or partial (the
+// combined class of a tile is empty if any axis is, unmasked only if every axis is 1).
 template <bool kDkdv>
-__device__ __forceinline__ bool tile_at(const BwdParams& p, const Ctx& c, int64_t t, Tile& tile) {
+__device__ __forceinline__ int axis_class(const BwdParams& p, const Ctx& c, int i, int m) {
+  const int64_t walk = kDkdv ? p.q_tile[i] : p.kv_tile[i];
+  const int64_t lo = c.blo[i] + m * walk;
+  const sem::Range own{c.olo[i], c.ohi[i]}, wt{lo, sem::min64(lo + walk, c.bhi[i])};
+  // classify(query range, key range)
+  const sem::TileClass cls = kDkdv ? sem::classify(wt, own, c.lg[i], c.ax[i]) : sem::classify(own, wt, c.lg[i], c.ax[i]);
+  if (cls == sem::TileClass::empty) return 0;
+  return (cls == sem::TileClass::interior && lo + walk <= c.bhi[i]) ? 1 : 2;
+}
+
+// Fill the per-axis class cache (every thread of the CTA takes a share; a barrier must follow).
+template <bool kDkdv>
+__device__ __forceinline__ void fill_axis_classes(const BwdParams& p, const Ctx& c, uint8_t (*cls)[kMaxAxisTiles],
+                                                  int tid, int nthreads) {
+  if (c.nA == 0) return;
+  auto cached = [](int64_t n) { return static_cast<int>(sem::min64(n, kMaxAxisTiles)); };
+  const int n0 = cached(c.nt[0]), n1 = cached(c.nt[1]), n2 = cached(c.nt[2]);
+  for (int id = tid; id < n0 + n1 + n2; id += nthreads) {
+    const int i = id < n0 ? 0 : id < n0 + n1 ? 1 : 2;
+    const int m = id - (i == 0 ? 0 : i == 1 ? n0 : n0 + n1);
+    cls[i][m] = static_cast<uint8_t>(axis_class<kDkdv>(p, c, i, m));
+  }
+}
+
+// Walk step t (over heads x tiles for dkdv); false if the tile is empty. cls: the per-axis class
+// cache, or nullptr.
+template <bool kDkdv>
+__device__ __forceinline__ bool tile_at(const BwdParams& p, const Ctx& c, int64_t t, Tile& tile,
+                                        const uint8_t (*cls)[kMaxAxisTiles]) {
   const int64_t per_head = c.nA + c.nB;
   if (kDkdv) {
-    const int64_t hi = t / per_head;
+    const int64_t hi = c.group > 1 ? t / per_head : 0;
     tile.head = static_cast<int>(c.h + hi);
     t -= hi * per_head;
   } else {
@@ -309,7 +344,18 @@ __device__ __forceinline__ bool tile_at(const BwdParams& p, const Ctx& c, int64_
       m[0] = r / n1;
     }
     const int64_t* walk = kDkdv ? p.q_tile : p.kv_tile;
-    sem::TileClass cls = sem::TileClass::interior;
+    if (cls != nullptr) {
+      int cl[3];
+#pragma unroll
+      for (int i = 0; i < 3; ++i) cl[i] = m[i] < kMaxAxisTiles ? cls[i][m[i]] : 2;
+      if (cl[0] == 0 || cl[1] == 0 || cl[2] == 0) return false;
+#pragma unroll
+      for (int i = 0; i < 3; ++i) tile.c[i] = static_cast<int>(c.blo[i] + m[i] * walk[i]);
+      tile.masked = (cl[0] | cl[1] | cl[2]) > 1;
+      return true;
+    }
+    // On the fly (the same classes; this form keeps the dq kernel at 168 registers).
+    sem::TileClass cls3 = sem::TileClass::interior;
     bool full = true;
     for (int i = 0; i < 3; ++i) {
       tile.c[i] = static_cast<int>(c.blo[i] + m[i] * walk[i]);
@@ -317,10 +363,10 @@ __device__ __forceinline__ bool tile_at(const BwdParams& p, const Ctx& c, int64_
       full = full && (tile.c[i] + walk[i] <= c.bhi[i]);
       const sem::Range own{c.olo[i], c.ohi[i]}, wt{tile.c[i], end};
       // classify(query range, key range)
-      cls = sem::combine(cls, kDkdv ? sem::classify(wt, own, c.lg[i], c.ax[i]) : sem::classify(own, wt, c.lg[i], c.ax[i]));
+      cls3 = sem::combine(cls3, kDkdv ? sem::classify(wt, own, c.lg[i], c.ax[i]) : sem::classify(own, wt, c.lg[i], c.ax[i]));
     }
-    if (cls == sem::TileClass::empty) return false;
-    tile.masked = cls == sem::TileClass::boundary || !full;
+    if (cls3 == sem::TileClass::empty) return false;
+    tile.masked = cls3 == sem::TileClass::boundary || !full;
     return true;
   }
   tile.phase_a = false;
@@ -342,9 +388,10 @@ __device__ __forceinline__ int64_t walk_total(const Ctx& c) {
 }
 
 template <bool kDkdv>
-__device__ __forceinline__ int64_t next_tile(const BwdParams& p, const Ctx& c, int64_t t, Tile& tile) {
+__device__ __forceinline__ int64_t next_tile(const BwdParams& p, const Ctx& c, int64_t t, Tile& tile,
+                                             const uint8_t (*cls)[kMaxAxisTiles] = nullptr) {
   const int64_t total = walk_total<kDkdv>(c);
-  while (t < total && !tile_at<kDkdv>(p, c, t, tile)) ++t;
+  while (t < total && !tile_at<kDkdv>(p, c, t, tile, cls)) ++t;
   return t;
 }
 
