@@ -1,6 +1,7 @@
 // Timing of the cutlass-fna / cutlass-fmha forward on the anchors.md §8 problems (bf16, head dim
 // 128, batch 1): median of 10 timed calls after 3 warm-ups, CUDA events.
-// Usage: bench_cuda_fna [--quick] [--configs]   (--quick: the two smallest problems only;
+// Usage: bench_cuda_fna [--quick] [--configs] [--only SUBSTR]   (--quick: the two smallest problems only;
+// --only: the problems whose name contains SUBSTR;
 // --configs: also time a set of tile configs (64- and 128-query tiles) and report the best; the
 // dense FMHA line is timed with 128-query tiles (the default on SM90) and with 64)
 #include <cuda_runtime.h>
@@ -30,9 +31,18 @@ struct Problem {
 
 int main(int argc, char** argv) {
   bool quick = false, all_configs = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
-    quick = quick || std::strcmp(argv[i], "--quick") == 0;
-    all_configs = all_configs || std::strcmp(argv[i], "--configs") == 0;
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--configs") == 0) {
+      all_configs = true;
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
+    } else {
+      std::fprintf(stderr, "bench_cuda_fna: unknown argument '%s' (allowed: --quick, --configs, --only SUBSTR)\n", argv[i]);
+      return 2;
+    }
   }
   const int64_t d = 128;
   std::vector<Problem> problems = {
@@ -45,6 +55,7 @@ int main(int argc, char** argv) {
   if (quick) problems.resize(2);
   std::printf("| problem | cutlass-fna fwd | eff. TFLOP/s | cutlass-fmha dense fwd | TFLOP/s |\n|---|---|---|---|---|\n");
   for (const Problem& pr : problems) {
+    if (!only.empty() && pr.name.find(only) == std::string::npos) continue;
     int64_t tokens = 1, window = 1;
     for (size_t i = 0; i < pr.spatial.size(); ++i) {
       tokens *= pr.spatial[i];
