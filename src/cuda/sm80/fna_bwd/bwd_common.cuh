@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include <cute/arch/copy_sm80.hpp>
+
 #include "cuda/sm80/fna_bwd/bwd_params.h"
 #include "nattn/semantics.h"
 
@@ -492,13 +494,19 @@ __device__ __forceinline__ bool visible(const BwdParams& p, const Ctx& c, const 
   return true;
 }
 
-// Per-walked-column statistics in shared memory (dkdv: the query's LSE*log2e and delta; with a
-// fused dQ, the element offset of its row in dq_accum, -1 for a walked row that is not a query).
+// Per-walked-column statistics in shared memory (dkdv: the query's LSE, -inf for a walked row that
+// is not a query, and delta; with a fused dQ, the element offset of its row in dq_accum, -1 for a
+// walked row that is not a query). The tensor-core kernel copies LSE and delta by cp.async, so the
+// LSE stays as stored and lse_log2 converts it where it is used.
 struct ColStat {
-  float lse2;
+  float lse;
   float delta;
   int64_t acc;
 };
+
+// LSE * log2(e); a query that attends nothing (LSE -inf) and a walked row that is not a query get
+// +inf, i.e. P = 0 everywhere.
+__device__ __forceinline__ float lse_log2(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
 
 // Walked-row info + statistics for one tile, written by the threads of the CTA.
 template <bool kDkdv, int kNT>
@@ -510,11 +518,9 @@ __device__ __forceinline__ void fill_cols(const BwdParams& p, const Ctx& c, cons
     const bool ok = walked_row<kDkdv>(p, c, tile, kk, ad, inf);
     s_info[kk] = inf;
     if (kDkdv) {
-      ColStat st{INFINITY, 0.f, -1};
+      ColStat st{-INFINITY, 0.f, -1};
       if (ok) {
-        const float l = p.lse[ad.lsoff];
-        // a query that attends nothing (LSE -inf) has P = 0 everywhere
-        st.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
+        st.lse = p.lse[ad.lsoff];
         st.delta = p.delta[(c.b * p.tokens + ad.tok) * p.heads + tile.head];
       }
       s_stat[kk] = st;
@@ -527,29 +533,80 @@ struct RowOff {
   int64_t b1, b2;
 };
 
+// dkdv, phase A: the walked query row kk of a tile at in-group origin tile.c is at local coordinate
+// y0 + dilation * a (a = its in-tile offsets), so its Q / dO / LSE offsets and its token index are
+// a per-tile base plus a per-row term that is the same for every tile: computed once per CTA.
+struct WalkedRel {
+  int64_t q, dout, lse, tok;
+};
+
+template <int kNT>
+__device__ __forceinline__ void fill_walked_rel(const BwdParams& p, WalkedRel* rel, int tid) {
+  const int64_t ext[3] = {p.q_extent[1] * p.q_extent[2], p.q_extent[2], 1};  // token index per coordinate
+  for (int kk = tid; kk < kTileN; kk += kNT) {
+    int a[3];
+    delin_pow2(kk, p.q_shift, a);
+    WalkedRel r{0, 0, 0, 0};
+    for (int i = 0; i < 3; ++i) {
+      const int64_t d = a[i] * p.dilation[i];
+      r.q += d * p.qs[1 + i];
+      r.dout += d * p.dos[1 + i];
+      r.lse += d * p.ls[1 + i];
+      r.tok += d * ext[i];
+    }
+    rel[kk] = r;
+  }
+}
+
 // For the tensor-core kernels, whose masks are bit words built from the stationary rows: per
-// walked row whether it is a real token (s_ok), the statistics as fill_cols, and its B1/B2
-// offsets (one thread per row, so that the tile loaders read the addresses instead of recomputing
-// them per 16-byte chunk).
+// walked row whether it is a real token (s_ok), the statistics (dkdv: LSE and delta by cp.async,
+// waited for with the tile's K / V or Q / dO rows), and its B1/B2 offsets (one thread per row, so
+// that the tile loaders read the addresses instead of recomputing them per 16-byte chunk). dkdv
+// phase-A rows come from the per-CTA table `rel` (fill_walked_rel) plus a per-tile base.
 template <bool kDkdv, int kNT>
 __device__ __forceinline__ void fill_cols_off(const BwdParams& p, const Ctx& c, const Tile& tile, int* s_ok,
-                                              ColStat* s_stat, RowOff* s_off) {
+                                              ColStat* s_stat, RowOff* s_off, const WalkedRel* rel) {
+  auto stats = [&](int kk, bool ok, int64_t lsoff, int64_t tok) {
+    if (!ok) {
+      s_stat[kk] = ColStat{-INFINITY, 0.f, -1};
+      return;
+    }
+    const int64_t row = (c.b * p.tokens + tok) * p.heads + tile.head;  // [B, tokens, H]
+    cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(*reinterpret_cast<const uint32_t*>(p.lse + lsoff),
+                                                         *reinterpret_cast<uint32_t*>(&s_stat[kk].lse), true);
+    cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(*reinterpret_cast<const uint32_t*>(p.delta + row),
+                                                         *reinterpret_cast<uint32_t*>(&s_stat[kk].delta), true);
+    s_stat[kk].acc = row * p.dq_accum_ld;
+  };
+  if (kDkdv && tile.phase_a) {
+    int64_t bq = c.b * p.qs[0] + tile.head * p.qs[4], bdo = c.b * p.dos[0] + tile.head * p.dos[4];
+    int64_t bls = c.b * p.ls[0] + tile.head * p.ls[4], btok = 0;
+    int e[3];
+    for (int i = 0; i < 3; ++i) {
+      const int64_t y0 = c.g[i] + p.dilation[i] * tile.c[i] - p.q_origin[i];
+      bq += y0 * p.qs[1 + i];
+      bdo += y0 * p.dos[1 + i];
+      bls += y0 * p.ls[1 + i];
+      btok = btok * p.q_extent[i] + y0;
+      e[i] = static_cast<int>(c.bhi[i] - tile.c[i]);  // in-tile offsets below this are in the walked box
+    }
+    for (int kk = threadIdx.x; kk < kTileN; kk += kNT) {
+      int a[3];
+      delin_pow2(kk, p.q_shift, a);
+      const bool ok = a[0] < e[0] && a[1] < e[1] && a[2] < e[2];
+      const WalkedRel r = rel[kk];
+      s_ok[kk] = ok ? 1 : 0;
+      stats(kk, ok, bls + r.lse, btok + r.tok);
+      s_off[kk] = RowOff{bq + r.q, bdo + r.dout};
+    }
+    return;
+  }
   for (int kk = threadIdx.x; kk < kTileN; kk += kNT) {
     ColAddr ad;
     Info inf;
     const bool ok = walked_row<kDkdv, false>(p, c, tile, kk, ad, inf);
     s_ok[kk] = ok ? 1 : 0;
-    if (kDkdv) {
-      ColStat st{INFINITY, 0.f, -1};
-      if (ok) {
-        const int64_t row = (c.b * p.tokens + ad.tok) * p.heads + tile.head;  // [B, tokens, H]
-        const float l = p.lse[ad.lsoff];
-        st.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
-        st.delta = p.delta[row];
-        st.acc = row * p.dq_accum_ld;
-      }
-      s_stat[kk] = st;
-    }
+    if (kDkdv) stats(kk, ok, ad.lsoff, ad.tok);
     s_off[kk] = RowOff{ad.b1, ad.b2};
   }
 }

@@ -213,6 +213,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   __shared__ uint64_t s_rep[2];  // tile_mask repunits of the walked tile shape
   __shared__ uint2 s_qw[2][kTileM];  // per buffer and stationary row: its tile visibility word, by column quad
   __shared__ uint8_t s_cls[kDkdv ? 3 : 1][kMaxAxisTiles];  // dkdv: per-axis classes of the walked tiles
+  __shared__ WalkedRel s_wrel[kDkdv ? kTileN : 1];         // dkdv: per-row terms of walked-row offsets
 
   const Ctx& c = shared_ctx<kDkdv>(p);
   if (!c.any_row) return;
@@ -272,7 +273,10 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
   // bytes instead of classifying three axes from the shared-memory context (H100, 3-D 16x44x80:
   // fused-dQ backward 39.5 -> 36.9 ms). The dq kernel classifies on the fly: with the cache ptxas
   // gave it 224 registers instead of 168, i.e. 2 CTAs per SM instead of 3.
-  if (kDkdv) fill_axis_classes<kDkdv>(p, c, s_cls, tid, kMmaThreads);
+  if (kDkdv) {
+    fill_axis_classes<kDkdv>(p, c, s_cls, tid, kMmaThreads);
+    fill_walked_rel<kMmaThreads>(p, s_wrel, tid);
+  }
   const uint8_t(*walk_cls)[kMaxAxisTiles] = kDkdv ? s_cls : nullptr;
   __syncthreads();  // s_rinfo, s_rep and s_cls before issue() and the walk use them
   // dq: the statistics of this thread's two query rows.
@@ -317,7 +321,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
     // FMHA causal, query index >= key index.
     static_assert(kMmaThreads == kTileN + kTileM, "threads 0-63: walked rows; 64-127: stationary rows");
     if (tid < kTileN) {
-      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cok[buf], s_cstat[kDkdv ? buf : 0], s_coff[buf]);
+      fill_cols_off<kDkdv, kTileN>(p, c, tile, s_cok[buf], s_cstat[kDkdv ? buf : 0], s_coff[buf], s_wrel);
     } else if (tile.masked) {
       const int r = tid - kTileN;
       const Info& ri = s_rinfo[r];
@@ -434,7 +438,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2;
           const int col = n0 + j * 8 + 2 * t4 + (e % 2);
-          const float l2 = kDkdv ? s_cstat[kDkdv ? buf : 0][kDkdv ? col : 0].lse2 : rl2[r];
+          const float l2 = kDkdv ? lse_log2(s_cstat[kDkdv ? buf : 0][kDkdv ? col : 0].lse) : rl2[r];
           const float dl = kDkdv ? s_cstat[kDkdv ? buf : 0][kDkdv ? col : 0].delta : rdelta[r];
           float pr = fast_exp2(s[j][e] * p.scale_log2 - l2);
           if (cur.masked && ((hmask >> (16 * r + 2 * j + (e % 2))) & 1u) == 0) pr = 0.f;

@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kSimtThreads) fna_bwd_simt_kernel(const __grid
 #pragma unroll
       for (int i = 0; i < kHalfSub; ++i) {
         const int col = n0 + 2 * i + hf;
-        const float l2 = kDkdv ? s_cstat[col].lse2 : rl2;
+        const float l2 = kDkdv ? lse_log2(s_cstat[col].lse) : rl2;
         const float dl = kDkdv ? s_cstat[col].delta : rdelta;
         float pr = exp2f(s[i] * p.scale_log2 - l2);
         if (tile.masked && !visible<kDkdv>(p, c, tile, rinfo, s_cinfo[col])) pr = 0.f;
