@@ -25,3 +25,12 @@ def median_ms(fn, runs=5, warmup=1):
         fn()
     torch.cuda.synchronize()
     return median([once_ms(fn) for _ in range(runs)])
+
+
+def fwd_bwd(fn, leaves, dout):
+    """A callable that runs fn() and its backward with gradient dout, clearing the leaves' grads first."""
+    def run():
+        for t in leaves:
+            t.grad = None
+        fn().backward(dout)
+    return run

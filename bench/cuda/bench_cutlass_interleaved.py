@@ -19,7 +19,7 @@ import nattn
 from nattn import _flex
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from cuda_timing import median, once_ms  # noqa: E402  (bench/cuda_timing.py)
+from cuda_timing import fwd_bwd, median, once_ms  # noqa: E402  (bench/cuda_timing.py)
 
 NA_PROBLEMS = [("3D 16x44x80 k8x16x24, 16 heads", (16, 44, 80), (8, 16, 24), 16),
                ("3D 30x48x80 k18x24x24, 24 heads", (30, 48, 80), (18, 24, 24), 24)]
@@ -37,13 +37,6 @@ def alternate(a, b, pairs, warmup):
             tb.append(y)
     return median(ta), median(tb)
 
-
-def fwd_bwd(fn, leaves, dout):
-    def run():
-        for t in leaves:
-            t.grad = None
-        fn().backward(dout)
-    return run
 
 
 def main():

@@ -27,7 +27,7 @@ import nattn
 from nattn import _flex
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from cuda_timing import median_ms  # noqa: E402  (bench/cuda_timing.py)
+from cuda_timing import fwd_bwd, median_ms  # noqa: E402  (bench/cuda_timing.py)
 
 PROBLEMS = [
     # name, spatial, window, heads, dense baselines
@@ -42,14 +42,6 @@ NA = {1: nattn.na1d, 2: nattn.na2d, 3: nattn.na3d}
 
 def timed(fn, runs, warmup):
     return median_ms(fn, runs, warmup)
-
-
-def fwd_bwd(fn, leaves, dout):
-    def run():
-        for t in leaves:
-            t.grad = None
-        fn().backward(dout)
-    return run
 
 
 def head_dim_sweep(runs):
