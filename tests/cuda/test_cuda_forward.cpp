@@ -207,6 +207,9 @@ struct FmhaCase {
   bool causal = false;
   std::vector<int> cu_q, cu_kv;  // varlen when non-empty (batch must be 1; sq/skv = totals)
   std::optional<TileConfig> config;
+  // When non-empty: q[..., 0] = 1 and key j gets key_ramp[j / 64] added to k[..., 0], so the row
+  // maxima jump between KV tiles by chosen amounts (the kernels' lazy rescale of O).
+  std::vector<float> key_ramp;
 };
 
 void run_fmha_case(const FmhaCase& c, DType dtype, uint64_t seed) {
@@ -217,6 +220,20 @@ void run_fmha_case(const FmhaCase& c, DType dtype, uint64_t seed) {
   v.init(dtype, {c.batch, c.skv, c.heads_kv, c.dv}, c.pad, &rng, false);
   o.init(dtype, {c.batch, c.sq, c.heads, c.dv}, c.pad, nullptr, true);
   lse.init(DType::f32, {c.batch, c.sq, c.heads}, 0, nullptr, true);
+  if (!c.key_ramp.empty()) {
+    ASSERT_EQ(c.pad, 0) << "key_ramp needs contiguous inputs";
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads; ++h)
+        for (int64_t i = 0; i < c.sq; ++i) q.host.set(((b * c.sq + i) * c.heads + h) * c.d, 1.f);
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads_kv; ++h)
+        for (int64_t j = 0; j < c.skv; ++j) {
+          const int64_t at = ((b * c.skv + j) * c.heads_kv + h) * c.d;
+          k.host.set(at, k.host.get(at) + c.key_ramp[static_cast<size_t>(j / 64) % c.key_ramp.size()]);
+        }
+    q.upload_storage();
+    k.upload_storage();
+  }
   FmhaForwardArgs da, ha;
   da.is_causal = ha.is_causal = c.causal;
   da.query = q.dview; da.key = k.dview; da.value = v.dview; da.out = o.dview; da.lse = lse.dview;
@@ -274,6 +291,13 @@ TEST_F(CudaForward, FmhaMatchesReference) {
   { FmhaCase c; c.name = "varlen_causal_q64"; c.batch = 1; c.cu_q = {0, 70, 80, 150}; c.cu_kv = {0, 70, 70, 200};
     c.sq = 150; c.skv = 200; c.causal = true; c.config = TileConfig{{64}, {64}, KernelSchedule::none};
     cases.push_back(c); }
+  // Row maxima that jump between KV tiles (scores ~ ramp / 8 for d = 64): +40 and +5 stay below the
+  // lazy-rescale threshold of 8 in log2 units (P up to 2^7.2), +105 rescales O, then a tile far
+  // below; the causal variant starts every row on a different tile.
+  { FmhaCase c; c.name = "max_jumps"; c.sq = 70; c.skv = 390; c.key_ramp = {0.f, 40.f, 45.f, 150.f, 152.f, -60.f, 20.f};
+    cases.push_back(c); }
+  { FmhaCase c; c.name = "max_jumps_causal_hd128"; c.sq = c.skv = 390; c.causal = true; c.d = c.dv = 128;
+    c.key_ramp = {0.f, 40.f, 45.f, 150.f, 152.f, -60.f, 20.f}; cases.push_back(c); }
   uint64_t seed = 99;
   for (const FmhaCase& c : cases)
     for (DType t : {DType::f32, DType::f16, DType::bf16}) {
