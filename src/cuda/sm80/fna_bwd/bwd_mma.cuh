@@ -11,6 +11,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/fast_math.cuh"
+#include "cuda/common/tile_copy.cuh"
 #include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_bwd/bwd_common.cuh"
 
@@ -84,15 +85,7 @@ __device__ __forceinline__ void load_rows_unrolled(T* smem, const T* gbase, int 
   const int col = (threadIdx.x % kChunksPerRow) * E;
   const int r0 = threadIdx.x / kChunksPerRow;
   const bool col_ok = col < ncols;
-  T* dst0 = smem + r0 * LD + col;
-#pragma unroll
-  for (int it = 0; it < kRows / kRS; ++it) {
-    int64_t off = 0;
-    const bool ok = row_fn(r0 + it * kRS, off) && col_ok;
-    const T* src = ok ? gbase + off + col : gbase;
-    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-        *reinterpret_cast<const cute::uint128_t*>(src), *reinterpret_cast<cute::uint128_t*>(dst0 + it * kRS * LD), ok);
-  }
+  cp_async_rows<T, HD, LD, kRows, kMmaThreads, kRows / kRS>(smem + r0 * LD + col, gbase, col, r0, col_ok, row_fn);
 }
 
 // ---- fused dQ (dkdv kernel with BwdParams::dq_accum) ----------------------------------------------

@@ -14,6 +14,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/fast_math.cuh"
+#include "cuda/common/tile_copy.cuh"
 #include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_fwd/fna_common.cuh"
 
@@ -128,14 +129,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool a
   const bool col_ok = col < ncols;
   T* dst0 = smem + r0 * LD + col;
   if (aligned) {
-#pragma unroll(kUnroll)
-    for (int it = 0; it < kRows / kRS; ++it) {
-      int64_t off = 0;
-      const bool ok = off_fn(r0 + it * kRS, off) && col_ok;
-      const T* src = ok ? g + off + col : g;
-      cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-          *reinterpret_cast<const cute::uint128_t*>(src), *reinterpret_cast<cute::uint128_t*>(dst0 + it * kRS * LD), ok);
-    }
+    cp_async_rows<T, HD, LD, kRows, kNT, kUnroll>(dst0, g, col, r0, col_ok, off_fn);
   } else {
 #pragma unroll 1
     for (int it = 0; it < kRows / kRS; ++it) {
