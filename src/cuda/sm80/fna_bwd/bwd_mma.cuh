@@ -73,11 +73,8 @@ __device__ __forceinline__ void load_rows(T* smem, const T* gbase, int ncols, bo
 // (fused-dQ backward 3% faster on the H100).
 template <class T, int HD, int LD, int kRows, class RowFn>
 __device__ __forceinline__ void load_rows_unrolled(T* smem, const T* gbase, int ncols, bool aligned, RowFn row_fn) {
-  constexpr int E = 16 / sizeof(T);
-  constexpr int kChunksPerRow = HD / E;
-  static_assert(kMmaThreads % kChunksPerRow == 0, "a thread keeps one column chunk");
-  constexpr int kRS = kMmaThreads / kChunksPerRow;
-  static_assert(kRows % kRS == 0, "tile must split evenly over the threads");
+  using Chunks = RowChunks<T, HD, kMmaThreads>;  // tile_copy.cuh
+  constexpr int E = Chunks::kElems, kChunksPerRow = Chunks::kPerRow, kRS = Chunks::kRowStep;
   if (!aligned) {
     load_rows<T, HD, LD, kRows>(smem, gbase, ncols, false, row_fn);
     return;

@@ -119,11 +119,8 @@ __device__ __forceinline__ bool walk_find(const FwdParams& p, const Ctx& c, cons
 // unrolled kUnroll times: row offsets become adds), element loads otherwise.
 template <class T, int HD, int LD, int kRows, int kNT, int kUnroll, class OffFn>
 __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool aligned, OffFn off_fn) {
-  constexpr int E = 16 / sizeof(T);
-  constexpr int kCPR = HD / E;
-  static_assert(kNT % kCPR == 0, "a thread keeps one column chunk");
-  constexpr int kRS = kNT / kCPR;
-  static_assert(kRows % kRS == 0, "tile must split evenly over the threads");
+  using Chunks = RowChunks<T, HD, kNT>;  // tile_copy.cuh
+  constexpr int E = Chunks::kElems, kCPR = Chunks::kPerRow, kRS = Chunks::kRowStep;
   const int col = (threadIdx.x % kCPR) * E;
   const int r0 = threadIdx.x / kCPR;
   const bool col_ok = col < ncols;
@@ -147,9 +144,8 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int ncols, bool a
 template <class T, int HD, int LD, int kRows, int kNT>
 __device__ __forceinline__ void load_rows_strided(T* smem, const T* g0, int64_t step, int nrows, int ncols,
                                                   bool aligned) {
-  constexpr int E = 16 / sizeof(T);
-  constexpr int kCPR = HD / E;
-  constexpr int kRS = kNT / kCPR;
+  using Chunks = RowChunks<T, HD, kNT>;  // tile_copy.cuh
+  constexpr int E = Chunks::kElems, kCPR = Chunks::kPerRow, kRS = Chunks::kRowStep;
   if (!aligned) {
     load_tile<T, HD, LD, kRows, kNT, 1>(smem, g0, ncols, false, [&](int r, int64_t& off) {
       off = r * step;
