@@ -37,7 +37,11 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (std::strcmp(argv[i], "--configs") == 0) {
       all_configs = true;
-    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+    } else if (std::strcmp(argv[i], "--only") == 0) {
+      if (i + 1 == argc) {
+        std::fprintf(stderr, "bench_cuda_fna: --only needs a value (a substring of a problem name)\n");
+        return 2;
+      }
       only = argv[++i];
     } else {
       std::fprintf(stderr, "bench_cuda_fna: unknown argument '%s' (allowed: --quick, --configs, --only SUBSTR)\n", argv[i]);

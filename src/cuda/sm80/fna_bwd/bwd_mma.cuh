@@ -279,8 +279,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
       const bool ok = stationary_row<kDkdv>(p, c, row0 + gq + 8 * r, ad, inf);
       rl2[r] = INFINITY;
       if (ok) {
-        const float l = p.lse[ad.lsoff];
-        rl2[r] = l == -INFINITY ? INFINITY : l * kLog2e;
+        rl2[r] = lse_log2(p.lse[ad.lsoff]);
         rdelta[r] = p.delta[(c.b * p.tokens + ad.tok) * p.heads + c.h];
       }
     }

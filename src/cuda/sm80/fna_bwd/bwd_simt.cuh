@@ -85,8 +85,7 @@ __global__ void __launch_bounds__(kSimtThreads) fna_bwd_simt_kernel(const __grid
   const bool row_ok = stationary_row<kDkdv>(p, c, row, rad, rinfo);
   float rl2 = INFINITY, rdelta = 0.f;
   if (!kDkdv && row_ok) {
-    const float l = p.lse[rad.lsoff];
-    rl2 = l == -INFINITY ? INFINITY : l * kLog2e;
+    rl2 = lse_log2(p.lse[rad.lsoff]);
     rdelta = p.delta[(c.b * p.tokens + rad.tok) * p.heads + c.h];
   }
 
