@@ -2,7 +2,9 @@
 // median of 10 timed calls after 3 warm-ups, CUDA events. Backward FLOPs counted as 2.5x forward
 // (S and dP recomputed, dV, dK, dQ: 5 GEMMs against the forward's 2).
 // Both backward modes: deterministic (dq + dkdv kernels) and fused dQ (deterministic = false).
-// Usage: bench_cuda_bwd [--only SUBSTR] [--profile-fused]
+// Usage: bench_cuda_bwd [--only SUBSTR] [--profile-fused] [--all-configs]
+// (--all-configs: the fused-dQ backward of every compiled backward config the finder lists, one
+// line each, instead of the few others)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -36,15 +38,17 @@ int main(int argc, char** argv) {
   // --only SUBSTR: the problems whose name contains SUBSTR. --profile-fused: one forward, then two
   // fused-dQ backward calls and nothing else (for ncu: skip the first dkdv launch, profile the second).
   std::string only;
-  bool profile_fused = false;
+  bool profile_fused = false, all_configs = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else if (a == "--profile-fused") {
       profile_fused = true;
+    } else if (a == "--all-configs") {
+      all_configs = true;
     } else {
-      std::fprintf(stderr, "bench_cuda_bwd: unknown argument '%s' (allowed: --only SUBSTR, --profile-fused)\n",
+      std::fprintf(stderr, "bench_cuda_bwd: unknown argument '%s' (allowed: --only SUBSTR, --profile-fused, --all-configs)\n",
                    a.c_str());
       return 2;
     }
@@ -125,6 +129,20 @@ int main(int argc, char** argv) {
                 fwd + bwd, flops / (fwd * 1e-3) / 1e12, 2.5 * flops / (bwd * 1e-3) / 1e12);
     std::printf("| %s, fused dQ (deterministic = false) | %.2f | %.2f | %.2f | %.0f | %.0f |\n", pr.name.c_str(), fwd,
                 bwd_fused, fwd + bwd_fused, flops / (fwd * 1e-3) / 1e12, 2.5 * flops / (bwd_fused * 1e-3) / 1e12);
+    if (all_configs) {  // every listed backward config, fused dQ only (PyTorch's default mode)
+      NaProblem prob = describe(b);
+      prob.compute_capability = 90;
+      for (const TileConfig& cfg : get_bwd_configs("cutlass-fna", prob)) {
+        RunOptions o2 = fused;
+        o2.config = cfg;
+        const double ms = bench::median_ms([&] { na_backward(b, o2); });
+        std::printf("    bwd-config %s: fused dQ %.2f ms\n", cfg.describe().c_str(), ms);
+        std::fflush(stdout);
+      }
+      for (void* p : {q, k, v, dout, o, dq, dk, dv}) cudaFree(p);
+      cudaFree(lse);
+      continue;
+    }
     // A few other compiled backward configs (volume 64 / 64).
     const std::vector<TileConfig> others =
         pr.spatial.size() == 2

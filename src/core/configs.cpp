@@ -87,6 +87,80 @@ TileConfig pair(Shape q, Shape kv, KernelSchedule s = KernelSchedule::none) {
   return TileConfig{std::move(q), std::move(kv), s};
 }
 
+// Along one axis: the KV tiles of size kt a kernel walks for all Q tiles of size qt, summed over
+// the Q tiles and dilation groups, and how many of them lie inside the keys every query of their Q
+// tile sees (no mask work on this axis). Direct: the KV box of the Q tile's windows tiled from its
+// first key (the cutlass kernels, fna_common.cuh make_ctx, and hopper-fna's direct mode); otherwise
+// the global tile grid of the group (hopper-fna's permuted mode, na_tiles.cuh make_ctx). The Q
+// tiles form a product grid, so a config's walked tiles are the product of the per-axis sums.
+struct AxisTiles {
+  int64_t walked = 0, inside = 0;
+};
+// A sub-domain (direct mode, dilation 1) tiles its local queries q_origin + [0, spatial) with the
+// windows of the global grid.
+AxisTiles axis_tiles_walked(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
+  const size_t i = static_cast<size_t>(axis);
+  const bool sub = p.sub_domain.has_value();
+  const sem::Axis a{sub ? p.sub_domain->global_extent[i] : p.spatial[i], p.params.kernel_size[i], p.params.stride[i],
+                    p.params.dilation[i], p.params.is_causal[i]};
+  const int64_t q_lo = sub ? p.sub_domain->q_origin[i] : 0;
+  AxisTiles n;
+  for (int64_t g = 0; g < a.dilation; ++g) {
+    const int64_t lg = sem::group_extent(a.extent, a.dilation, g);
+    const int64_t q_end = sub ? q_lo + p.spatial[i] : lg;
+    for (int64_t q0 = q_lo; q0 < q_end; q0 += qt) {
+      const int64_t q1 = std::min(q0 + qt, q_end);
+      const sem::Range first = sem::window(q0, lg, a), last = sem::window(q1 - 1, lg, a);
+      const int64_t kvo = direct ? first.start : first.start / kt * kt;
+      n.walked += direct ? sem::ceil_div(last.end - first.start, kt) : sem::ceil_div(last.end, kt) - first.start / kt;
+      n.inside += std::max<int64_t>(0, (first.end - kvo) / kt - sem::ceil_div(last.start - kvo, kt));
+    }
+  }
+  return n;
+}
+
+// Whether the tile-walk model can be evaluated (otherwise validation reports the parameters and the
+// lists keep their fixed order).
+bool tile_model_known(const NaProblem& p) {
+  const int rank = p.rank();
+  bool known = rank >= 1 && rank <= 3;
+  for (int i = 0; known && i < rank; ++i) {
+    const size_t s = static_cast<size_t>(i);
+    const int64_t extent = p.sub_domain ? p.sub_domain->global_extent[s] : p.spatial[s];
+    known = p.spatial[s] >= 1 && p.params.kernel_size[s] >= 1 && p.params.stride[s] >= 1 &&
+            p.params.stride[s] <= p.params.kernel_size[s] && p.params.dilation[s] >= 1 &&
+            p.params.kernel_size[s] * p.params.dilation[s] <= extent &&
+            (!p.sub_domain || p.sub_domain->q_origin[s] + p.spatial[s] <= extent);
+  }
+  return known;
+}
+
+// Problem-ranked lists: every forward call resolves its config, so the lists of the last problems
+// seen are kept per backend, keyed by what the ranking depends on (`key` + the problem's axes).
+ConfigList cached_list(const std::string& backend, std::vector<int64_t> key, const NaProblem& p,
+                       const std::function<Configs()>& compute) {
+  key.insert(key.begin(), {p.rank(), p.sub_domain ? 1 : 0});
+  for (int i = 0; i < p.rank(); ++i) {
+    const size_t s = static_cast<size_t>(i);
+    key.insert(key.end(), {p.spatial[s], p.params.kernel_size[s], p.params.stride[s], p.params.dilation[s],
+                           p.params.is_causal[s] ? 1 : 0});
+    if (p.sub_domain) key.insert(key.end(), {p.sub_domain->global_extent[s], p.sub_domain->q_origin[s]});
+  }
+  static std::mutex mu;
+  static std::map<std::pair<std::string, std::vector<int64_t>>, ConfigList> cache;
+  auto full_key = std::make_pair(backend, std::move(key));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(full_key);
+    if (it != cache.end()) return it->second;
+  }
+  ConfigList list = std::make_shared<const Configs>(compute());
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 64) cache.clear();
+  cache.emplace(std::move(full_key), list);
+  return list;
+}
+
 // ---- cutlass-fna / cutlass-fmha (src/cuda/sm80) -------------------------------------------------
 // NATTEN's lists are built first, so that users moving from NATTEN find the familiar shapes in the
 // familiar order; the finders then offer only the entries this build's kernels run (runnable()).
@@ -151,7 +225,7 @@ TileConfig cutlass_default_q128(int rank) {
 
 // NATTEN's forward list (natten-reference.md §4.3): 32x128, 64x64, 64x128 (not on cc 86/89), each
 // group in descending order. The kernels run the 64x64 and 64x128 groups, not the 32-query one.
-Configs cutlass_forward(int rank, int cc, DType dtype) {
+Configs cutlass_forward(int rank, int cc, DType dtype, const TileConfig* chosen_default = nullptr) {
   Configs out, g32, g64, g64x128;
   for (const auto& q : pow2_shapes(rank, 32))
     for (const auto& kv : scaled_shapes(q, 4)) g32.push_back(pair(q, kv));
@@ -171,7 +245,43 @@ Configs cutlass_forward(int rank, int cc, DType dtype) {
     sort_desc_append(out, cutlass_forward_q128(rank));
     if (dtype == DType::f16 || dtype == DType::bf16) def = cutlass_default_q128(rank);
   }
-  return runnable(default_first(out, def), rank, Pass::forward);
+  return runnable(default_first(out, chosen_default ? *chosen_default : def), rank, Pass::forward);
+}
+
+// The forward default of a problem on SM90+ in fp16/bf16 (rank >= 2): the 128-query entry of the
+// list whose walk visits the fewest KV tiles (the kernel tiles each Q tile's exact KV box from its
+// first key: axis_tiles_walked, direct). The forward's time follows that count within ~1% across
+// configs (bench/RESULTS.md, "Forward default by the tile-walk count"); ties keep the fixed default
+// (cutlass_default_q128). Below SM90 and in fp32 the fixed default stays (not measured there).
+Configs cutlass_forward_ranked(const NaProblem& p) {
+  const int rank = p.rank();
+  Configs list = cutlass_forward(rank, p.compute_capability, p.dtype);
+  const bool sixteen_bit = p.dtype == DType::f16 || p.dtype == DType::bf16;
+  if (p.compute_capability < 90 || !sixteen_bit || rank < 2 || list.empty() || !tile_model_known(p)) return list;
+  auto walked = [&](const TileConfig& c) {
+    double total = 1.0;
+    for (int i = 0; i < rank; ++i) {
+      const size_t s = static_cast<size_t>(i);
+      total *= static_cast<double>(axis_tiles_walked(p, i, c.q_tile[s], c.kv_tile[s], true).walked);
+    }
+    return total;
+  };
+  auto q_volume = [](const TileConfig& c) {
+    int64_t v = 1;
+    for (int64_t t : c.q_tile) v *= t;
+    return v;
+  };
+  TileConfig best = list.front();
+  double best_cost = walked(best);
+  for (const TileConfig& c : list) {
+    if (q_volume(c) != 128) continue;
+    const double cost = walked(c);
+    if (cost < best_cost) {
+      best = c;
+      best_cost = cost;
+    }
+  }
+  return cutlass_forward(rank, p.compute_capability, p.dtype, &best);  // only the default moves
 }
 
 Configs all_pairs(int rank, int64_t q_volume, int64_t kv_volume) {
@@ -228,36 +338,6 @@ bool hopper_fna_direct(const NaProblem& p) {
          (p.head_dim == 32 || p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
 }
 
-// Along one axis: the KV tiles of size kt the kernel walks for all Q tiles of size qt, summed over
-// the Q tiles and dilation groups (na_tiles.cuh make_ctx: direct mode tiles the KV box from its
-// first key, the permuted mode uses the global tile grid of the group), and how many of them lie
-// inside the keys every query of their Q tile sees (no mask work on this axis).
-struct AxisTiles {
-  int64_t walked = 0, inside = 0;
-};
-// A sub-domain (direct mode, dilation 1) tiles its local queries q_origin + [0, spatial) with the
-// windows of the global grid.
-AxisTiles hopper_fna_axis_tiles(const NaProblem& p, int axis, int64_t qt, int64_t kt, bool direct) {
-  const size_t i = static_cast<size_t>(axis);
-  const bool sub = p.sub_domain.has_value();
-  const sem::Axis a{sub ? p.sub_domain->global_extent[i] : p.spatial[i], p.params.kernel_size[i], p.params.stride[i],
-                    p.params.dilation[i], p.params.is_causal[i]};
-  const int64_t q_lo = sub ? p.sub_domain->q_origin[i] : 0;
-  AxisTiles n;
-  for (int64_t g = 0; g < a.dilation; ++g) {
-    const int64_t lg = sem::group_extent(a.extent, a.dilation, g);
-    const int64_t q_end = sub ? q_lo + p.spatial[i] : lg;
-    for (int64_t q0 = q_lo; q0 < q_end; q0 += qt) {
-      const int64_t q1 = std::min(q0 + qt, q_end);
-      const sem::Range first = sem::window(q0, lg, a), last = sem::window(q1 - 1, lg, a);
-      const int64_t kvo = direct ? first.start : first.start / kt * kt;
-      n.walked += direct ? sem::ceil_div(last.end - first.start, kt) : sem::ceil_div(last.end, kt) - first.start / kt;
-      n.inside += std::max<int64_t>(0, (first.end - kvo) / kt - sem::ceil_div(last.start - kvo, kt));
-    }
-  }
-  return n;
-}
-
 // Relative extra cost of a tile that needs the element mask (measured on the H100: masked tiles ran
 // at ~0.75x the rate of unmasked ones, bench/RESULTS.md).
 constexpr double kMaskedTileExtra = 0.3;
@@ -303,16 +383,7 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
     }
     return list;
   };
-  bool known = rank >= 1 && rank <= 3;
-  for (int i = 0; known && i < rank; ++i) {
-    const size_t s = static_cast<size_t>(i);
-    const int64_t extent = p.sub_domain ? p.sub_domain->global_extent[s] : p.spatial[s];
-    known = p.spatial[s] >= 1 && p.params.kernel_size[s] >= 1 && p.params.stride[s] >= 1 &&
-            p.params.stride[s] <= p.params.kernel_size[s] && p.params.dilation[s] >= 1 &&
-            p.params.kernel_size[s] * p.params.dilation[s] <= extent &&
-            (!p.sub_domain || p.sub_domain->q_origin[s] + p.spatial[s] <= extent);
-  }
-  if (!known) return with_coop(out);  // invalid parameters (validation reports them): NATTEN's order
+  if (!tile_model_known(p)) return with_coop(out);  // invalid parameters (validation reports them): NATTEN's order
   const bool direct = hopper_fna_direct(p);
   // Per axis, Q tile size and KV tile size (powers of two up to 128, indexed by log2): tiles walked.
   std::vector<std::vector<std::vector<AxisTiles>>> axis_tiles(
@@ -329,7 +400,7 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
     for (int i = 0; i < rank; ++i) {
       const size_t s = static_cast<size_t>(i);
       AxisTiles& n = axis_tiles[s][lg2(c.q_tile[s])][lg2(c.kv_tile[s])];
-      if (n.walked < 0) n = hopper_fna_axis_tiles(p, i, c.q_tile[s], c.kv_tile[s], direct);
+      if (n.walked < 0) n = axis_tiles_walked(p, i, c.q_tile[s], c.kv_tile[s], direct);
       total *= static_cast<double>(n.walked);
       unmasked *= static_cast<double>(n.inside);
     }
@@ -344,28 +415,10 @@ Configs hopper_fna_forward_uncached(const NaProblem& p) {
   return with_coop(ranked);
 }
 
-// The ranking costs ~0.2 ms (540 pairs in 3-D) and every forward call resolves its config: the
-// lists of the last problems seen are kept, keyed by what the order depends on.
+// The ranking costs ~0.2 ms (540 pairs in 3-D): cached (cached_list).
 ConfigList hopper_fna_forward(const NaProblem& p) {
-  std::vector<int64_t> key = {p.rank(), hopper_fna_direct(p) ? 1 : 0, p.sub_domain ? 1 : 0, hopper_fna_kv_volume(p)};
-  for (int i = 0; i < p.rank(); ++i) {
-    const size_t s = static_cast<size_t>(i);
-    key.insert(key.end(), {p.spatial[s], p.params.kernel_size[s], p.params.stride[s], p.params.dilation[s],
-                           p.params.is_causal[s] ? 1 : 0});
-    if (p.sub_domain) key.insert(key.end(), {p.sub_domain->global_extent[s], p.sub_domain->q_origin[s]});
-  }
-  static std::mutex mu;
-  static std::map<std::vector<int64_t>, ConfigList> cache;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  ConfigList list = std::make_shared<const Configs>(hopper_fna_forward_uncached(p));
-  std::lock_guard<std::mutex> lock(mu);
-  if (cache.size() >= 64) cache.clear();
-  cache.emplace(key, list);
-  return list;
+  return cached_list("hopper-fna", {hopper_fna_direct(p) ? 1 : 0, hopper_fna_kv_volume(p)}, p,
+                     [&] { return hopper_fna_forward_uncached(p); });
 }
 
 // hopper-fmha (src/cuda/sm90/fmha_fwd): what the compiled kernel runs, 128 queries x 128 keys per
@@ -419,7 +472,7 @@ std::vector<TileConfig> config_list(const BackendSpec& spec, const NaProblem& p,
   if (name == "reference") return {TileConfig{}};
   if (name == "cpu") return cpu_blocks(rank);
   if (name == "cutlass-fna")
-    return fwd ? cutlass_forward(rank, p.compute_capability, p.dtype)
+    return fwd ? cutlass_forward_ranked(p)
                : cutlass_backward(rank, p.compute_capability, p.dtype, std::max(p.head_dim, p.head_dim_v));
   if (name == "hopper-fna") return Configs{};  // forward: config_table (cached ranking)
   if (name == "blackwell-fna") return fwd ? blackwell_forward(rank) : blackwell_backward(rank);
@@ -446,6 +499,9 @@ std::vector<TileConfig> config_list(const BackendSpec& spec, const FmhaProblem& 
 
 ConfigList config_table(const BackendSpec& spec, const NaProblem& p, Pass pass) {
   if (std::string(spec.name) == "hopper-fna" && pass == Pass::forward) return hopper_fna_forward(p);
+  if (std::string(spec.name) == "cutlass-fna" && pass == Pass::forward)
+    return cached_list("cutlass-fna", {p.compute_capability, static_cast<int64_t>(p.dtype)}, p,
+                       [&] { return config_list(spec, p, pass); });
   return std::make_shared<const Configs>(config_list(spec, p, pass));
 }
 

@@ -301,8 +301,54 @@ TileConfig q128_default(int rank) {
 
 bool is16(DType t) { return t == DType::f16 || t == DType::bf16; }
 
-TileConfig expected_forward_default(int rank, int cc, DType dtype) {
-  return cc >= 90 && is16(dtype) ? q128_default(rank) : rank_default(rank);
+// KV tiles the forward kernel walks over the whole problem, by brute force (stride 1, dilation 1,
+// non-causal; batch, heads and sub-domains left out): every Q tile of the grid, the box of its
+// queries' windows (window start clamp(i - k / 2, 0, n - k)), tiled from the box's first key.
+double walked_kv_tiles(const NaProblem& p, const TileConfig& c) {
+  const int rank = p.rank();
+  std::vector<int64_t> tiles_per_axis(static_cast<size_t>(rank));
+  for (int i = 0; i < rank; ++i)
+    tiles_per_axis[static_cast<size_t>(i)] = (p.spatial[static_cast<size_t>(i)] + c.q_tile[static_cast<size_t>(i)] - 1) /
+                                             c.q_tile[static_cast<size_t>(i)];
+  double total = 0;
+  std::vector<int64_t> t(static_cast<size_t>(rank), 0);
+  while (true) {
+    double tiles = 1;
+    for (int i = 0; i < rank; ++i) {
+      const size_t s = static_cast<size_t>(i);
+      const int64_t n = p.spatial[s], k = p.params.kernel_size[s];
+      int64_t lo = n, hi = 0;
+      for (int64_t q = t[s] * c.q_tile[s]; q < std::min(n, (t[s] + 1) * c.q_tile[s]); ++q) {
+        const int64_t start = std::min(std::max<int64_t>(q - k / 2, 0), n - k);
+        lo = std::min(lo, start);
+        hi = std::max(hi, start + k);
+      }
+      tiles *= static_cast<double>((hi - lo + c.kv_tile[s] - 1) / c.kv_tile[s]);
+    }
+    total += tiles;
+    size_t i = 0;
+    while (i < t.size() && ++t[i] == tiles_per_axis[i]) t[i++] = 0;
+    if (i == t.size()) break;
+  }
+  return total;
+}
+
+// The forward default: on SM90+ in 16 bits, the 128-query pair that walks the fewest KV tiles (rank
+// >= 2; ties keep q128_default); otherwise the fixed defaults.
+TileConfig expected_forward_default(const NaProblem& p) {
+  const int rank = p.rank(), cc = p.compute_capability;
+  if (!(cc >= 90 && is16(p.dtype))) return rank_default(rank);
+  TileConfig best = q128_default(rank);
+  if (rank == 1) return best;
+  double best_tiles = walked_kv_tiles(p, best);
+  for (const TileConfig& c : q128_group(rank)) {
+    const double tiles = walked_kv_tiles(p, c);
+    if (tiles < best_tiles) {
+      best = c;
+      best_tiles = tiles;
+    }
+  }
+  return best;
 }
 
 Configs move_to_front(Configs list, const TileConfig& def) {
@@ -330,13 +376,14 @@ Configs natten_forward(int rank, int cc) {
 
 // What the finder must list: NATTEN's entries the kernels take, our 128-query tiles on SM90+,
 // the default first.
-Configs expected_forward(int rank, int cc, DType dtype) {
+Configs expected_forward(const NaProblem& p) {
+  const int rank = p.rank(), cc = p.compute_capability;
   Configs all = natten_forward(rank, cc);
   if (cc >= 90) {
     const Configs extra = q128_group(rank);
     all.insert(all.end(), extra.begin(), extra.end());
   }
-  return move_to_front(keep_runnable(all, rank, Pass::forward), expected_forward_default(rank, cc, dtype));
+  return move_to_front(keep_runnable(all, rank, Pass::forward), expected_forward_default(p));
 }
 
 // NATTEN's backward pools by dtype / cc / head dim (§4.3 table), in order.
@@ -431,7 +478,7 @@ TEST(Finders, CutlassListsAreNattensRunnableEntries) {
           const std::string where = "rank " + std::to_string(rank) + " cc " + std::to_string(cc) + " " +
                                     dtype_name(dtype) + " hd " + std::to_string(hd);
           const Configs fwd = table(fna, p, Pass::forward);
-          EXPECT_EQ(fwd, expected_forward(rank, cc, dtype)) << where;
+          EXPECT_EQ(fwd, expected_forward(p)) << where;
           EXPECT_EQ(table(fna, p, Pass::backward), expected_backward(rank, cc, dtype, hd)) << where;
           // Every entry is NATTEN's, except our 128-query tiles on SM90+.
           const Configs natten = natten_forward(rank, cc);
@@ -478,7 +525,7 @@ TEST(Finders, CutlassDefaultsComeFirst) {
       for (DType dtype : kDtypes) {
         const NaProblem p = cuda_problem(rank, cc, dtype);
         const TileConfig fwd_def = cc >= 90 && is16(dtype) ? q128_default(rank) : rank_default(rank);
-        EXPECT_EQ(table(fna, p, Pass::forward).front(), fwd_def) << rank << " " << cc;
+        EXPECT_EQ(table(fna, p, Pass::forward).front(), expected_forward_default(p)) << rank << " " << cc;
         EXPECT_EQ(table(fna, p, Pass::backward).front(), rank_default(rank)) << rank << " " << cc;
         if (rank == 1) {
           const FmhaProblem f = fmha_problem(kCuda, cc, dtype);
@@ -486,6 +533,39 @@ TEST(Finders, CutlassDefaultsComeFirst) {
           EXPECT_EQ(table(fmha, f, Pass::backward).front(), rank_default(1)) << cc;
         }
       }
+}
+
+TEST(Finders, CutlassForwardDefaultWalksTheFewestKvTiles) {
+  // The two 3-D video problems of shared/design/anchors.md: the tile-walk count picks the configs
+  // measured fastest there (bench/RESULTS.md), not the fixed default (4,4,8)/(2,4,8).
+  const detail::BackendSpec& fna = *detail::find_spec("cutlass-fna");
+  struct Case {
+    Shape spatial, kernel;
+    TileConfig want;
+  };
+  const Case cases[] = {{{16, 44, 80}, {8, 16, 24}, tc({4, 4, 8}, {4, 4, 4})},
+                        {{30, 48, 80}, {18, 24, 24}, tc({2, 8, 8}, {2, 4, 8})},
+                        {{16, 16, 16}, {16, 16, 16}, q128_default(3)}};  // one box for every Q tile: a tie
+  for (const Case& c : cases) {
+    NaProblem p = na_problem(c.spatial, DType::bf16, kCuda, 90);
+    p.head_dim = p.head_dim_v = 128;
+    for (size_t i = 0; i < c.kernel.size(); ++i) p.params.kernel_size[i] = c.kernel[i];
+    EXPECT_EQ(expected_forward_default(p), c.want) << p.describe();
+    EXPECT_EQ(table(fna, p, Pass::forward).front(), c.want) << p.describe();
+    // Below SM90 and in fp32 the fixed defaults stay.
+    p.compute_capability = 80;
+    EXPECT_EQ(table(fna, p, Pass::forward).front(), rank_default(3)) << p.describe();
+    p.compute_capability = 90;
+    p.dtype = DType::f32;
+    EXPECT_EQ(table(fna, p, Pass::forward).front(), rank_default(3)) << p.describe();
+  }
+  // The cached list is per problem: a second problem of the same rank gets its own default.
+  NaProblem a = na_problem({16, 44, 80}, DType::bf16, kCuda, 90), b = a;
+  for (size_t i = 0; i < 3; ++i) a.params.kernel_size[i] = Shape{8, 16, 24}[i];
+  for (size_t i = 0; i < 3; ++i) b.params.kernel_size[i] = 3;
+  EXPECT_EQ(table(fna, a, Pass::forward).front(), expected_forward_default(a));
+  EXPECT_EQ(table(fna, b, Pass::forward).front(), expected_forward_default(b));
+  EXPECT_EQ(table(fna, a, Pass::forward).front(), expected_forward_default(a));
 }
 
 TEST(Finders, CutlassResolveConfigRejectsUnlistedShapes) {
@@ -497,7 +577,7 @@ TEST(Finders, CutlassResolveConfigRejectsUnlistedShapes) {
   EXPECT_EQ(resolve_config("cutlass-fna", p, Pass::forward, tc({8, 8}, {16, 8})), tc({8, 8}, {16, 8}));
   const NaProblem p90 = cuda_problem(2, 90, DType::bf16);
   if (!get_configs("cutlass-fna", p90).empty()) {  // bf16 may be left out of the build
-    EXPECT_EQ(resolve_config("cutlass-fna", p90, Pass::forward, std::nullopt), tc({16, 8}, {8, 8}));
+    EXPECT_EQ(resolve_config("cutlass-fna", p90, Pass::forward, std::nullopt), expected_forward_default(p90));
   }
   struct Case {
     Pass pass;

@@ -225,6 +225,24 @@ TEST_F(CudaBackward, NaMatchesReference) {
     }
 }
 
+// The dK/dV kernel caches the classes of 256 walked query tiles per axis (bwd_common.cuh,
+// kMaxAxisTiles); a wider walk takes the uncached path for the tiles past them. A 1-D window of
+// ~17K keys walks ~270 query tiles of 64 per KV tile. bf16, fused dQ only (the fp64 reference
+// takes ~45 s on two cores).
+TEST_F(CudaBackward, WalkPastTheClassCache) {
+  NaCase c;
+  c.name = "1d_k16897_walk_past_cache";
+  c.spatial = {17500};
+  c.kernel = {16897};
+  c.batch = 1;
+  c.heads = c.heads_kv = 1;
+  try {
+    run_na_case(c, DType::bf16, 97, false, /*deterministic=*/false);  // the walk with dQ fused into it
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << c.name << ": " << e.what();
+  }
+}
+
 struct FmhaCase {
   std::string name;
   int64_t batch = 2, sq = 100, skv = 150, heads = 2, heads_kv = 2, d = 64, dv = 64, pad = 0;
