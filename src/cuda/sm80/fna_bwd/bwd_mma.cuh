@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(kMmaThreads) fna_bwd_mma_kernel(const __grid_c
 
   while (t < total) {
     Tile nxt;
-    const int64_t tn = next_tile<kDkdv>(p, c, t + 1, nxt, walk_cls);
+    const int64_t tn = next_tile_after<kDkdv>(p, c, t + 1, cur, nxt, walk_cls);
     if (stages == 2 && tn < total) {
       issue(nxt, buf ^ 1);
       cute::cp_async_wait<1>();
