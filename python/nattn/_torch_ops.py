@@ -34,6 +34,17 @@ def _lse_dtype(query):
     return torch.float64 if query.dtype == torch.float64 else torch.float32
 
 
+def _na_forward_impl(query, key, value, additional_keys, additional_values, kernel_size, stride, dilation,
+                     is_causal, scale, backend, q_tile, kv_tile, schedule, backward_backend, backward_q_tile,
+                     backward_kv_tile, deterministic, requires_grad):
+    out = _empty(query.shape[:-1] + (value.shape[-1],), query)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
+    _core.na_forward(_hc(query), _hc(key), _hc(value), out, lse, _hc(additional_keys), _hc(additional_values),
+                     (kernel_size, stride, dilation, is_causal), scale, backend, q_tile, kv_tile, schedule,
+                     deterministic, requires_grad)
+    return out, lse
+
+
 @torch.library.custom_op(f"{_LIB}::na_forward", mutates_args=())
 def na_forward(
     query: Tensor, key: Tensor, value: Tensor, additional_keys: Optional[Tensor],
@@ -42,12 +53,9 @@ def na_forward(
     backward_backend: str, backward_q_tile: List[int], backward_kv_tile: List[int], deterministic: bool,
     requires_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
-    out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
-    _core.na_forward(_hc(query), _hc(key), _hc(value), out, lse, _hc(additional_keys), _hc(additional_values),
-                     (kernel_size, stride, dilation, is_causal), scale, backend, q_tile, kv_tile, schedule,
-                     deterministic, requires_grad)
-    return out, lse
+    return _na_forward_impl(query, key, value, additional_keys, additional_values, kernel_size, stride, dilation,
+                            is_causal, scale, backend, q_tile, kv_tile, schedule, backward_backend,
+                            backward_q_tile, backward_kv_tile, deterministic, requires_grad)
 
 
 @na_forward.register_fake
@@ -59,13 +67,8 @@ def _na_forward_fake(query, key, value, additional_keys, additional_values, kern
     return out, lse
 
 
-@torch.library.custom_op(f"{_LIB}::na_backward", mutates_args=())
-def na_backward(
-    query: Tensor, key: Tensor, value: Tensor, out: Tensor, lse: Tensor, dout: Tensor,
-    additional_keys: Optional[Tensor], additional_values: Optional[Tensor], kernel_size: List[int],
-    stride: List[int], dilation: List[int], is_causal: List[bool], scale: float, backend: str,
-    q_tile: List[int], kv_tile: List[int], deterministic: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _na_backward_impl(query, key, value, out, lse, dout, additional_keys, additional_values, kernel_size, stride,
+                      dilation, is_causal, scale, backend, q_tile, kv_tile, deterministic):
     dq, dk, dv = _empty(query.shape, query), _empty(key.shape, key), _empty(value.shape, value)
     if additional_keys is not None:
         dak, dav = _empty(additional_keys.shape, query), _empty(additional_values.shape, query)
@@ -76,6 +79,17 @@ def na_backward(
                       dak if additional_keys is not None else None, dav if additional_keys is not None else None,
                       (kernel_size, stride, dilation, is_causal), scale, backend, q_tile, kv_tile, deterministic)
     return dq, dk, dv, dak, dav
+
+
+@torch.library.custom_op(f"{_LIB}::na_backward", mutates_args=())
+def na_backward(
+    query: Tensor, key: Tensor, value: Tensor, out: Tensor, lse: Tensor, dout: Tensor,
+    additional_keys: Optional[Tensor], additional_values: Optional[Tensor], kernel_size: List[int],
+    stride: List[int], dilation: List[int], is_causal: List[bool], scale: float, backend: str,
+    q_tile: List[int], kv_tile: List[int], deterministic: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _na_backward_impl(query, key, value, out, lse, dout, additional_keys, additional_values, kernel_size,
+                             stride, dilation, is_causal, scale, backend, q_tile, kv_tile, deterministic)
 
 
 @na_backward.register_fake
@@ -125,8 +139,9 @@ def _na_backward_fn(ctx, grad_out, grad_lse):
     vv, avv, oo, dd = v, av, out, grad_out
     if grad_lse is not None:
         vv, avv, oo, dd = _fold_lse_grad(v, av, out, grad_out, grad_lse)
-    dq, dk, dv, dak, dav = torch.ops.nattn.na_backward(q, k, vv, oo, lse, dd, ak, avv, ks, st, dil, causal, scale,
-                                                       bbackend, bqt, bkvt, det)
+    backward = _na_backward_impl if _eager(q, k, vv, oo, lse, dd, ak, avv) else torch.ops.nattn.na_backward
+    dq, dk, dv, dak, dav = backward(q, k, vv, oo, lse, dd, ak, avv, ks, st, dil, causal, scale, bbackend, bqt, bkvt,
+                                    det)
     if grad_lse is not None:
         dv = dv[..., :dv_dim]
         if ak is not None:
@@ -139,7 +154,33 @@ def _na_backward_fn(ctx, grad_out, grad_lse):
 torch.library.register_autograd(f"{_LIB}::na_forward", _na_backward_fn, setup_context=_na_setup_context)
 
 
+class _NaEager(torch.autograd.Function):
+    """Eager autograd of na_forward: the registered formulas without torch.library's dispatch."""
+
+    @staticmethod
+    def forward(*inputs):
+        return _na_forward_impl(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _na_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        return _na_backward_fn(ctx, grad_out, grad_lse)
+
+
 # ---- FMHA ----------------------------------------------------------------------------------------
+
+
+def _fmha_forward_impl(query, key, value, is_causal, scale, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv,
+                       backend, q_tile, kv_tile, schedule, backward_backend, backward_q_tile, backward_kv_tile,
+                       deterministic, requires_grad):
+    out = _empty(query.shape[:-1] + (value.shape[-1],), query)
+    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
+    _core.fmha_forward(_hc(query), _hc(key), _hc(value), out, lse, is_causal, scale, cu_seqlens_q, cu_seqlens_kv,
+                       max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile, schedule, deterministic, requires_grad)
+    return out, lse
 
 
 @torch.library.custom_op(f"{_LIB}::fmha_forward", mutates_args=())
@@ -149,11 +190,9 @@ def fmha_forward(
     kv_tile: List[int], schedule: str, backward_backend: str, backward_q_tile: List[int],
     backward_kv_tile: List[int], deterministic: bool, requires_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
-    out = _empty(query.shape[:-1] + (value.shape[-1],), query)
-    lse = _empty(query.shape[:-1], query, _lse_dtype(query))
-    _core.fmha_forward(_hc(query), _hc(key), _hc(value), out, lse, is_causal, scale, cu_seqlens_q, cu_seqlens_kv,
-                       max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile, schedule, deterministic, requires_grad)
-    return out, lse
+    return _fmha_forward_impl(query, key, value, is_causal, scale, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q,
+                              max_seqlen_kv, backend, q_tile, kv_tile, schedule, backward_backend, backward_q_tile,
+                              backward_kv_tile, deterministic, requires_grad)
 
 
 @fmha_forward.register_fake
@@ -165,17 +204,23 @@ def _fmha_forward_fake(query, key, value, is_causal, scale, cu_seqlens_q, cu_seq
     return out, lse
 
 
+def _fmha_backward_impl(query, key, value, out, lse, dout, is_causal, scale, cu_seqlens_q, cu_seqlens_kv,
+                        max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile, deterministic):
+    dq, dk, dv = _empty(query.shape, query), _empty(key.shape, key), _empty(value.shape, value)
+    _core.fmha_backward(_hc(query), _hc(key), _hc(value), _hc(out), lse, _hc(dout), dq, dk, dv, is_causal, scale,
+                        cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile,
+                        deterministic)
+    return dq, dk, dv
+
+
 @torch.library.custom_op(f"{_LIB}::fmha_backward", mutates_args=())
 def fmha_backward(
     query: Tensor, key: Tensor, value: Tensor, out: Tensor, lse: Tensor, dout: Tensor, is_causal: bool,
     scale: float, cu_seqlens_q: Optional[Tensor], cu_seqlens_kv: Optional[Tensor], max_seqlen_q: int,
     max_seqlen_kv: int, backend: str, q_tile: List[int], kv_tile: List[int], deterministic: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    dq, dk, dv = _empty(query.shape, query), _empty(key.shape, key), _empty(value.shape, value)
-    _core.fmha_backward(_hc(query), _hc(key), _hc(value), _hc(out), lse, _hc(dout), dq, dk, dv, is_causal, scale,
-                        cu_seqlens_q, cu_seqlens_kv, max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile,
-                        deterministic)
-    return dq, dk, dv
+    return _fmha_backward_impl(query, key, value, out, lse, dout, is_causal, scale, cu_seqlens_q, cu_seqlens_kv,
+                               max_seqlen_q, max_seqlen_kv, backend, q_tile, kv_tile, deterministic)
 
 
 @fmha_backward.register_fake
@@ -202,14 +247,54 @@ def _fmha_backward_fn(ctx, grad_out, grad_lse):
     vv, oo, dd = v, out, grad_out
     if grad_lse is not None:
         vv, _, oo, dd = _fold_lse_grad(v, None, out, grad_out, grad_lse)
-    dq, dk, dv = torch.ops.nattn.fmha_backward(q, k, vv, oo, lse, dd, causal, scale, cu_q, cu_kv, max_q, max_kv,
-                                               bbackend, bqt, bkvt, det)
+    backward = _fmha_backward_impl if _eager(q, k, vv, oo, lse, dd, cu_q, cu_kv) else torch.ops.nattn.fmha_backward
+    dq, dk, dv = backward(q, k, vv, oo, lse, dd, causal, scale, cu_q, cu_kv, max_q, max_kv, bbackend, bqt, bkvt, det)
     if grad_lse is not None:
         dv = dv[..., :dv_dim]
     return (dq, dk, dv) + (None,) * 15
 
 
 torch.library.register_autograd(f"{_LIB}::fmha_forward", _fmha_backward_fn, setup_context=_fmha_setup_context)
+
+
+class _FmhaEager(torch.autograd.Function):
+    """Eager autograd of fmha_forward: the registered formulas without torch.library's dispatch."""
+
+    @staticmethod
+    def forward(*inputs):
+        return _fmha_forward_impl(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _fmha_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        return _fmha_backward_fn(ctx, grad_out, grad_lse)
+
+
+# ---- eager calls ---------------------------------------------------------------------------------
+
+
+def _functorch_active():
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
+def _eager(*ts):
+    """Whether a call can skip torch.library's dispatch (~110 us of host time per call on the H100
+    machine, more than the whole kernel of a small problem): plain tensors only (no FakeTensor,
+    subclass or torch.compile / export tracing, no torch.func transform). Otherwise the custom ops
+    run, which carry the fake implementations and the registered autograd for those."""
+    if torch.compiler.is_compiling() or _functorch_active():
+        return False
+    return all(t is None or type(t) is torch.Tensor for t in ts)
+
+
+def _call(op, eager_fn, eager_autograd, args, tensors, requires_grad):
+    if not _eager(*tensors):
+        return op(*args)
+    return eager_autograd.apply(*args) if requires_grad else eager_fn(*args)
 
 
 # ---- entry points used by nattn.functional -------------------------------------------------------
@@ -230,18 +315,21 @@ def _backward_backend(backend, bq_tile, bkv_tile):
 
 def na(q, k, v, ak, av, params, scale, backend, q_tile, kv_tile, schedule, bq_tile, bkv_tile):
     ks, st, dil, causal = params
-    return torch.ops.nattn.na_forward(
-        q, k, v, ak, av, list(ks), list(st), list(dil), list(causal), float(scale), backend, list(q_tile),
-        list(kv_tile), schedule, _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile),
-        context.deterministic_now(), _requires_grad(q, k, v, ak, av))
+    requires_grad = _requires_grad(q, k, v, ak, av)
+    args = (q, k, v, ak, av, list(ks), list(st), list(dil), list(causal), float(scale), backend, list(q_tile),
+            list(kv_tile), schedule, _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile),
+            context.deterministic_now(), requires_grad)
+    return _call(torch.ops.nattn.na_forward, _na_forward_impl, _NaEager, args, (q, k, v, ak, av), requires_grad)
 
 
 def fmha(q, k, v, causal, scale, varlen, backend, q_tile, kv_tile, schedule, bq_tile, bkv_tile):
     cu_q, cu_kv, max_q, max_kv = varlen if varlen else (None, None, 0, 0)
-    return torch.ops.nattn.fmha_forward(
-        q, k, v, causal, float(scale), cu_q, cu_kv, max_q, max_kv, backend, list(q_tile), list(kv_tile), schedule,
-        _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile), context.deterministic_now(),
-        _requires_grad(q, k, v))
+    requires_grad = _requires_grad(q, k, v)
+    args = (q, k, v, causal, float(scale), cu_q, cu_kv, max_q, max_kv, backend, list(q_tile), list(kv_tile), schedule,
+            _backward_backend(backend, bq_tile, bkv_tile), list(bq_tile), list(bkv_tile), context.deterministic_now(),
+            requires_grad)
+    return _call(torch.ops.nattn.fmha_forward, _fmha_forward_impl, _FmhaEager, args, (q, k, v, cu_q, cu_kv),
+                 requires_grad)
 
 
 def merge(outputs, lses):

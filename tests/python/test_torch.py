@@ -288,6 +288,48 @@ def test_opcheck_fmha(varlen, backend):
     torch.library.opcheck(torch.ops.nattn.fmha_backward.default, bargs)
 
 
+@pytest.mark.parametrize("extra", [False, True])
+def test_eager_path_matches_custom_op(extra, backend):
+    """Plain tensors in eager mode skip torch.library's dispatch (nattn._torch_ops._eager): the same
+    outputs and gradients, bit for bit, as the custom op with its registered autograd."""
+    from nattn import _torch_ops
+
+    args = _opcheck_na_args(backend, extra)
+    tensors = [x for x in args[:5] if x is not None]
+    assert _torch_ops._eager(*args[:5])
+    g = torch.Generator().manual_seed(9)
+    dout = torch.randn(1, 6, 5, 2, 8, generator=g)
+    dlse = torch.randn(1, 6, 5, 2, generator=g)
+    results = []
+    for call in (lambda: torch.ops.nattn.na_forward(*args),
+                 lambda: _torch_ops._call(torch.ops.nattn.na_forward, _torch_ops._na_forward_impl,
+                                          _torch_ops._NaEager, args, args[:5], True)):
+        for t in tensors:
+            t.grad = None
+        out, lse = call()
+        assert out.requires_grad and lse.requires_grad
+        torch.autograd.backward((out, lse), (dout, dlse))
+        results.append([out.detach(), lse.detach()] + [t.grad.clone() for t in tensors])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    # Without grad: the plain forward, no autograd graph.
+    with torch.no_grad():
+        out, lse = _torch_ops._call(torch.ops.nattn.na_forward, _torch_ops._na_forward_impl, _torch_ops._NaEager,
+                                    args, args[:5], False)
+    assert not out.requires_grad and torch.equal(out, results[0][0])
+
+
+def test_eager_path_not_taken_for_fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from nattn import _torch_ops
+
+    with FakeTensorMode():
+        x = torch.empty(2, 3)
+        assert not _torch_ops._eager(x)
+    assert _torch_ops._eager(torch.empty(2, 3), None)
+
+
 # ---- torch.compile -------------------------------------------------------------------------------------
 
 
