@@ -152,6 +152,20 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
     // then the odd row (lane gq & ~1: column 2 t4, lane gq | 1: column 2 t4 + 1): 4 sectors of 8
     // floats per instruction instead of 8 half-filled ones.
     const bool odd = (gq & 1) != 0;
+    // Every shuffle first, then the atomics: each atomic sits in its own divergent branch (a row may
+    // be padding), which the compiler does not move a shuffle across, so shuffles interleaved with
+    // the atomics each stall on their latency.
+    float got[kMt][2][2];
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          // even lane sends (even row, 2 t4 + 1); odd lane sends (odd row, 2 t4).
+          const float send = odd ? acc[mt][j][2 * r] : acc[mt][j][2 * r + 1];
+          got[mt][r][j] = __shfl_xor_sync(0xffffffffu, send, 4);
+        }
 #pragma unroll
     for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
@@ -161,14 +175,11 @@ __device__ __forceinline__ void fused_dq_tile(const T* sds, const T* sk, const C
         const int col = c0 + 2 * t4 + (odd ? 1 : 0);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          // even lane: keeps (own row = even, column 2 t4), sends (even row, 2 t4 + 1);
-          // odd lane: keeps (own row = odd, column 2 t4 + 1), sends (odd row, 2 t4).
+          // even lane: keeps (own row = even, column 2 t4); odd lane: keeps (own row = odd, column
+          // 2 t4 + 1). Even lane: even row <- keep, odd row <- got (odd row, 2 t4); odd lane: even
+          // row <- got (even row, 2 t4 + 1), odd row <- keep.
           const float keep = odd ? acc[mt][j][2 * r + 1] : acc[mt][j][2 * r];
-          const float send = odd ? acc[mt][j][2 * r] : acc[mt][j][2 * r + 1];
-          const float got = __shfl_xor_sync(0xffffffffu, send, 4);
-          // even lane: even row <- keep, odd row <- got (odd row, 2 t4); odd lane: even row <- got
-          // (even row, 2 t4 + 1), odd row <- keep.
-          const float v_even = odd ? got : keep, v_odd = odd ? keep : got;
+          const float v_even = odd ? got[mt][r][j] : keep, v_odd = odd ? keep : got[mt][r][j];
           if (base_even >= 0) atomicAdd(accum + base_even + col + j * 8, v_even);
           if (base_odd >= 0) atomicAdd(accum + base_odd + col + j * 8, v_odd);
         }
