@@ -8,6 +8,9 @@
 // domain), LSE output (natural log).
 #pragma once
 
+#include <climits>
+#include <type_traits>
+
 #include <cute/arch/copy_sm75.hpp>
 #include <cute/arch/copy_sm80.hpp>
 #include <cute/arch/mma_sm80.hpp>
@@ -169,7 +172,9 @@ __device__ __forceinline__ void load_rows_strided(T* smem, const T* g0, int64_t 
   }
 }
 
-template <class T, int HD, int BM>
+// kFmha: the walk of a standard-attention problem (p.fmha, phase-B tiles only), a kernel of its own so
+// that its loop and the NA loop do not share one register allocation.
+template <class T, int HD, int BM, bool kFmha>
 __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(const __grid_constant__ FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int BN = kBlockN;
@@ -312,17 +317,32 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
     s_walk = w0;
   }
   __syncthreads();
-  int slot = 0;
-  if (s_have[0]) load_k(s_tile[0]);
+  // FMHA walks (phase B only: tile j = tokens 64 j ..) need no walk state: every thread computes its
+  // tile from j, so no thread's per-tile work (thread 0's walk) sits between two barriers (dense
+  // forward 6.78 -> 6.40 ms, bench/RESULTS.md).
+  const int fm_tiles = static_cast<int>(c.nB), fm_len = static_cast<int>(c.nb_len);
+  const int fm_causal_row = p.fmha && p.fmha_causal ? static_cast<int>(c.q_row0) : INT_MAX;
+  auto fm_tile = [&](int j) {
+    MTile t;
+    t.phase_a = false;
+    t.n0 = j * BN;
+    t.masked = t.n0 + BN > fm_len || t.n0 + BN - 1 > fm_causal_row;
+    return t;
+  };
+  int slot = 0, j = 0;
+  if (kFmha ? fm_tiles > 0 : s_have[0] != 0) load_k(kFmha ? fm_tile(0) : s_tile[0]);
   cute::cp_async_fence();
 
-  while (s_have[slot]) {
-    const MTile& cur = s_tile[slot];  // read from shared memory where used: no tile registers
+  while (kFmha ? j < fm_tiles : s_have[slot] != 0) {
+    MTile fm_cur;
+    if (kFmha) fm_cur = fm_tile(j);
+    // NA: read from shared memory where used (no tile registers); FMHA: computed, in registers.
+    const MTile& cur = kFmha ? fm_cur : s_tile[slot];
     cute::cp_async_wait<0>();
     __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
     load_v(cur);
     cute::cp_async_fence();
-    if (tid == 0) {  // the next tile, read by every thread after the next barrier
+    if (!kFmha && tid == 0) {  // the next tile, read by every thread after the next barrier
       Walk w1 = s_walk;
       walk_step(c, w1);
       s_have[slot ^ 1] = walk_find(p, c, x, s_cls, w1, s_tile[slot ^ 1]) ? 1 : 0;
@@ -456,7 +476,11 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
       }
       cute::cp_async_wait<0>();
       __syncthreads();  // V_j landed; every warp is done with K_j
-      if (s_have[slot ^ 1]) load_k(s_tile[slot ^ 1]);
+      if (kFmha) {
+        if (j + 1 < fm_tiles) load_k(fm_tile(j + 1));
+      } else if (s_have[slot ^ 1]) {
+        load_k(s_tile[slot ^ 1]);
+      }
       cute::cp_async_fence();
 #pragma unroll
       for (int mt = 0; mt < kWM; ++mt) softmax(mt, s[mt], pk[mt]);
@@ -481,6 +505,7 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
       }
     }
     slot ^= 1;
+    ++j;
   }
   cute::cp_async_wait<0>();
 
@@ -520,9 +545,9 @@ constexpr int mma_smem_bytes() {
 template <class T, int HD, int BM>
 void launch_mma(const FwdParams& p, cudaStream_t stream, dim3 grid) {
   constexpr int smem = mma_smem_bytes<T, HD, BM>();
-  NATTN_CUDA_CHECK(
-      cudaFuncSetAttribute(fna_fwd_mma_kernel<T, HD, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  fna_fwd_mma_kernel<T, HD, BM><<<grid, mma_threads<HD, BM>(), smem, stream>>>(p);
+  auto kernel = p.fmha ? fna_fwd_mma_kernel<T, HD, BM, true> : fna_fwd_mma_kernel<T, HD, BM, false>;
+  NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<grid, mma_threads<HD, BM>(), smem, stream>>>(p);
   NATTN_CUDA_CHECK(cudaGetLastError());
 }
 
