@@ -2,6 +2,7 @@
 functions (NATTEN's ``disable_flex_compile`` re-enables compile; ours disables it)."""
 
 import logging
+import sys
 
 from .types import MemoryUsagePreference
 
@@ -17,9 +18,10 @@ _state = {
 
 
 def _torch_deterministic():
-    try:
-        import torch
-    except ImportError:
+    # torch's flag can only be on if torch was imported: no import attempt here (without torch
+    # installed, a failing import searched the file system on every call, ~60 us).
+    torch = sys.modules.get("torch")
+    if torch is None:
         return False
     return bool(torch.are_deterministic_algorithms_enabled())
 
