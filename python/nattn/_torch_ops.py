@@ -151,23 +151,21 @@ def _na_backward_fn(ctx, grad_out, grad_lse):
     return (dq, dk, dv, dak, dav) + (None,) * 14
 
 
-torch.library.register_autograd(f"{_LIB}::na_forward", _na_backward_fn, setup_context=_na_setup_context)
+def _autograd(op_name, forward_impl, setup, backward_fn):
+    """Registers the autograd formulas of custom op `op_name` and returns the same formulas as a
+    torch.autograd.Function, for eager calls that skip torch.library's dispatch (_call)."""
+    torch.library.register_autograd(f"{_LIB}::{op_name}", backward_fn, setup_context=setup)
+
+    class Eager(torch.autograd.Function):
+        forward = staticmethod(forward_impl)
+        setup_context = staticmethod(setup)
+        backward = staticmethod(backward_fn)
+
+    Eager.__name__ = Eager.__qualname__ = f"_{op_name}_eager"
+    return Eager
 
 
-class _NaEager(torch.autograd.Function):
-    """Eager autograd of na_forward: the registered formulas without torch.library's dispatch."""
-
-    @staticmethod
-    def forward(*inputs):
-        return _na_forward_impl(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _na_setup_context(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_lse):
-        return _na_backward_fn(ctx, grad_out, grad_lse)
+_NaEager = _autograd("na_forward", _na_forward_impl, _na_setup_context, _na_backward_fn)
 
 
 # ---- FMHA ----------------------------------------------------------------------------------------
@@ -254,23 +252,7 @@ def _fmha_backward_fn(ctx, grad_out, grad_lse):
     return (dq, dk, dv) + (None,) * 15
 
 
-torch.library.register_autograd(f"{_LIB}::fmha_forward", _fmha_backward_fn, setup_context=_fmha_setup_context)
-
-
-class _FmhaEager(torch.autograd.Function):
-    """Eager autograd of fmha_forward: the registered formulas without torch.library's dispatch."""
-
-    @staticmethod
-    def forward(*inputs):
-        return _fmha_forward_impl(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _fmha_setup_context(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_lse):
-        return _fmha_backward_fn(ctx, grad_out, grad_lse)
+_FmhaEager = _autograd("fmha_forward", _fmha_forward_impl, _fmha_setup_context, _fmha_backward_fn)
 
 
 # ---- eager calls ---------------------------------------------------------------------------------

@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
   __syncthreads();
   // FMHA walks (phase B only: tile j = tokens 64 j ..) need no walk state: every thread computes its
   // tile from j, so no thread's per-tile work (thread 0's walk) sits between two barriers (dense
-  // forward 6.78 -> 6.40 ms, bench/RESULTS.md).
+  // forward, 16K tokens: 6.73-6.89 -> 6.39-6.48 ms, bench/RESULTS.md).
   const int fm_tiles = static_cast<int>(c.nB), fm_len = static_cast<int>(c.nb_len);
   const int fm_causal_row = p.fmha && p.fmha_causal ? static_cast<int>(c.q_row0) : INT_MAX;
   auto fm_tile = [&](int j) {
