@@ -157,6 +157,10 @@ std::vector<NaCase> na_cases() {
   { NaCase c; c.name = "2d_d40_odd_pad"; c.spatial = {11, 9}; c.kernel = {3, 3}; c.d = 40; c.dv = 40; add(c); }
   { NaCase c; c.name = "2d_additional_kv"; c.spatial = {9, 14}; c.kernel = {3, 5}; c.extra = 37; c.heads = 2;
     c.heads_kv = 1; add(c); }
+  // 625 tiles of additional KV: the walk spans two segments of the per-CTA tile list (512 positions
+  // at head dim <= 128), the second starting inside the additional tokens.
+  { NaCase c; c.name = "2d_additional_kv_two_segments"; c.spatial = {9, 14}; c.kernel = {3, 5}; c.extra = 40000;
+    c.heads = 2; c.heads_kv = 1; c.batch = 1; c.d = c.dv = 64; add(c); }
   { NaCase c; c.name = "2d_strided_misaligned"; c.spatial = {10, 13}; c.kernel = {3, 7}; c.dilation = {2, 1};
     c.pad = 3; c.extra = 5; add(c); }
   { NaCase c; c.name = "2d_strided_aligned"; c.spatial = {10, 13}; c.kernel = {3, 7}; c.pad = 8; c.d = c.dv = 64;
@@ -379,10 +383,27 @@ TEST_F(CudaForward, GoldenCases) {
   std::printf("  golden: %d case x dtype runs checked in %s\n", checked, dir.c_str());
 }
 
+// A 1-D window of 16400 keys: 258 KV tiles per axis, past the per-axis class cache (256), so the
+// tile list classifies its tiles without it.
+TEST_F(CudaForward, WalkPastTheClassCache) {
+  NaCase c;
+  c.name = "1d_k16400_past_cache";
+  c.spatial = {16500};
+  c.kernel = {16400};
+  c.batch = 1;
+  c.heads = c.heads_kv = 1;
+  try {
+    run_na_case(c, DType::bf16, 31);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << c.name << ": " << e.what();
+  }
+}
+
 // A small run of every path for compute-sanitizer (memcheck / racecheck).
 TEST_F(CudaForward, SmallForSanitizer) {
   for (const NaCase& c : na_cases()) {
     if (c.name == "2d_additional_kv") run_na_case(c, DType::bf16, 7);
+    if (c.name == "2d_additional_kv_two_segments") run_na_case(c, DType::bf16, 12);
     if (c.name == "2d_strided_misaligned") run_na_case(c, DType::f32, 8);
     if (c.name == "3d_k3x5x7_d2_causal") run_na_case(c, DType::f16, 9);
     if (c.name == "2d_q16x8_kv16x4_causal" && gpu_cc() >= c.min_cc) run_na_case(c, DType::bf16, 11);

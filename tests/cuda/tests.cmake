@@ -76,3 +76,10 @@ add_executable(test_tile_mask ${PROJECT_SOURCE_DIR}/tests/cuda/test_tile_mask.cp
 target_include_directories(test_tile_mask PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(test_tile_mask PRIVATE GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
 add_test(NAME test_tile_mask COMMAND test_tile_mask)
+
+# Host check of the forward launch's walk bound (which tensor-core kernel lists the whole NA walk);
+# no GPU: not labelled `cuda`, so CI runs it.
+add_executable(test_fwd_walk_bound ${PROJECT_SOURCE_DIR}/tests/cuda/test_fwd_walk_bound.cpp)
+target_include_directories(test_fwd_walk_bound PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(test_fwd_walk_bound PRIVATE GTest::gtest GTest::gtest_main CUDA::cudart nattn_warnings)
+add_test(NAME test_fwd_walk_bound COMMAND test_fwd_walk_bound)

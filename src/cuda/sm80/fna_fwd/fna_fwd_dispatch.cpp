@@ -56,9 +56,10 @@ int64_t smem_bytes(const std::string& kind, DType dtype, int hd, int bm) {
   return (kBlockM + kBlockN) * (hd + (es == 4 ? 1 : 2)) * es;
 }
 
-// Static shared memory of the kernels (CTA context, row windows, offset and class tables), upper
-// bound: the tensor-core kernel at 128 queries per CTA uses about 5.7 KB.
-constexpr int64_t kStaticSmem = 8192;
+// Static shared memory of the kernels (CTA context, row windows, offset and class tables, and in
+// the tensor-core kernel the tile list), upper bounds: the tensor-core kernel uses up to 15.8 KB
+// (head dim 128, 128 queries per CTA: a 512-entry list), the SIMT kernel about 5.7 KB.
+int64_t static_smem(const std::string& kind) { return kind == "mma" ? 16 * 1024 : 8 * 1024; }
 
 bool aligned16(const void* ptr, const std::vector<int64_t>& strides, int64_t esize) {
   if (ptr == nullptr) return true;
@@ -93,7 +94,7 @@ std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, i
   out.entry = nullptr;
   if (bm == 128 && out.kind == "mma") {
     out.entry = find_kernel(out.kind, dtype, need, 128);
-    if (out.entry != nullptr && smem_bytes(out.kind, dtype, out.entry->hd, 128) + kStaticSmem > smem_limit)
+    if (out.entry != nullptr && smem_bytes(out.kind, dtype, out.entry->hd, 128) + static_smem(out.kind) > smem_limit)
       out.entry = nullptr;
     if (out.entry != nullptr && find_kernel(out.kind, dtype, need, 64) != nullptr &&
         find_kernel(out.kind, dtype, need, 64)->hd < out.entry->hd)
@@ -106,7 +107,7 @@ std::string choose(DType dtype, int64_t d, int64_t dv, int cc, int smem_limit, i
            " (this build's NATTN_CUDA_DTYPES / NATTN_CUDA_HEAD_DIMS leave it out)";
   out.bm = out.entry->bm;
   out.smem = smem_bytes(out.kind, dtype, out.entry->hd, out.bm);
-  if (out.smem + kStaticSmem > smem_limit)
+  if (out.smem + static_smem(out.kind) > smem_limit)
     return std::string("the ") + out.kind + " forward kernel for " + dtype_name(dtype) + " head dim " +
            std::to_string(out.entry->hd) + " needs " + std::to_string(out.smem) +
            " bytes of shared memory per block; compute capability " + std::to_string(cc) + " allows " +

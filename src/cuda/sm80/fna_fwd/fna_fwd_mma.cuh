@@ -1,7 +1,8 @@
 // Tensor-core forward kernel (fp16/bf16, SM80+), FA2 structure: a CTA of BM queries (BM = 64 or
 // 128: a 1-D/2-D/3-D box, the Q tile of the config) is BM/32 warps x 32 query rows (head dim <= 128)
 // or BM/16 warps x 16 rows (256); KV tiles of kBlockN keys (boxes of the KV tile shape) are walked
-// over the exact KV box of the CTA's windows, then the phase-B tokens (additional KV / FMHA keys).
+// over the exact KV box of the CTA's windows, then the phase-B tokens (additional KV / FMHA keys);
+// NA walks are listed in shared memory (the non-empty tiles, in order) before the tile loop.
 // mma.sync m16n8k16 (CuTe SM80 atoms), ldmatrix (x4, .trans for V), cp.async with zero fill, two
 // barriers per KV tile. Boundary tiles are masked with one 64-bit visibility mask per query row
 // (built from per-axis bit ranges), interior tiles run unmasked. Online softmax in fp32 (log2
@@ -20,6 +21,7 @@
 #include "cuda/common/tile_copy.cuh"
 #include "cuda/common/tile_mask.cuh"
 #include "cuda/sm80/fna_fwd/fna_common.cuh"
+#include "cuda/sm80/fna_fwd/walk_bound.h"
 
 namespace nattn::cuda::fna {
 
@@ -74,46 +76,68 @@ struct MTile {
   bool masked;  // element mask needed (boundary or partial tile)
 };
 
-// Walk position: linear tile index t and, for phase A, its per-axis indices m.
-struct Walk {
-  int t;
-  int m[3];
-};
+// Entries of the per-CTA tile list (shared memory, 20 bytes each) = walk positions per segment:
+// sized so that the list does not lower the CTAs per SM of the head dim's kernels on the H100.
+template <int HD> constexpr int tile_list_cap() { return HD > 128 ? 128 : HD > 64 ? 512 : 256; }
 
-__device__ __forceinline__ void walk_step(const Ctx& c, Walk& w) {
-  ++w.t;
-  if (++w.m[2] == static_cast<int>(c.nt[2])) {
-    w.m[2] = 0;
-    if (++w.m[1] == static_cast<int>(c.nt[1])) {
-      w.m[1] = 0;
-      ++w.m[0];
-    }
-  }
-}
+// How the kernel walks its KV tiles (template parameter): standard attention (tile j computed from
+// j); NA with the CTA's whole walk listed before the loop (the launch checks that the largest walk
+// fits the list: max_walk_positions); NA listed one segment of the walk at a time. The two NA
+// kinds are one code path; they are separate kernels because the segment loop around the tile
+// loop costs the tile loop its register allocation (ptxas renames the O accumulators and copies
+// them back every tile: 3D 16x44x80 9.24 ms listed at once vs 9.98 ms by segments, H100).
+enum WalkKind : int { kWalkFmha = 0, kWalkListed = 1, kWalkSegments = 2 };
 
-// Advance w to the first non-empty tile at its position or later; false at the end.
-__device__ __forceinline__ bool walk_find(const FwdParams& p, const Ctx& c, const MmaCtx& x,
-                                          const uint8_t (*s_cls)[kMaxAxisTiles], Walk& w, MTile& tile) {
-  const int nA = static_cast<int>(c.nA), total = static_cast<int>(c.nA + c.nB);
-  while (w.t < nA) {
-    int cl[3];
+// The non-empty tiles at walk positions [seg, min(seg + kCap, total)) (position t < c.nA: phase-A
+// tile t by linear index, last axis fastest; then phase-B tile t - c.nA), in walk order, written to
+// list by all threads: each round classifies kNT consecutive positions (one per thread: the
+// per-axis classes, cached in s_cls or computed) and compacts the non-empty ones by ballot. Returns
+// their count. Called by every thread (it synchronises; the list is written only after the first
+// barrier, so the previous segment's readers are done); s_wcount holds one count per warp.
+template <int kNT, int kCap>
+__device__ __forceinline__ int build_tile_list(const FwdParams& p, const Ctx& c, bool cached,
+                                               const uint8_t (*s_cls)[kMaxAxisTiles], int seg, int total,
+                                               MTile* list, int* s_wcount) {
+  constexpr int kWarps = kNT / 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int nA = static_cast<int>(c.nA), n1 = static_cast<int>(c.nt[1]), n2 = static_cast<int>(c.nt[2]);
+  const int end = min(total, seg + kCap);
+  int count = 0;
+  for (int base = seg; base < end; base += kNT) {
+    const int t = base + tid;
+    MTile tile;
+    bool keep = false;
+    if (t < end && t < nA) {
+      const int m[3] = {t / (n1 * n2), (t / n2) % n1, t % n2};
+      int cl[3];
 #pragma unroll
-    for (int i = 0; i < 3; ++i) cl[i] = x.cached ? s_cls[i][w.m[i]] : axis_class(p, c, i, w.m[i]);
-    if (cl[0] != 0 && cl[1] != 0 && cl[2] != 0) {
+      for (int i = 0; i < 3; ++i) cl[i] = cached ? s_cls[i][m[i]] : axis_class(p, c, i, m[i]);
+      keep = cl[0] != 0 && cl[1] != 0 && cl[2] != 0;
       tile.phase_a = true;
 #pragma unroll
-      for (int i = 0; i < 3; ++i) tile.c[i] = static_cast<int>(c.blo[i] + w.m[i] * p.kv_tile[i]);
+      for (int i = 0; i < 3; ++i) tile.c[i] = static_cast<int>(c.blo[i] + m[i] * p.kv_tile[i]);
+      tile.n0 = 0;
       tile.masked = (cl[0] | cl[1] | cl[2]) > 1;
-      return true;
+    } else if (t < end) {
+      keep = true;
+      tile.phase_a = false;
+      tile.c[0] = tile.c[1] = tile.c[2] = 0;
+      tile.n0 = (t - nA) * kBlockN;
+      tile.masked = tile.n0 + kBlockN > c.nb_len;
     }
-    walk_step(c, w);
+    const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+    if (lane == 0) s_wcount[warp] = __popc(ballot);
+    __syncthreads();
+    int before = count;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      if (w < warp) before += s_wcount[w];
+      count += s_wcount[w];
+    }
+    if (keep) list[before + __popc(ballot & ((1u << lane) - 1u))] = tile;
+    __syncthreads();  // the list is complete; s_wcount is rewritten by the next round
   }
-  if (w.t >= total) return false;
-  tile.phase_a = false;
-  tile.n0 = (w.t - nA) * kBlockN;
-  tile.masked = tile.n0 + kBlockN > c.nb_len ||
-                (p.fmha && p.fmha_causal && tile.n0 + kBlockN - 1 > c.q_row0);
-  return true;
+  return count;
 }
 
 // Load kRows rows of HD columns into smem (row stride LD elements); row r comes from
@@ -172,11 +196,12 @@ __device__ __forceinline__ void load_rows_strided(T* smem, const T* g0, int64_t 
   }
 }
 
-// kFmha: the walk of a standard-attention problem (p.fmha, phase-B tiles only), a kernel of its own so
-// that its loop and the NA loop do not share one register allocation.
-template <class T, int HD, int BM, bool kFmha>
+// kWalk (WalkKind): kWalkFmha is the walk of a standard-attention problem (p.fmha, phase-B tiles
+// only), a kernel of its own so that its loop and the NA loop do not share one register allocation.
+template <class T, int HD, int BM, int kWalk>
 __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(const __grid_constant__ FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr bool kFmha = kWalk == kWalkFmha;
   constexpr int BN = kBlockN;
   static_assert(BN == 64, "row masks are 64-bit");
   constexpr int LD = HD + 8;  // +16 bytes per row: conflict-free ldmatrix
@@ -306,17 +331,17 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
 #pragma unroll
   for (int mt = 0; mt < kWM; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
-  // The tile walk runs on thread 0 (walk state and the next tile in shared memory, published by the
-  // barriers of the loop): no walk registers in the other threads, no redundant work.
-  __shared__ Walk s_walk;
-  __shared__ MTile s_tile[2];
-  __shared__ int s_have[2];
-  if (tid == 0) {
-    Walk w0{0, {0, 0, 0}};
-    s_have[0] = walk_find(p, c, x, s_cls, w0, s_tile[0]) ? 1 : 0;
-    s_walk = w0;
-  }
-  __syncthreads();
+  // NA walks: the non-empty tiles of the walk (kWalkSegments: of each segment of kListCap walk
+  // positions) are listed in shared memory by all threads before the tile loop, so that no thread's
+  // per-tile walk sits between the loop's barriers (thread 0 walked there before: 3D 16x44x80
+  // 9.75-9.95 -> 9.23-9.27 ms, H100, bench/RESULTS.md).
+  constexpr int kListCap = tile_list_cap<HD>();
+  __shared__ MTile s_list[kFmha ? 1 : kListCap];
+  __shared__ int s_wcount[kNT / 32];
+  const int walk_total = kFmha ? 0 : static_cast<int>(c.nA + c.nB);
+  // The launch picked kWalkListed from the largest walk (walk_bound.h); a CTA past the list would
+  // skip tiles, so that broken invariant stops the kernel (a launch error) instead.
+  if (kWalk == kWalkListed && walk_total > kListCap) __trap();
   // FMHA walks (phase B only: tile j = tokens 64 j ..) need no walk state: every thread computes its
   // tile from j, so no thread's per-tile work (thread 0's walk) sits between two barriers (dense
   // forward, 16K tokens: 6.73-6.89 -> 6.39-6.48 ms, bench/RESULTS.md).
@@ -329,183 +354,183 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
     t.masked = t.n0 + BN > fm_len || t.n0 + BN - 1 > fm_causal_row;
     return t;
   };
-  int slot = 0, j = 0;
-  if (kFmha ? fm_tiles > 0 : s_have[0] != 0) load_k(kFmha ? fm_tile(0) : s_tile[0]);
-  cute::cp_async_fence();
-
-  while (kFmha ? j < fm_tiles : s_have[slot] != 0) {
-    MTile fm_cur;
-    if (kFmha) fm_cur = fm_tile(j);
-    // NA: read from shared memory where used (no tile registers); FMHA: computed, in registers.
-    const MTile& cur = kFmha ? fm_cur : s_tile[slot];
-    cute::cp_async_wait<0>();
-    __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
-    load_v(cur);
+  for (int seg = 0;; seg += kListCap) {  // NA: one pass per segment of the walk; FMHA: one pass
+    const int n_tiles =
+        kFmha ? fm_tiles : build_tile_list<kNT, kListCap>(p, c, x.cached, s_cls, seg, walk_total, s_list, s_wcount);
+    int j = 0;
+    if (n_tiles > 0) load_k(kFmha ? fm_tile(0) : s_list[0]);
     cute::cp_async_fence();
-    if (!kFmha && tid == 0) {  // the next tile, read by every thread after the next barrier
-      Walk w1 = s_walk;
-      walk_step(c, w1);
-      s_have[slot ^ 1] = walk_find(p, c, x, s_cls, w1, s_tile[slot ^ 1]) ? 1 : 0;
-      s_walk = w1;
-    }
+
+    while (j < n_tiles) {
+      MTile fm_cur;
+      if (kFmha) fm_cur = fm_tile(j);
+      // NA: read from shared memory where used (no tile registers); FMHA: computed, in registers.
+      const MTile& cur = kFmha ? fm_cur : s_list[j];
+      cute::cp_async_wait<0>();
+      __syncthreads();  // K_j (and Q) landed; every warp is done with V_{j-1}
+      load_v(cur);
+      cute::cp_async_fence();
 
 
-    // Element mask of a boundary tile, computed before S is live: one 64-bit visibility word per
-    // query row (bit kk: key kk of the tile, from per-axis bit ranges), built once per row (lane l:
-    // row l of the warp), transposed by column quad and fetched by the four threads of the row
-    // (thread (gq, t4) holds keys j*8 + 2*t4 + e -> bit 2j + e; row gq + 8 in the upper half).
-    uint32_t cmask[kWM];
-    if (cur.masked) {
-      uint64_t vis;
-      {
-        const RowWin& rw = s_win[row0 + lane % (16 * kWM)];
-        if (cur.phase_a) {
-          vis = tile_mask::tile_visibility(rw.lo, rw.hi, cur.c, p.kv_shift, x.rep1, x.rep0);
-        } else {
-          int lim = static_cast<int>(c.nb_len) - cur.n0;
-          if (p.fmha && p.fmha_causal) lim = min(lim, rw.qi + 1 - cur.n0);
-          vis = tile_mask::bit_range(0, min(max(lim, 0), BN));
-        }
-      }
-      uint32_t w0, w1;
-      tile_mask::quad_transpose(vis, w0, w1);
-#pragma unroll
-      for (int mt = 0; mt < kWM; ++mt) cmask[mt] = tile_mask::quad_row_bits(w0, w1, mt * 16 + gq, t4);
-    }
-
-    // The scale is folded into the exponent, p = 2^(s*sc - ref) with ref = max(s)*sc, when it is
-    // positive (masked scores are -inf either way); otherwise S is scaled first (sc = 1).
-    const bool fold = p.scale_log2 > 0.f;
-    const float sc = fold ? p.scale_log2 : 1.f;
-
-    // S = Q K^T for 16 query rows (m-tile mt) x BN keys (s[j]: n-tile j, thread rows gq / gq + 8).
-    const T* ksrc = sK + ((lane % 8) + 8 * (lane / 16)) * LD + 8 * ((lane / 8) % 2);
-    auto qsrc = [&](int mt, int ks) {
-      return sQ + (row0 + mt * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + ks * 16 + 8 * (lane / 16);
-    };
-    auto mma_s = [&](float (*s)[4], const uint32_t* a, const uint32_t* b) {
-      Op::Atom::fma(s[0][0], s[0][1], s[0][2], s[0][3], a[0], a[1], a[2], a[3], b[0], b[1], s[0][0], s[0][1], s[0][2], s[0][3]);
-      Op::Atom::fma(s[1][0], s[1][1], s[1][2], s[1][3], a[0], a[1], a[2], a[3], b[2], b[3], s[1][0], s[1][1], s[1][2], s[1][3]);
-    };
-    // Scale / mask, online softmax of one m-tile; P packed to 16-bit A fragments (pk[kk]: the A
-    // operand of key step kk).
-    auto softmax = [&](int mt, float (*s)[4], uint32_t (*pkm)[4]) {
-      if (!fold) {
-#pragma unroll
-        for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[j][e] *= p.scale_log2;
-      }
+      // Element mask of a boundary tile, computed before S is live: one 64-bit visibility word per
+      // query row (bit kk: key kk of the tile, from per-axis bit ranges), built once per row (lane l:
+      // row l of the warp), transposed by column quad and fetched by the four threads of the row
+      // (thread (gq, t4) holds keys j*8 + 2*t4 + e -> bit 2j + e; row gq + 8 in the upper half).
+      uint32_t cmask[kWM];
       if (cur.masked) {
+        uint64_t vis;
+        {
+          const RowWin& rw = s_win[row0 + lane % (16 * kWM)];
+          if (cur.phase_a) {
+            vis = tile_mask::tile_visibility(rw.lo, rw.hi, cur.c, p.kv_shift, x.rep1, x.rep0);
+          } else {
+            int lim = static_cast<int>(c.nb_len) - cur.n0;
+            if (p.fmha && p.fmha_causal) lim = min(lim, rw.qi + 1 - cur.n0);
+            vis = tile_mask::bit_range(0, min(max(lim, 0), BN));
+          }
+        }
+        uint32_t w0, w1;
+        tile_mask::quad_transpose(vis, w0, w1);
 #pragma unroll
-        for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (!(cmask[mt] & (1u << ((e / 2) * 16 + 2 * j + e % 2)))) s[j][e] = -INFINITY;
+        for (int mt = 0; mt < kWM; ++mt) cmask[mt] = tile_mask::quad_row_bits(w0, w1, mt * 16 + gq, t4);
       }
-      // Lazy rescaling: the reference max of a row only moves when the tile's max exceeds it by more
-      // than kLazy (log2 units), so most tiles skip the O rescale (a warp-uniform vote). Exact: O
-      // and l share the reference, P <= 2^kLazy stays well inside the 16-bit range.
-      constexpr float kLazy = 8.f;
-      float mx[2];
-      bool need = false;
+
+      // The scale is folded into the exponent, p = 2^(s*sc - ref) with ref = max(s)*sc, when it is
+      // positive (masked scores are -inf either way); otherwise S is scaled first (sc = 1).
+      const bool fold = p.scale_log2 > 0.f;
+      const float sc = fold ? p.scale_log2 : 1.f;
+
+      // S = Q K^T for 16 query rows (m-tile mt) x BN keys (s[j]: n-tile j, thread rows gq / gq + 8).
+      const T* ksrc = sK + ((lane % 8) + 8 * (lane / 16)) * LD + 8 * ((lane / 8) % 2);
+      auto qsrc = [&](int mt, int ks) {
+        return sQ + (row0 + mt * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + ks * 16 + 8 * (lane / 16);
+      };
+      auto mma_s = [&](float (*s)[4], const uint32_t* a, const uint32_t* b) {
+        Op::Atom::fma(s[0][0], s[0][1], s[0][2], s[0][3], a[0], a[1], a[2], a[3], b[0], b[1], s[0][0], s[0][1],
+                      s[0][2], s[0][3]);
+        Op::Atom::fma(s[1][0], s[1][1], s[1][2], s[1][3], a[0], a[1], a[2], a[3], b[2], b[3], s[1][0], s[1][1],
+                      s[1][2], s[1][3]);
+      };
+      // Scale / mask, online softmax of one m-tile; P packed to 16-bit A fragments (pk[kk]: the A
+      // operand of key step kk).
+      auto softmax = [&](int mt, float (*s)[4], uint32_t (*pkm)[4]) {
+        if (!fold) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float v = -INFINITY;
+          for (int j = 0; j < kNTiles; ++j)
 #pragma unroll
-        for (int j = 0; j < kNTiles; ++j) v = fmaxf(v, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-        mx[r] = v * sc;
-        need = need || mx[r] > m[mt][r] + kLazy;
-      }
-      if (__any_sync(0xffffffffu, need)) {
+            for (int e = 0; e < 4; ++e) s[j][e] *= p.scale_log2;
+        }
+        if (cur.masked) {
+          // Bit order (row half, n-tile, column pair) so that consecutive bits mask consecutive
+          // elements: ptxas then moves them to predicates 7 at a time (R2P) instead of one test each.
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e)
+                if (!(cmask[mt] & (1u << (r * 16 + 2 * j + e)))) s[j][2 * r + e] = -INFINITY;
+        }
+        // Lazy rescaling: the reference max of a row only moves when the tile's max exceeds it by more
+        // than kLazy (log2 units), so most tiles skip the O rescale (a warp-uniform vote). Exact: O
+        // and l share the reference, P <= 2^kLazy stays well inside the 16-bit range.
+        constexpr float kLazy = 8.f;
+        float mx[2];
+        bool need = false;
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const float mn = fmaxf(m[mt][r], mx[r]);
-          const float alpha = mn == -INFINITY ? 1.f : fast_exp2(m[mt][r] - mn);
-          m[mt][r] = mn;
-          l[mt][r] *= alpha;
+          float v = -INFINITY;
 #pragma unroll
-          for (int j = 0; j < kOTiles; ++j) {
-            o[mt][j][2 * r] *= alpha;
-            o[mt][j][2 * r + 1] *= alpha;
+          for (int j = 0; j < kNTiles; ++j) v = fmaxf(v, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+          v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+          v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+          mx[r] = v * sc;
+          need = need || mx[r] > m[mt][r] + kLazy;
+        }
+        if (__any_sync(0xffffffffu, need)) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float mn = fmaxf(m[mt][r], mx[r]);
+            const float alpha = mn == -INFINITY ? 1.f : fast_exp2(m[mt][r] - mn);
+            m[mt][r] = mn;
+            l[mt][r] *= alpha;
+#pragma unroll
+            for (int j = 0; j < kOTiles; ++j) {
+              o[mt][j][2 * r] *= alpha;
+              o[mt][j][2 * r + 1] *= alpha;
+            }
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float ref = m[mt][r] == -INFINITY ? 0.f : m[mt][r];
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < kNTiles; ++j) {
+            const float p0 = fast_exp2(fmaf(s[j][2 * r], sc, -ref));
+            const float p1 = fast_exp2(fmaf(s[j][2 * r + 1], sc, -ref));
+            sum += p0 + p1;
+            pkm[j / 2][(j % 2) * 2 + r] = Op::pack(p0, p1);
+          }
+          l[mt][r] += sum;
+        }
+      };
+
+      // S of every m-tile at once: each K fragment read from shared memory feeds kWM MMAs. Right after
+      // S (before the softmax) the CTA syncs and K_{j+1} starts loading, so that load overlaps the
+      // softmax and P V (FA2's order).
+      uint32_t pk[kWM][BN / 16][4];
+      {
+        float s[kWM][kNTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kWM; ++mt)
+#pragma unroll
+          for (int j = 0; j < kNTiles; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < kKSteps; ++ks) {
+          uint32_t a[kWM][4];
+#pragma unroll
+          for (int mt = 0; mt < kWM; ++mt)
+            cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(qsrc(mt, ks)), a[mt][0], a[mt][1],
+                                          a[mt][2], a[mt][3]);
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) {
+            uint32_t b[4];
+            const T* kp = ksrc + np * 16 * LD + ks * 16;
+            cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(kp), b[0], b[1], b[2], b[3]);
+#pragma unroll
+            for (int mt = 0; mt < kWM; ++mt) mma_s(&s[mt][2 * np], a[mt], b);
+          }
+        }
+        cute::cp_async_wait<0>();
+        __syncthreads();  // V_j landed; every warp is done with K_j
+        if (j + 1 < n_tiles) load_k(kFmha ? fm_tile(j + 1) : s_list[j + 1]);
+        cute::cp_async_fence();
+#pragma unroll
+        for (int mt = 0; mt < kWM; ++mt) softmax(mt, s[mt], pk[mt]);
+      }
+
+      // O += P V (every V fragment feeds the MMAs of every m-tile).
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < kOTiles / 2; ++np) {
+          uint32_t b[4];
+          const T* src = sV + (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + np * 16 + 8 * (lane / 16);
+          cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(src), b[0], b[1], b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < kWM; ++mt) {
+            float* o0 = o[mt][2 * np];
+            float* o1 = o[mt][2 * np + 1];
+            const uint32_t* a = pk[mt][kk];
+            Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[0], b[1], o0[0], o0[1], o0[2], o0[3]);
+            Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[2], b[3], o1[0], o1[1], o1[2], o1[3]);
           }
         }
       }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float ref = m[mt][r] == -INFINITY ? 0.f : m[mt][r];
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < kNTiles; ++j) {
-          const float p0 = fast_exp2(fmaf(s[j][2 * r], sc, -ref));
-          const float p1 = fast_exp2(fmaf(s[j][2 * r + 1], sc, -ref));
-          sum += p0 + p1;
-          pkm[j / 2][(j % 2) * 2 + r] = Op::pack(p0, p1);
-        }
-        l[mt][r] += sum;
-      }
-    };
-
-    // S of every m-tile at once: each K fragment read from shared memory feeds kWM MMAs. Right after
-    // S (before the softmax) the CTA syncs and K_{j+1} starts loading, so that load overlaps the
-    // softmax and P V (FA2's order).
-    uint32_t pk[kWM][BN / 16][4];
-    {
-      float s[kWM][kNTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kWM; ++mt)
-#pragma unroll
-        for (int j = 0; j < kNTiles; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
-        uint32_t a[kWM][4];
-#pragma unroll
-        for (int mt = 0; mt < kWM; ++mt)
-          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(qsrc(mt, ks)), a[mt][0], a[mt][1],
-                                        a[mt][2], a[mt][3]);
-#pragma unroll
-        for (int np = 0; np < kNTiles / 2; ++np) {
-          uint32_t b[4];
-          cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(ksrc + np * 16 * LD + ks * 16), b[0],
-                                        b[1], b[2], b[3]);
-#pragma unroll
-          for (int mt = 0; mt < kWM; ++mt) mma_s(&s[mt][2 * np], a[mt], b);
-        }
-      }
-      cute::cp_async_wait<0>();
-      __syncthreads();  // V_j landed; every warp is done with K_j
-      if (kFmha) {
-        if (j + 1 < fm_tiles) load_k(fm_tile(j + 1));
-      } else if (s_have[slot ^ 1]) {
-        load_k(s_tile[slot ^ 1]);
-      }
-      cute::cp_async_fence();
-#pragma unroll
-      for (int mt = 0; mt < kWM; ++mt) softmax(mt, s[mt], pk[mt]);
+      ++j;
     }
-
-    // O += P V (every V fragment feeds the MMAs of every m-tile).
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < kOTiles / 2; ++np) {
-        uint32_t b[4];
-        const T* src = sV + (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + np * 16 + 8 * (lane / 16);
-        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(src), b[0], b[1], b[2], b[3]);
-#pragma unroll
-        for (int mt = 0; mt < kWM; ++mt) {
-          float* o0 = o[mt][2 * np];
-          float* o1 = o[mt][2 * np + 1];
-          const uint32_t* a = pk[mt][kk];
-          Op::Atom::fma(o0[0], o0[1], o0[2], o0[3], a[0], a[1], a[2], a[3], b[0], b[1], o0[0], o0[1], o0[2], o0[3]);
-          Op::Atom::fma(o1[0], o1[1], o1[2], o1[3], a[0], a[1], a[2], a[3], b[2], b[3], o1[0], o1[1], o1[2], o1[3]);
-        }
-      }
-    }
-    slot ^= 1;
-    ++j;
+    if (kWalk != kWalkSegments || seg + kListCap >= walk_total) break;
   }
   cute::cp_async_wait<0>();
 
@@ -545,7 +570,10 @@ constexpr int mma_smem_bytes() {
 template <class T, int HD, int BM>
 void launch_mma(const FwdParams& p, cudaStream_t stream, dim3 grid) {
   constexpr int smem = mma_smem_bytes<T, HD, BM>();
-  auto kernel = p.fmha ? fna_fwd_mma_kernel<T, HD, BM, true> : fna_fwd_mma_kernel<T, HD, BM, false>;
+  auto kernel = fna_fwd_mma_kernel<T, HD, BM, kWalkFmha>;
+  if (!p.fmha)
+    kernel = max_walk_positions(p) <= tile_list_cap<HD>() ? fna_fwd_mma_kernel<T, HD, BM, kWalkListed>
+                                                          : fna_fwd_mma_kernel<T, HD, BM, kWalkSegments>;
   NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<grid, mma_threads<HD, BM>(), smem, stream>>>(p);
   NATTN_CUDA_CHECK(cudaGetLastError());
