@@ -77,8 +77,10 @@ struct MTile {
 };
 
 // Entries of the per-CTA tile list (shared memory, 20 bytes each) = walk positions per segment:
-// sized so that the list does not lower the CTAs per SM of the head dim's kernels on the H100.
-template <int HD> constexpr int tile_list_cap() { return HD > 128 ? 128 : HD > 64 ? 512 : 256; }
+// sized so that the list does not lower the CTAs per SM of the head dim's kernels on the H100 (and,
+// by the shared-memory arithmetic, not measured, on SM86/89's 100 KB: head dim 32 at 64 queries
+// keeps 4 CTAs with 128 entries, would drop to 3 with 256).
+template <int HD> constexpr int tile_list_cap() { return HD > 128 ? 128 : HD > 64 ? 512 : HD > 32 ? 256 : 128; }
 
 // How the kernel walks its KV tiles (template parameter): standard attention (tile j computed from
 // j); NA with the CTA's whole walk listed before the loop (the launch checks that the largest walk
