@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -87,7 +88,9 @@ NaParams params_of(const NaCase& c) {
   return p;
 }
 
-void run_na_case(const NaCase& c, DType dtype, uint64_t seed) {
+// got_o / got_l (optional): the device's output and LSE, as fetched.
+void run_na_case(const NaCase& c, DType dtype, uint64_t seed, HostTensor* got_o_out = nullptr,
+                 HostTensor* got_l_out = nullptr) {
   std::mt19937_64 rng(seed);
   std::vector<int64_t> qs = {c.batch}, ks = {c.batch}, vs = {c.batch}, os = {c.batch}, ls = {c.batch};
   for (int64_t s : c.spatial) {
@@ -127,6 +130,8 @@ void run_na_case(const NaCase& c, DType dtype, uint64_t seed) {
   ref_opts.backend = "reference";
   na_forward(host_args, ref_opts);
   const HostTensor got_o = o.fetch(), got_l = lse.fetch();
+  if (got_o_out != nullptr) *got_o_out = got_o;
+  if (got_l_out != nullptr) *got_l_out = got_l;
   const Errors e = compare(gather(got_o, o.hview), gather(ref_o_store, o.hview), gather(got_l, lse.hview),
                            gather(ref_l_store, lse.hview));
   std::printf("  na %-28s %-5s out rel L2 %.3g  lse max abs %.3g\n", c.name.c_str(), dtype_name(dtype),
@@ -397,6 +402,35 @@ TEST_F(CudaForward, WalkPastTheClassCache) {
   } catch (const std::exception& e) {
     ADD_FAILURE() << c.name << ": " << e.what();
   }
+}
+
+// The segment kernel (forced by the testing hook NATTN_CUDA_FWD_WALK_SEGMENTS=1) walks the same
+// tiles in the same order as the kernel that lists the whole walk: output and LSE equal bit for bit.
+TEST_F(CudaForward, SegmentKernelMatchesListedKernel) {
+  int compared = 0;
+  for (const NaCase& c : na_cases()) {
+    if (gpu_cc() < c.min_cc) continue;
+    for (DType t : {DType::f16, DType::bf16}) {
+      SCOPED_TRACE(c.name + " " + dtype_name(t));
+      HostTensor listed_o, listed_l, seg_o, seg_l;
+      try {
+        run_na_case(c, t, 4242, &listed_o, &listed_l);
+        setenv("NATTN_CUDA_FWD_WALK_SEGMENTS", "1", 1);
+        run_na_case(c, t, 4242, &seg_o, &seg_l);
+        unsetenv("NATTN_CUDA_FWD_WALK_SEGMENTS");
+      } catch (const std::exception& e) {
+        unsetenv("NATTN_CUDA_FWD_WALK_SEGMENTS");
+        ADD_FAILURE() << c.name << " " << dtype_name(t) << ": " << e.what();
+        continue;
+      }
+      auto bytes = [](const HostTensor& h) { return static_cast<size_t>(h.numel() * dtype_size(h.view.dtype)); };
+      ASSERT_EQ(bytes(listed_o), bytes(seg_o));
+      EXPECT_EQ(std::memcmp(listed_o.view.data, seg_o.view.data, bytes(seg_o)), 0) << "output differs";
+      EXPECT_EQ(std::memcmp(listed_l.view.data, seg_l.view.data, bytes(seg_l)), 0) << "LSE differs";
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 30);
 }
 
 // A small run of every path for compute-sanitizer (memcheck / racecheck).

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <climits>
+#include <cstdlib>
 #include <type_traits>
 
 #include <cute/arch/copy_sm75.hpp>
@@ -573,9 +574,12 @@ template <class T, int HD, int BM>
 void launch_mma(const FwdParams& p, cudaStream_t stream, dim3 grid) {
   constexpr int smem = mma_smem_bytes<T, HD, BM>();
   auto kernel = fna_fwd_mma_kernel<T, HD, BM, kWalkFmha>;
-  if (!p.fmha)
-    kernel = max_walk_positions(p) <= tile_list_cap<HD>() ? fna_fwd_mma_kernel<T, HD, BM, kWalkListed>
-                                                          : fna_fwd_mma_kernel<T, HD, BM, kWalkSegments>;
+  if (!p.fmha) {
+    // Testing hook: NATTN_CUDA_FWD_WALK_SEGMENTS=1 runs every NA walk on the segment kernel.
+    const char* force = std::getenv("NATTN_CUDA_FWD_WALK_SEGMENTS");
+    const bool segments = (force != nullptr && force[0] == '1') || max_walk_positions(p) > tile_list_cap<HD>();
+    kernel = segments ? fna_fwd_mma_kernel<T, HD, BM, kWalkSegments> : fna_fwd_mma_kernel<T, HD, BM, kWalkListed>;
+  }
   NATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<grid, mma_threads<HD, BM>(), smem, stream>>>(p);
   NATTN_CUDA_CHECK(cudaGetLastError());
