@@ -30,7 +30,12 @@ def _dl(x):
         if x.requires_grad:  # DLPack refuses tensors that require grad (inside the ops none do)
             x = x.detach()
         if x.is_cuda:
-            return x.__dlpack__(stream=-1)
+            # torch.utils.dlpack.to_dlpack: the capsule __dlpack__(stream=-1) returns (no stream
+            # synchronisation: the op runs on the stream passed explicitly) without __dlpack__'s
+            # Python-level argument handling: 5.2 -> 0.6 us per tensor (H100 machine, torch 2.11).
+            from torch.utils.dlpack import to_dlpack
+
+            return to_dlpack(x)
     return x
 
 
@@ -40,18 +45,26 @@ def _stream_and_threads(x):
         import torch
 
         if x.device.type == "cuda":
+            # The raw handle of the current stream without building a torch.cuda.Stream object
+            # (0.2 vs 5.7 us); the public call where this torch lacks the binding.
+            raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+            if raw is not None:
+                return raw(x.device.index), 0
             return torch.cuda.current_stream(x.device).cuda_stream, 0
         return 0, torch.get_num_threads()
     return 0, 0
 
 
 class _DeviceGuard:
+    """Makes the tensor's GPU current for the call (entered only when another one is: 3.7 us)."""
+
     def __init__(self, x):
         self.ctx = None
         if is_torch(x) and x.device.type == "cuda":
             import torch
 
-            self.ctx = torch.cuda.device(x.device)
+            if x.device.index != torch.cuda.current_device():
+                self.ctx = torch.cuda.device(x.device)
 
     def __enter__(self):
         if self.ctx is not None:
