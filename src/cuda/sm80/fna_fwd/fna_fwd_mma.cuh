@@ -60,13 +60,16 @@ struct MmaCtx {
   bool cached;             // per-axis classes are in s_cls
 };
 
-// Class of KV tile m along axis i (0 empty, 1 interior and full, 2 boundary or partial).
+// Class bits of KV tile m along axis i: 0 empty; else kAxisLive, plus kAxisMasked for a boundary
+// or partial tile, plus kAxisPartial when the tile runs past the KV box (rows there are not read).
+constexpr int kAxisLive = 1, kAxisMasked = 2, kAxisPartial = 4;
 __device__ __forceinline__ int axis_class(const FwdParams& p, const Ctx& c, int i, int m) {
   const int64_t lo = c.blo[i] + static_cast<int64_t>(m) * p.kv_tile[i];
   const int64_t hi = sem::min64(lo + p.kv_tile[i], c.bhi[i]);
   const sem::TileClass cls = sem::classify(sem::Range{c.qlo[i], c.qhi[i]}, sem::Range{lo, hi}, c.lg[i], c.ax[i]);
   if (cls == sem::TileClass::empty) return 0;
-  return (cls == sem::TileClass::interior && lo + p.kv_tile[i] <= c.bhi[i]) ? 1 : 2;
+  if (lo + p.kv_tile[i] > c.bhi[i]) return kAxisLive | kAxisMasked | kAxisPartial;
+  return cls == sem::TileClass::interior ? kAxisLive : kAxisLive | kAxisMasked;
 }
 
 // A KV tile of the walk.
@@ -74,7 +77,8 @@ struct MTile {
   int c[3];     // phase A: in-group origin per axis
   int n0;       // phase B: first token
   bool phase_a;
-  bool masked;  // element mask needed (boundary or partial tile)
+  bool masked;   // element mask needed (boundary or partial tile)
+  bool partial;  // phase A: runs past the KV box (its rows there are zero-filled, not read)
 };
 
 // Entries of the per-CTA tile list (shared memory, 20 bytes each) = walk positions per segment:
@@ -120,13 +124,15 @@ __device__ __forceinline__ int build_tile_list(const FwdParams& p, const Ctx& c,
 #pragma unroll
       for (int i = 0; i < 3; ++i) tile.c[i] = static_cast<int>(c.blo[i] + m[i] * p.kv_tile[i]);
       tile.n0 = 0;
-      tile.masked = (cl[0] | cl[1] | cl[2]) > 1;
+      tile.masked = ((cl[0] | cl[1] | cl[2]) & kAxisMasked) != 0;
+      tile.partial = ((cl[0] | cl[1] | cl[2]) & kAxisPartial) != 0;
     } else if (t < end) {
       keep = true;
       tile.phase_a = false;
       tile.c[0] = tile.c[1] = tile.c[2] = 0;
       tile.n0 = (t - nA) * kBlockN;
       tile.masked = tile.n0 + kBlockN > c.nb_len;
+      tile.partial = false;
     }
     const unsigned ballot = __ballot_sync(0xffffffffu, keep);
     if (lane == 0) s_wcount[warp] = __popc(ballot);
@@ -205,6 +211,7 @@ template <class T, int HD, int BM, int kWalk>
 __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(const __grid_constant__ FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr bool kFmha = kWalk == kWalkFmha;
+  constexpr bool kKAfterSoftmax = !kFmha;  // where K_{j+1} starts loading (see the S block below)
   constexpr int BN = kBlockN;
   static_assert(BN == 64, "row masks are 64-bit");
   constexpr int LD = HD + 8;  // +16 bytes per row: conflict-free ldmatrix
@@ -298,7 +305,9 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
     if (tile.phase_a) {
       const T* g = static_cast<const T*>(ga);
       const int64_t base = a_base + tile.c[0] * a_step[0] + tile.c[1] * a_step[1] + tile.c[2] * a_step[2];
-      if (!tile.masked) {
+      // Only partial tiles test their rows against the box; a boundary tile lies inside it (its
+      // mask is the softmax's business): 3D 16x44x80 9.32 -> 9.21 ms, H100, bench/RESULTS.md.
+      if (!tile.partial) {
         load_tile<T, HD, LD, BN, kNT, kLoadUnroll>(dst, g, ncols, aligned, [&](int kk, int64_t& off) {
           off = base + a_rel[kk];
           return true;
@@ -374,30 +383,7 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
       load_v(cur);
       cute::cp_async_fence();
 
-
-      // Element mask of a boundary tile, computed before S is live: one 64-bit visibility word per
-      // query row (bit kk: key kk of the tile, from per-axis bit ranges), built once per row (lane l:
-      // row l of the warp), transposed by column quad and fetched by the four threads of the row
-      // (thread (gq, t4) holds keys j*8 + 2*t4 + e -> bit 2j + e; row gq + 8 in the upper half).
-      uint32_t cmask[kWM];
-      if (cur.masked) {
-        uint64_t vis;
-        {
-          const RowWin& rw = s_win[row0 + lane % (16 * kWM)];
-          if (cur.phase_a) {
-            vis = tile_mask::tile_visibility(rw.lo, rw.hi, cur.c, p.kv_shift, x.rep1, x.rep0);
-          } else {
-            int lim = static_cast<int>(c.nb_len) - cur.n0;
-            if (p.fmha && p.fmha_causal) lim = min(lim, rw.qi + 1 - cur.n0);
-            vis = tile_mask::bit_range(0, min(max(lim, 0), BN));
-          }
-        }
-        uint32_t w0, w1;
-        tile_mask::quad_transpose(vis, w0, w1);
-#pragma unroll
-        for (int mt = 0; mt < kWM; ++mt) cmask[mt] = tile_mask::quad_row_bits(w0, w1, mt * 16 + gq, t4);
-      }
-
+      uint32_t cmask[kWM];  // element mask bits of the thread's rows (masked tiles; built below)
       // The scale is folded into the exponent, p = 2^(s*sc - ref) with ref = max(s)*sc, when it is
       // positive (masked scores are -inf either way); otherwise S is scaled first (sc = 1).
       const bool fold = p.scale_log2 > 0.f;
@@ -442,9 +428,15 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
         bool need = false;
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float v = -INFINITY;
+          // A tree (depth 4, not a chain of 8): the max is exact in any order.
+          float t[kNTiles];
 #pragma unroll
-          for (int j = 0; j < kNTiles; ++j) v = fmaxf(v, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+          for (int j = 0; j < kNTiles; ++j) t[j] = fmaxf(s[j][2 * r], s[j][2 * r + 1]);
+#pragma unroll
+          for (int w = kNTiles / 2; w >= 1; w /= 2)
+#pragma unroll
+            for (int j = 0; j < w; ++j) t[j] = fmaxf(t[j], t[j + w]);
+          float v = t[0];
           v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
           v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
           mx[r] = v * sc;
@@ -479,9 +471,13 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
         }
       };
 
-      // S of every m-tile at once: each K fragment read from shared memory feeds kWM MMAs. Right after
-      // S (before the softmax) the CTA syncs and K_{j+1} starts loading, so that load overlaps the
-      // softmax and P V (FA2's order).
+      // S of every m-tile at once: each K fragment read from shared memory feeds kWM MMAs. Then the
+      // CTA syncs and K_{j+1} starts loading: NA kernels after the softmax (overlapping P V), FMHA
+      // right after S (FA2's order, overlapping the softmax too). In the NA kernels the 3-D row
+      // address code of that load ran while S was live in FA2's order and ptxas spilled ~100 bytes
+      // inside the loop; after the softmax they have no spills: 3D 16x44x80 9.34 -> 8.86 ms,
+      // 30x48x80 78.1 -> 73.8 ms, 1D 32K k2048 2.24 -> 2.09 ms (H100). The FMHA kernel's running-
+      // pointer load is cheap: there FA2's order is 2.5% faster (dense 16K tokens 6.33 vs 6.49 ms).
       uint32_t pk[kWM][BN / 16][4];
       {
         float s[kWM][kNTiles][4];
@@ -505,12 +501,38 @@ __global__ void __launch_bounds__(mma_threads<HD, BM>()) fna_fwd_mma_kernel(cons
             for (int mt = 0; mt < kWM; ++mt) mma_s(&s[mt][2 * np], a[mt], b);
           }
         }
-        cute::cp_async_wait<0>();
-        __syncthreads();  // V_j landed; every warp is done with K_j
-        if (j + 1 < n_tiles) load_k(kFmha ? fm_tile(j + 1) : s_list[j + 1]);
-        cute::cp_async_fence();
+        // Element mask of a boundary tile, built while the S MMAs drain: one 64-bit visibility word
+        // per query row (bit kk: key kk of the tile, from per-axis bit ranges), built once per row
+        // (lane l: row l of the warp), transposed by column quad and fetched by the four threads of
+        // the row (thread (gq, t4) holds keys j*8 + 2*t4 + e -> bit 2j + e; row gq + 8 in the upper
+        // half).
+        if (cur.masked) {
+          uint64_t vis;
+          {
+            const RowWin& rw = s_win[row0 + lane % (16 * kWM)];
+            if (cur.phase_a) {
+              vis = tile_mask::tile_visibility(rw.lo, rw.hi, cur.c, p.kv_shift, x.rep1, x.rep0);
+            } else {
+              int lim = static_cast<int>(c.nb_len) - cur.n0;
+              if (p.fmha && p.fmha_causal) lim = min(lim, rw.qi + 1 - cur.n0);
+              vis = tile_mask::bit_range(0, min(max(lim, 0), BN));
+            }
+          }
+          uint32_t w0, w1;
+          tile_mask::quad_transpose(vis, w0, w1);
+#pragma unroll
+          for (int mt = 0; mt < kWM; ++mt) cmask[mt] = tile_mask::quad_row_bits(w0, w1, mt * 16 + gq, t4);
+        }
+        auto next_k = [&] {
+          cute::cp_async_wait<0>();
+          __syncthreads();  // V_j landed; every warp is done with K_j
+          if (j + 1 < n_tiles) load_k(kFmha ? fm_tile(j + 1) : s_list[j + 1]);
+          cute::cp_async_fence();
+        };
+        if (!kKAfterSoftmax) next_k();
 #pragma unroll
         for (int mt = 0; mt < kWM; ++mt) softmax(mt, s[mt], pk[mt]);
+        if (kKAfterSoftmax) next_k();
       }
 
       // O += P V (every V fragment feeds the MMAs of every m-tile).
