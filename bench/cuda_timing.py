@@ -1,6 +1,7 @@
 """Timing helpers shared by the PyTorch-side benchmarks (bench/cuda/*.py, bench/dist/*.py): the
 median of `runs` calls after `warmup` calls, each timed with CUDA events on the current stream and
-synchronised (so a call's host time up to its last kernel launch is included)."""
+synchronised (so a call's host time up to its last kernel launch is included); calls_ms times
+back-to-back calls instead (host time overlapped)."""
 
 import torch
 
@@ -13,6 +14,21 @@ def once_ms(fn):
     b.record()
     b.synchronize()
     return a.elapsed_time(b)
+
+
+def calls_ms(fn, calls):
+    """Mean time of `calls` back-to-back calls of fn (one event pair around all of them, then one
+    synchronisation): each call's host work overlaps the GPU work queued before it, as in a model's
+    step. calls=1 is once_ms."""
+    if calls == 1:
+        return once_ms(fn)
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(calls):
+        fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / calls
 
 
 def median(times):
